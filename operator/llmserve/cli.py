@@ -1,0 +1,59 @@
+"""Command-line entry point: `llmserve operator | gateway | sim ... | crds`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="llmserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    crds = sub.add_parser("crds", help="print (or write) the CRD YAML generated from the API models")
+    crds.add_argument("--output-dir", help="write one file per CRD into this directory instead of stdout")
+
+    op = sub.add_parser("operator", help="run the kopf operator")
+    op.add_argument("--namespace", action="append", default=[], help="watch only these namespaces")
+    op.add_argument("--liveness-port", type=int, default=8080, help="port of /healthz")
+    op.add_argument("--metrics-port", type=int, default=9090, help="port of the Prometheus /metrics endpoint")
+    op.add_argument("--verbose", action="store_true")
+
+    sub.add_parser("sim", help="engine simulator and fake cloud provider (see `llmserve sim --help`)",
+                   add_help=False)
+    sub.add_parser("gateway", help="OpenAI-compatible gateway (see `llmserve gateway --help`)", add_help=False)
+
+    if args and args[0] in ("sim", "gateway"):
+        return _delegate(args[0], args[1:])
+    parsed = parser.parse_args(args)
+    if parsed.command == "crds":
+        from llmserve.api.crd import write_crds
+
+        return write_crds(parsed.output_dir)
+    if parsed.command == "operator":
+        from llmserve.controller.main import run_operator
+
+        return run_operator(
+            namespaces=parsed.namespace,
+            liveness_port=parsed.liveness_port,
+            metrics_port=parsed.metrics_port,
+            verbose=parsed.verbose,
+        )
+    parser.error(f"unknown command {parsed.command!r}")
+    return 2
+
+
+def _delegate(command: str, rest: list[str]) -> int:
+    if command == "sim":
+        from llmserve.sim.cli import main as sim_main
+
+        return sim_main(rest)
+    from llmserve.gateway.cli import main as gateway_main
+
+    return gateway_main(rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
