@@ -1,0 +1,93 @@
+"""Starting, recording and stopping the dev cluster's processes, and clearing a crashed run's leftovers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+PIDS_FILE = "pids"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ProcessGroup:
+    """Child processes of one dev cluster; their pids are written to the state dir as they start."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.state_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child)
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        log.close()
+        self.processes.append((name, proc))
+        with open(self.state_dir / PIDS_FILE, "a") as pids:
+            pids.write(f"{proc.pid}\n")
+        return proc
+
+    def check_alive(self) -> None:
+        for name, proc in self.processes:
+            if proc.poll() is not None:
+                tail = (self.state_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}; last log lines:\n{tail}")
+
+    def stop(self, name: str, grace_seconds: float = 10) -> None:
+        for entry in [p for p in self.processes if p[0] == name]:
+            _terminate(entry[1].pid, grace_seconds)
+            entry[1].wait()
+            self.processes.remove(entry)
+
+    def stop_all(self, grace_seconds: float = 10) -> None:
+        for _, proc in reversed(self.processes):
+            _terminate(proc.pid, grace_seconds)
+            proc.wait()
+        self.processes.clear()
+        (self.state_dir / PIDS_FILE).unlink(missing_ok=True)
+
+
+def _terminate(pid: int, grace_seconds: float) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after the grace period."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def kill_leftovers(state_dir: Path) -> None:
+    """Stops processes an earlier, crashed run with the same state dir left behind."""
+    pids_file = state_dir / PIDS_FILE
+    if not pids_file.exists():
+        return
+    for line in pids_file.read_text().split():
+        pid = int(line)
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        # Only kill what is provably ours: children carry the state dir in their environment.
+        if f"LLMSERVE_DEVCLUSTER={state_dir}".encode() in environ:
+            _terminate(pid, 2)
+    pids_file.unlink()

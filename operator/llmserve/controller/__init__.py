@@ -1,0 +1,1 @@
+"""The kopf operator: reconciles LLMServes into engine Deployments and reports their state."""

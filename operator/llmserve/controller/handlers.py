@@ -1,0 +1,118 @@
+"""kopf handlers: thin glue from watch events to the Reconciler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from llmserve.api.llmserve import GROUP, PLURAL, VERSION
+from llmserve.controller import metrics
+from llmserve.controller.reconcile import Reconciler
+from llmserve.render.labels import LLMSERVE_LABEL
+
+log = logging.getLogger(__name__)
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+OWNED = {LLMSERVE_LABEL: kopf.PRESENT}
+reconciler = Reconciler()
+
+# Debounce: a burst of pod events for one LLMServe ends in one status write.
+STATUS_DEBOUNCE_SECONDS = 0.2
+_pending_refresh: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+
+def _slim_pod(body: kopf.Body) -> dict[str, Any]:
+    return {
+        "metadata": {"name": body.metadata.name, "deletionTimestamp": body.metadata.get("deletionTimestamp")},
+        "status": dict(body.get("status", {})),
+        "spec": {"nodeName": body.get("spec", {}).get("nodeName")},
+    }
+
+
+@kopf.index(*RESOURCE)
+def llmserve_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): dict(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels=OWNED)
+def deployment_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, labels[LLMSERVE_LABEL]): dict(body)}
+
+
+@kopf.index("", "v1", "pods", labels=OWNED)
+def pod_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, labels[LLMSERVE_LABEL]): _slim_pod(body)}
+
+
+def _one(index: kopf.Index[Any, Any], key: tuple[str, str]) -> Any:
+    store = index.get(key)
+    return next(iter(store), None) if store else None
+
+
+async def _refresh_later(key: tuple[str, str], indexes: dict[str, kopf.Index[Any, Any]]) -> None:
+    await asyncio.sleep(STATUS_DEBOUNCE_SECONDS)
+    _pending_refresh.pop(key, None)
+    body = _one(indexes["llmserve_index"], key)
+    if body is None:
+        metrics.forget(key)
+        return
+    pods = list(indexes["pod_index"].get(key, []))
+    try:
+        await reconciler.refresh_status(body, _one(indexes["deployment_index"], key), pods)
+    except Exception:  # the next event or the periodic timer retries
+        log.exception("event=status_refresh_failed namespace=%s llmserve=%s", *key)
+
+
+def schedule_refresh(key: tuple[str, str], **indexes: kopf.Index[Any, Any]) -> None:
+    if key not in _pending_refresh:
+        _pending_refresh[key] = asyncio.create_task(_refresh_later(key, indexes))
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+async def ensure(
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    llmserve_index: kopf.Index[Any, Any],
+    deployment_index: kopf.Index[Any, Any],
+    pod_index: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    key = (namespace, name)
+    try:
+        await reconciler.ensure(dict(body), _one(deployment_index, key))
+    finally:
+        schedule_refresh(key, llmserve_index=llmserve_index, deployment_index=deployment_index, pod_index=pod_index)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+@kopf.on.event("", "v1", "pods", labels=OWNED)
+async def child_changed(
+    namespace: str,
+    labels: kopf.Labels,
+    llmserve_index: kopf.Index[Any, Any],
+    deployment_index: kopf.Index[Any, Any],
+    pod_index: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    key = (namespace, labels[LLMSERVE_LABEL])
+    schedule_refresh(key, llmserve_index=llmserve_index, deployment_index=deployment_index, pod_index=pod_index)
+
+
+@kopf.timer(*RESOURCE, interval=30, idle=10)
+async def resync_status(
+    namespace: str,
+    name: str,
+    llmserve_index: kopf.Index[Any, Any],
+    deployment_index: kopf.Index[Any, Any],
+    pod_index: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    """A safety net: status is event-driven, but a missed event must not leave it stale for long."""
+    schedule_refresh((namespace, name), llmserve_index=llmserve_index, deployment_index=deployment_index,
+                     pod_index=pod_index)

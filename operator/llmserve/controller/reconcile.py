@@ -1,0 +1,157 @@
+"""Applies an LLMServe's children and writes its status: the controller's "ensure" logic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from llmserve import kube
+from llmserve.api.base import Condition
+from llmserve.api.llmserve import KIND, LLMServeSpec, LLMServeStatus
+from llmserve.controller import metrics
+from llmserve.controller.status import Observed, compute_conditions, merge_conditions, summarize_pods
+from llmserve.render.engine import endpoint_url, render_deployment, render_service
+from llmserve.render.labels import FIELD_MANAGER, selector_string
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+Key = tuple[str, str]  # (namespace, llmserve name)
+
+
+def spec_error_message(err: ValidationError) -> str:
+    """One line naming each bad field and what is wrong with it."""
+    parts = []
+    for problem in err.errors():
+        location = ".".join(str(p) for p in problem["loc"]) or "spec"
+        parts.append(f"spec.{location}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+def parse_spec(raw_spec: Obj) -> tuple[LLMServeSpec | None, str]:
+    try:
+        return LLMServeSpec.model_validate(dict(raw_spec)), ""
+    except ValidationError as err:
+        return None, spec_error_message(err)
+
+
+class Reconciler:
+    """Owns the last errors seen per LLMServe so status refreshes can report them."""
+
+    def __init__(self) -> None:
+        self.apply_errors: dict[Key, str] = {}
+        self._refresh_locks: dict[Key, asyncio.Lock] = {}
+
+    async def ensure(self, body: Obj, existing_deployment: Obj | None) -> None:
+        """Create or update the Deployment and Service; idempotent, shared by create/update/resume."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        spec, error = parse_spec(body.get("spec", {}))
+        if spec is None:
+            kopf.warn(body, reason="InvalidSpec", message=error)
+            return
+        deployment = render_deployment(meta["name"], meta["namespace"], meta["uid"], spec)
+        service = render_service(meta["name"], meta["namespace"], meta["uid"], spec)
+        with metrics.RECONCILE_SECONDS.labels(namespace=key[0], llmserve=key[1]).time():
+            try:
+                applied = await kube.retry(lambda: kube.apply(deployment, FIELD_MANAGER))
+                await kube.retry(lambda: kube.apply(service, FIELD_MANAGER))
+            except kube.KubeError as err:
+                self.apply_errors[key] = f"applying children failed: {err}"
+                metrics.RECONCILE_ERRORS.labels(namespace=key[0], llmserve=key[1]).inc()
+                kopf.warn(body, reason="ApplyFailed", message=str(err))
+                if err.retryable:
+                    raise kopf.TemporaryError(f"API server error, will retry: {err}", delay=10) from err
+                raise kopf.PermanentError(f"the API server refused a child object: {err}") from err
+        self.apply_errors.pop(key, None)
+        if existing_deployment is None:
+            kopf.info(body, reason="Created", message=f"created Deployment and Service {meta['name']}")
+        elif applied["metadata"].get("generation") != existing_deployment["metadata"].get("generation"):
+            kopf.info(body, reason="Updated", message=f"updated Deployment {meta['name']} (rolling out)")
+
+    async def refresh_status(
+        self, body: Obj, deployment: Obj | None, pods: list[Obj]
+    ) -> LLMServeStatus | None:
+        """Recompute status from the children and write it if it changed."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        lock = self._refresh_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            status = self.compute_status(body, deployment, pods)
+            previous = body.get("status") or {}
+            wire = status.to_wire()
+            if _same_status(previous, wire):
+                return status
+            try:
+                await kube.retry(lambda: kube.merge_patch(KIND, key[0], key[1], {"status": wire}, "status"))
+            except kube.KubeError as err:
+                if err.status == 404:
+                    return None  # deleted meanwhile
+                raise
+            _report_transitions(body, previous, status)
+            metrics.observe_status(key, status)
+            return status
+
+    def compute_status(self, body: Obj, deployment: Obj | None, pods: list[Obj]) -> LLMServeStatus:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        spec, spec_error = parse_spec(body.get("spec", {}))
+        previous_raw = body.get("status") or {}
+        previous = _previous_conditions(previous_raw)
+        summary = summarize_pods(pods)
+        desired = spec.desired_replicas() if spec else 0
+        observed = Observed(
+            generation=meta.get("generation", 0),
+            desired_replicas=desired,
+            pods=summary,
+            deployment=deployment,
+            spec_error=spec_error,
+            apply_error=self.apply_errors.get(key, ""),
+        )
+        conditions = merge_conditions(previous, compute_conditions(observed))
+        served = spec.served_name(meta["name"]) if spec else None
+        return LLMServeStatus(
+            replicas=summary.total,
+            desired_replicas=desired,
+            ready_replicas=summary.ready,
+            unschedulable_replicas=summary.unschedulable,
+            selector=selector_string(meta["name"]),
+            endpoint=endpoint_url(meta["name"], meta["namespace"]),
+            served_model_name=served,
+            observed_generation=meta.get("generation"),
+            conditions=conditions,
+            autoscaling=previous_raw.get("autoscaling"),
+        )
+
+
+def _previous_conditions(status: Obj) -> list[Condition]:
+    out = []
+    for raw in status.get("conditions", []) or []:
+        try:
+            out.append(Condition.model_validate(raw))
+        except ValidationError:
+            continue  # a hand-edited or foreign condition is not ours to keep
+    return out
+
+
+def _same_status(previous: Obj, current: Obj) -> bool:
+    # lastTransitionTime is carried over for unchanged conditions, so a plain comparison is exact.
+    keys = set(previous) | set(current)
+    return all(previous.get(k) == current.get(k) for k in keys)
+
+
+def _report_transitions(body: Obj, previous: Obj, status: LLMServeStatus) -> None:
+    before = {c.get("type"): c for c in previous.get("conditions", []) or []}
+    for condition in status.conditions:
+        old = before.get(condition.type, {})
+        if old.get("status") == condition.status and old.get("reason") == condition.reason:
+            continue
+        if condition.type == "Degraded" and condition.status == "True":
+            kopf.warn(body, reason=condition.reason, message=condition.message)
+        elif condition.type == "Ready" and old:
+            message = f"Ready={condition.status} ({condition.reason}): {condition.message}"
+            kopf.info(body, reason="ReadyChanged", message=message)

@@ -1,0 +1,170 @@
+"""Derives an LLMServe's status and conditions from its Deployment and pods (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from llmserve.api.base import Condition, now_utc
+
+Obj = dict[str, Any]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+# Container waiting reasons that mean the replica will not come up without a change.
+_STUCK_WAITING_REASONS = {
+    "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+}  # fmt: skip
+
+
+@dataclass
+class PodSummary:
+    """What the status needs to know about an LLMServe's pods."""
+
+    total: int = 0
+    ready: int = 0
+    unschedulable: int = 0
+    unschedulable_message: str = ""
+    stuck: int = 0
+    stuck_message: str = ""
+    starting: int = 0
+    ready_pod_ips: list[str] = field(default_factory=list)
+
+
+def summarize_pods(pods: list[Obj]) -> PodSummary:
+    summary = PodSummary()
+    for pod in pods:
+        if pod.get("metadata", {}).get("deletionTimestamp"):
+            continue  # terminating pods are neither capacity nor a problem
+        status = pod.get("status", {})
+        if status.get("phase") in ("Succeeded", "Failed"):
+            continue
+        summary.total += 1
+        conditions = {c.get("type"): c for c in status.get("conditions", [])}
+        scheduled = conditions.get("PodScheduled", {})
+        if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+            summary.unschedulable += 1
+            summary.unschedulable_message = summary.unschedulable_message or scheduled.get("message", "")
+            continue
+        if conditions.get("Ready", {}).get("status") == "True":
+            summary.ready += 1
+            if status.get("podIP"):
+                summary.ready_pod_ips.append(status["podIP"])
+            continue
+        stuck = _stuck_reason(status)
+        if stuck:
+            summary.stuck += 1
+            summary.stuck_message = summary.stuck_message or stuck
+        else:
+            summary.starting += 1
+    return summary
+
+
+def _stuck_reason(pod_status: Obj) -> str:
+    for container in pod_status.get("containerStatuses", []):
+        waiting = container.get("state", {}).get("waiting", {})
+        if waiting.get("reason") in _STUCK_WAITING_REASONS:
+            return f"container {container.get('name')}: {waiting['reason']}: {waiting.get('message', '')}".strip()
+    return ""
+
+
+@dataclass
+class Observed:
+    """Inputs to the conditions, gathered by the controller."""
+
+    generation: int
+    desired_replicas: int
+    pods: PodSummary
+    deployment: Obj | None
+    spec_error: str = ""
+    apply_error: str = ""
+
+
+def _condition(type_: str, status: ConditionStatus, reason: str, message: str, generation: int) -> Condition:
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=now_utc(),
+        observed_generation=generation,
+    )
+
+
+def _deployment_rolling(deployment: Obj | None, generation_seen: bool) -> bool:
+    if deployment is None:
+        return True
+    status = deployment.get("status", {})
+    spec_replicas = deployment.get("spec", {}).get("replicas", 0)
+    if not generation_seen:
+        return True
+    return bool(status.get("updatedReplicas", 0) < spec_replicas or status.get("replicas", 0) > spec_replicas)
+
+
+def compute_conditions(observed: Observed) -> list[Condition]:
+    """Ready, Progressing and Degraded, each with one reason a user can act on."""
+    gen, pods, desired = observed.generation, observed.pods, observed.desired_replicas
+    deployment = observed.deployment
+    dep_gen_seen = deployment is not None and deployment.get("status", {}).get(
+        "observedGeneration", 0
+    ) >= deployment.get("metadata", {}).get("generation", 0)
+
+    if observed.spec_error:
+        degraded = _condition("Degraded", "True", "InvalidSpec", observed.spec_error, gen)
+    elif observed.apply_error:
+        degraded = _condition("Degraded", "True", "ApplyFailed", observed.apply_error, gen)
+    elif pods.unschedulable:
+        message = f"{pods.unschedulable} replica(s) cannot be scheduled: {pods.unschedulable_message}"
+        degraded = _condition("Degraded", "True", "Unschedulable", message, gen)
+    elif pods.stuck:
+        message = f"{pods.stuck} replica(s) cannot start: {pods.stuck_message}"
+        degraded = _condition("Degraded", "True", "ReplicaFailure", message, gen)
+    else:
+        degraded = _condition("Degraded", "False", "AsExpected", "", gen)
+
+    if desired == 0 and pods.total == 0:
+        ready = _condition("Ready", "False", "ScaledToZero", "no replicas are running; requests wake the model", gen)
+    elif pods.ready >= desired and pods.ready > 0:
+        ready = _condition("Ready", "True", "Available", f"{pods.ready}/{desired} replicas ready", gen)
+    elif pods.ready > 0:
+        ready = _condition(
+            "Ready", "True", "PartiallyAvailable", f"{pods.ready}/{desired} replicas ready", gen
+        )
+    elif degraded.status == "True":
+        ready = _condition("Ready", "False", degraded.reason, degraded.message, gen)
+    else:
+        ready = _condition("Ready", "False", "Starting", f"0/{desired} replicas ready; loading the model", gen)
+
+    if observed.spec_error or observed.apply_error:
+        progressing = _condition("Progressing", "False", degraded.reason, degraded.message, gen)
+    elif _deployment_rolling(deployment, dep_gen_seen):
+        progressing = _condition("Progressing", "True", "RollingUpdate", "replicas are being replaced", gen)
+    elif pods.ready < desired:
+        waiting = desired - pods.ready
+        progressing = _condition(
+            "Progressing", "True", "ReplicasStarting", f"waiting for {waiting} replica(s)", gen
+        )
+    elif pods.total > desired:
+        progressing = _condition("Progressing", "True", "ScalingDown", f"{pods.total - desired} replica(s) stopping", gen)
+    else:
+        progressing = _condition("Progressing", "False", "Stable", "all replicas are up to date", gen)
+    return [ready, progressing, degraded]
+
+
+def merge_conditions(previous: list[Condition], current: list[Condition]) -> list[Condition]:
+    """Keeps lastTransitionTime from the previous condition of a type whose status did not change."""
+    by_type = {c.type: c for c in previous}
+    merged: list[Condition] = []
+    for condition in current:
+        before = by_type.get(condition.type)
+        if before is not None and before.status == condition.status:
+            condition = condition.model_copy(update={"last_transition_time": before.last_transition_time})
+        merged.append(condition)
+    kept = {c.type for c in merged}
+    # Conditions owned by other loops (e.g. the autoscaler's) are carried over untouched.
+    return merged + [c for c in previous if c.type not in kept]
+
+
+def transition_time(condition: Condition) -> datetime:
+    return condition.last_transition_time

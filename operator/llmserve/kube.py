@@ -1,0 +1,184 @@
+"""The one module that talks to the Kubernetes API (through kr8s's async client)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import kr8s
+import kr8s.asyncio
+
+from llmserve.api.llmserve import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+LLMSERVE_API = f"{GROUP}/{VERSION}"
+
+# apiVersion/kind -> REST path pieces. Only what llmserve touches.
+_RESOURCES: dict[str, tuple[str, str]] = {
+    "Deployment": ("apps/v1", "deployments"),
+    "Service": ("v1", "services"),
+    "Pod": ("v1", "pods"),
+    "Secret": ("v1", "secrets"),
+    "Event": ("v1", "events"),
+    "Node": ("v1", "nodes"),
+    "Namespace": ("v1", "namespaces"),
+    "Lease": ("coordination.k8s.io/v1", "leases"),
+    "EndpointSlice": ("discovery.k8s.io/v1", "endpointslices"),
+    "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
+    "LLMServe": (LLMSERVE_API, PLURAL),
+    "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions"),
+}
+
+
+class KubeError(Exception):
+    """The API server refused or failed a request; `status` is the HTTP code (0 for no answer)."""
+
+    def __init__(self, message: str, status: int, reason: str = "") -> None:
+        super().__init__(message)
+        self.status, self.reason = status, reason
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == 0 or self.status == 429 or self.status >= 500
+
+
+async def api() -> kr8s.asyncio.Api:
+    return await kr8s.asyncio.api()
+
+
+def _path(kind: str, name: str | None = None, subresource: str | None = None) -> tuple[str, str]:
+    version, plural = _RESOURCES[kind]
+    url = plural + (f"/{name}" if name else "") + (f"/{subresource}" if subresource else "")
+    return version, url
+
+
+async def request(
+    method: str,
+    kind: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+    **kwargs: Any,
+) -> Obj:
+    """One API call, with the server's own error message preserved in a KubeError."""
+    version, url = _path(kind, name, subresource)
+    client = await api()
+    try:
+        async with client.call_api(method, version=version, namespace=namespace, url=url, **kwargs) as resp:
+            return resp.json() if resp.content else {}
+    except kr8s.ServerError as err:
+        status = err.response.status_code if err.response is not None else 0
+        body = err.status if isinstance(err.status, dict) else {}
+        raise KubeError(str(err), status, str(body.get("reason", ""))) from err
+    except (httpx.TransportError, kr8s.APITimeoutError) as err:
+        raise KubeError(f"API server unreachable: {err}", 0) from err
+
+
+async def get(kind: str, namespace: str | None, name: str) -> Obj | None:
+    try:
+        return await request("GET", kind, namespace, name)
+    except KubeError as err:
+        if err.status == 404:
+            return None
+        raise
+
+
+async def list_objects(kind: str, namespace: str | None = None, label_selector: str = "") -> list[Obj]:
+    params = {"labelSelector": label_selector} if label_selector else {}
+    return list((await request("GET", kind, namespace, params=params)).get("items", []))
+
+
+async def apply(manifest: Obj, field_manager: str, subresource: str | None = None) -> Obj:
+    """Server-side apply: the operator owns exactly the fields it renders, and nothing else."""
+    meta = manifest["metadata"]
+    return await request(
+        "PATCH",
+        manifest["kind"],
+        meta.get("namespace"),
+        meta["name"],
+        subresource,
+        params={"fieldManager": field_manager, "force": "true"},
+        headers={"Content-Type": "application/apply-patch+yaml"},
+        content=json.dumps(manifest),
+    )
+
+
+async def merge_patch(
+    kind: str, namespace: str | None, name: str, patch: Obj, subresource: str | None = None
+) -> Obj:
+    return await request(
+        "PATCH",
+        kind,
+        namespace,
+        name,
+        subresource,
+        headers={"Content-Type": "application/merge-patch+json"},
+        content=json.dumps(patch),
+    )
+
+
+async def create(manifest: Obj) -> Obj:
+    return await request("POST", manifest["kind"], manifest["metadata"].get("namespace"), json=manifest)
+
+
+async def delete(kind: str, namespace: str | None, name: str) -> None:
+    try:
+        await request("DELETE", kind, namespace, name)
+    except KubeError as err:
+        if err.status != 404:
+            raise
+
+
+async def scale(kind: str, namespace: str, name: str, replicas: int) -> Obj:
+    """Writes the desired count through the scale subresource, as `kubectl scale` does."""
+    return await merge_patch(kind, namespace, name, {"spec": {"replicas": replicas}}, "scale")
+
+
+async def watch(
+    kind: str,
+    namespace: str | None = None,
+    label_selector: str = "",
+    field_selector: str = "",
+    timeout_seconds: int = 300,
+) -> AsyncIterator[tuple[str, Obj]]:
+    """Yields (event type, object) from one watch stream, starting with ADDED for every existing object;
+    the caller loops to re-watch when the stream ends."""
+    version, url = _path(kind)
+    params: dict[str, Any] = {"watch": "true", "timeoutSeconds": timeout_seconds}
+    if label_selector:
+        params["labelSelector"] = label_selector
+    if field_selector:
+        params["fieldSelector"] = field_selector
+    client = await api()
+    try:
+        async with client.call_api(
+            "GET", version=version, namespace=namespace, url=url, params=params, stream=True,
+            timeout=httpx.Timeout(None, connect=10),
+        ) as resp:
+            async for line in resp.aiter_lines():
+                if line:
+                    event = json.loads(line)
+                    yield event["type"], event["object"]
+    except (httpx.TransportError, kr8s.APITimeoutError) as err:
+        raise KubeError(f"watch of {kind} failed: {err}", 0) from err
+
+
+async def retry(operation: Any, attempts: int = 5, base_delay_seconds: float = 0.5) -> Any:
+    """Runs `await operation()` again on retryable API errors, with exponential backoff."""
+    for attempt in range(attempts):
+        try:
+            return await operation()
+        except KubeError as err:
+            if not err.retryable or attempt == attempts - 1:
+                raise
+            delay = base_delay_seconds * 2**attempt
+            log.warning("event=api_retry status=%s attempt=%d delay_seconds=%.1f", err.status, attempt + 1, delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")

@@ -1,0 +1,1 @@
+"""Pure functions turning an LLMServe into the Kubernetes objects that serve it."""

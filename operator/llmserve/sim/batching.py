@@ -1,0 +1,342 @@
+"""Pure, deterministic timing model of vLLM-style continuous batching, driven by a virtual clock.
+
+No I/O and no asyncio: the live server and offline (fleet) simulators both call `Engine.step(now)` and
+advance their own clock by `StepResult.duration_seconds`. The scheduler follows vLLM v1: every step
+first serves running requests (one decode token, or the next prefill chunk), then admits waiting
+requests first-come-first-served while fewer than `max_num_seqs` run, the per-step token budget lasts
+and their KV blocks fit. When a running request cannot get a block, the newest running request is
+preempted (recompute: its KV is freed and it returns to the front of the waiting queue).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from llmserve.sim.profiles import Profile, blocks_for_tokens
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"
+    LENGTH = "length"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Scheduler limits, named after the vLLM flags they mirror."""
+
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    max_model_len: int = 131072
+    block_size: int = 16
+
+
+@dataclass(frozen=True)
+class FinishedRequest:
+    """Timeline of one completed request, in virtual-clock seconds."""
+
+    request_id: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    output_tokens: int
+    arrival_time: float
+    first_scheduled_time: float
+    first_token_time: float
+    finish_time: float
+    num_preemptions: int
+
+    @property
+    def queue_seconds(self) -> float:
+        return self.first_scheduled_time - self.arrival_time
+
+    @property
+    def time_to_first_token_seconds(self) -> float:
+        return self.first_token_time - self.arrival_time
+
+    @property
+    def e2e_seconds(self) -> float:
+        return self.finish_time - self.arrival_time
+
+    @property
+    def mean_inter_token_seconds(self) -> float:
+        if self.output_tokens <= 1:
+            return 0.0
+        return (self.finish_time - self.first_token_time) / (self.output_tokens - 1)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one engine step did; tokens become visible at `end_time`."""
+
+    start_time: float
+    duration_seconds: float
+    tokens: dict[str, int]
+    first_token_ids: list[str]
+    finished: list[FinishedRequest]
+    preempted_ids: list[str]
+    num_prefill_tokens: int
+    num_decode_tokens: int
+    # vLLM counts a prompt once, when its first token is produced.
+    num_prompt_tokens: int
+    time_to_first_token_seconds: list[float] = field(default_factory=list)
+    inter_token_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def end_time(self) -> float:
+        return self.start_time + self.duration_seconds
+
+    @property
+    def finished_ids(self) -> list[str]:
+        return [f.request_id for f in self.finished]
+
+    @property
+    def num_generation_tokens(self) -> int:
+        return sum(self.tokens.values())
+
+
+@dataclass(eq=False)
+class _Request:
+    request_id: str
+    prompt_tokens: int
+    max_output_tokens: int
+    stop_after_tokens: int
+    arrival_time: float
+    num_output_tokens: int = 0
+    num_computed_tokens: int = 0
+    num_blocks: int = 0
+    num_preemptions: int = 0
+    first_scheduled_time: float | None = None
+    first_token_time: float | None = None
+    last_token_time: float = 0.0
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prompt_tokens + self.num_output_tokens
+
+    @property
+    def pending_tokens(self) -> int:
+        return self.num_tokens - self.num_computed_tokens
+
+    @property
+    def is_decoding(self) -> bool:
+        return self.num_output_tokens > 0 and self.pending_tokens == 1
+
+
+class Engine:
+    """One vLLM replica's scheduler and KV cache, as a timing model. Deterministic for equal inputs."""
+
+    def __init__(self, profile: Profile, config: EngineConfig) -> None:
+        if config.max_num_seqs < 1 or config.max_num_batched_tokens < 1 or config.block_size < 1:
+            raise ValueError("max_num_seqs, max_num_batched_tokens and block_size must be at least 1")
+        self.profile = profile
+        self.config = config
+        self.total_kv_blocks = profile.num_kv_blocks(config.block_size)
+        self._free_blocks = self.total_kv_blocks
+        self._waiting: deque[_Request] = deque()
+        self._running: list[_Request] = []
+        self._requests: dict[str, _Request] = {}
+        self.num_preemptions_total = 0
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._running or self._waiting)
+
+    @property
+    def used_kv_blocks(self) -> int:
+        return self.total_kv_blocks - self._free_blocks
+
+    @property
+    def kv_usage_fraction(self) -> float:
+        """Share of KV blocks in use, 0..1 (what vLLM v1 exports as vllm:kv_cache_usage_perc)."""
+        return self.used_kv_blocks / self.total_kv_blocks if self.total_kv_blocks else 0.0
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return self.total_kv_blocks * self.config.block_size
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._requests
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        request_id: str,
+        prompt_tokens: int,
+        max_output_tokens: int,
+        now: float,
+        stop_after_tokens: int | None = None,
+    ) -> None:
+        """Queue a request. It stops with "stop" after `stop_after_tokens` if that comes before the cap."""
+        if request_id in self._requests:
+            raise ValueError(f"request_id {request_id!r} is already in the engine")
+        if prompt_tokens < 1 or max_output_tokens < 1:
+            raise ValueError("prompt_tokens and max_output_tokens must be at least 1")
+        if prompt_tokens + max_output_tokens > self.kv_capacity_tokens:
+            raise ValueError(
+                f"prompt_tokens + max_output_tokens = {prompt_tokens + max_output_tokens} exceeds the KV "
+                f"cache capacity of {self.kv_capacity_tokens} tokens"
+            )
+        stop_after = max_output_tokens if stop_after_tokens is None else max(1, stop_after_tokens)
+        request = _Request(request_id, prompt_tokens, max_output_tokens, stop_after, arrival_time=now)
+        self._requests[request_id] = request
+        self._waiting.append(request)
+
+    def cancel(self, request_id: str) -> bool:
+        """Abort a request wherever it is, freeing its KV blocks. False if it is not in the engine."""
+        request = self._requests.pop(request_id, None)
+        if request is None:
+            return False
+        if request in self._running:
+            self._running.remove(request)
+        else:
+            self._waiting.remove(request)
+        self._free(request)
+        return True
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def step(self, now: float) -> StepResult:
+        """Schedule and run one iteration starting at `now`; returns its duration and emitted tokens."""
+        budget = self.config.max_num_batched_tokens
+        scheduled: list[tuple[_Request, int]] = []
+        preempted: list[str] = []
+
+        index = 0
+        while index < len(self._running) and budget > 0:
+            request = self._running[index]
+            new_tokens = min(request.pending_tokens, budget)
+            if not self._allocate(request, new_tokens):
+                victim = self._preempt_newest()
+                preempted.append(victim.request_id)
+                continue  # retry the same request with the freed blocks (unless it was the victim)
+            scheduled.append((request, new_tokens))
+            budget -= new_tokens
+            index += 1
+
+        # Like vLLM, a step that had to preempt admits nobody new.
+        while not preempted and self._waiting and budget > 0 and len(self._running) < self.config.max_num_seqs:
+            request = self._waiting[0]
+            new_tokens = min(request.pending_tokens, budget)
+            if not self._allocate(request, new_tokens):
+                break
+            self._waiting.popleft()
+            self._running.append(request)
+            if request.first_scheduled_time is None:
+                request.first_scheduled_time = now
+            scheduled.append((request, new_tokens))
+            budget -= new_tokens
+
+        return self._execute(now, scheduled, preempted)
+
+    def _execute(self, now: float, scheduled: list[tuple[_Request, int]], preempted: list[str]) -> StepResult:
+        prefill_tokens = 0
+        decode_tokens = 0
+        context_tokens = 0
+        for request, new_tokens in scheduled:
+            if request.is_decoding:
+                decode_tokens += new_tokens
+            else:
+                prefill_tokens += new_tokens
+            context_tokens += request.num_computed_tokens + new_tokens
+        duration = self.profile.step_seconds(len(scheduled), context_tokens, prefill_tokens)
+        end = now + duration
+
+        tokens: dict[str, int] = {}
+        first_ids: list[str] = []
+        ttfts: list[float] = []
+        itls: list[float] = []
+        finished: list[FinishedRequest] = []
+        prompt_tokens_counted = 0
+        for request, new_tokens in scheduled:
+            request.num_computed_tokens += new_tokens
+            if request.pending_tokens > 0:
+                continue  # a prefill chunk that did not reach the end of the prompt
+            request.num_output_tokens += 1
+            tokens[request.request_id] = 1
+            if request.first_token_time is None:
+                request.first_token_time = end
+                first_ids.append(request.request_id)
+                ttfts.append(end - request.arrival_time)
+                prompt_tokens_counted += request.prompt_tokens
+            else:
+                itls.append(end - request.last_token_time)
+            request.last_token_time = end
+            reason = self._finish_reason(request)
+            if reason is not None:
+                finished.append(self._finish(request, reason, end))
+        return StepResult(
+            start_time=now,
+            duration_seconds=duration,
+            tokens=tokens,
+            first_token_ids=first_ids,
+            finished=finished,
+            preempted_ids=preempted,
+            num_prefill_tokens=prefill_tokens,
+            num_decode_tokens=decode_tokens,
+            num_prompt_tokens=prompt_tokens_counted,
+            time_to_first_token_seconds=ttfts,
+            inter_token_seconds=itls,
+        )
+
+    def _finish_reason(self, request: _Request) -> FinishReason | None:
+        stops_early = request.stop_after_tokens < request.max_output_tokens
+        if stops_early and request.num_output_tokens >= request.stop_after_tokens:
+            return FinishReason.STOP
+        if request.num_output_tokens >= request.max_output_tokens:
+            return FinishReason.LENGTH
+        if request.num_tokens >= self.config.max_model_len:
+            return FinishReason.LENGTH
+        return None
+
+    def _finish(self, request: _Request, reason: FinishReason, end: float) -> FinishedRequest:
+        self._running.remove(request)
+        del self._requests[request.request_id]
+        self._free(request)
+        assert request.first_scheduled_time is not None and request.first_token_time is not None
+        return FinishedRequest(
+            request_id=request.request_id,
+            finish_reason=reason,
+            prompt_tokens=request.prompt_tokens,
+            output_tokens=request.num_output_tokens,
+            arrival_time=request.arrival_time,
+            first_scheduled_time=request.first_scheduled_time,
+            first_token_time=request.first_token_time,
+            finish_time=end,
+            num_preemptions=request.num_preemptions,
+        )
+
+    def _allocate(self, request: _Request, new_tokens: int) -> bool:
+        needed = blocks_for_tokens(request.num_computed_tokens + new_tokens, self.config.block_size)
+        extra = needed - request.num_blocks
+        if extra > self._free_blocks:
+            return False
+        if extra > 0:
+            self._free_blocks -= extra
+            request.num_blocks = needed
+        return True
+
+    def _free(self, request: _Request) -> None:
+        self._free_blocks += request.num_blocks
+        request.num_blocks = 0
+
+    def _preempt_newest(self) -> _Request:
+        victim = self._running.pop()
+        self._free(victim)
+        victim.num_computed_tokens = 0  # recompute: prompt and generated tokens are prefilled again
+        victim.num_preemptions += 1
+        self.num_preemptions_total += 1
+        self._waiting.appendleft(victim)
+        return victim
