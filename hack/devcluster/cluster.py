@@ -65,7 +65,12 @@ class DevCluster:
 
     def start_kubelet(self) -> None:
         nodes = [
-            {"name": self.node_name(i), "index": i, "gpus": self.spec.gpus_per_node, "product": self.spec.gpu_product}
+            {
+                "name": self.node_name(i),
+                "index": i,
+                "gpus": self.spec.gpus_per_node,
+                "product": self.spec.gpu_product,
+            }
             for i in range(self.spec.nodes)
         ]
         argv = [
@@ -78,10 +83,18 @@ class DevCluster:
         self.processes.start("fake-kubelet", argv, self.child_env())
 
     def child_env(self) -> dict[str, str]:
-        python_path = os.pathsep.join(filter(None, [str(REPO), str(REPO / "operator"), os.environ.get("PYTHONPATH")]))
-        return {"KUBECONFIG": str(self.kubeconfig), "LLMSERVE_DEVCLUSTER": str(self.state_dir), "PYTHONPATH": python_path}
+        python_path = os.pathsep.join(
+            filter(None, [str(REPO), str(REPO / "operator"), os.environ.get("PYTHONPATH")])
+        )
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "LLMSERVE_DEVCLUSTER": str(self.state_dir),
+            "PYTHONPATH": python_path,
+        }
 
-    def kubectl(self, *args: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["kubectl", *args], check=check, capture_output=True, text=True, input=input_text,
             env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
@@ -91,7 +104,13 @@ class DevCluster:
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
             self.processes.check_alive()
-            out = self.kubectl("get", "nodes", "-o", "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{' '}{end}", check=False)
+            out = self.kubectl(
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{' '}{end}",
+                check=False,
+            )
             if out.returncode == 0 and out.stdout.split().count("True") == self.spec.nodes:
                 return
             time.sleep(0.5)

@@ -115,13 +115,18 @@ class PodRunner:
                         await self._report(terminated=True)
                         await self._sleep_or_delete(min(2**self.restarts, 30))
                         if self.deleting.is_set():
-                            return
+                            break
                     self.process = await asyncio.create_subprocess_exec(
                         *argv, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
                     )
                     self.started_at = now()
-                    log.info("event=engine_started pod=%s/%s ip=%s pid=%s", self.namespace, self.name,
-                             self.pod_ip, self.process.pid)
+                    log.info(
+                        "event=engine_started pod=%s/%s ip=%s pid=%s",
+                        self.namespace,
+                        self.name,
+                        self.pod_ip,
+                        self.process.pid,
+                    )
                     await self._report()
                 ready = await self._probe(http) if argv is not None else True
                 if ready != self.ready or not self.pod.get("status", {}).get("podIP"):
@@ -254,8 +259,9 @@ class FakeKubelet:
                      "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
         }  # fmt: skip
         await kube.retry(lambda: kube.apply(manifest, "fake-kubelet"))
-        await kube.retry(lambda: kube.merge_patch("Node", None, node.name, {"status": self._node_status(node)},
-                                                  "status"))
+        await kube.retry(
+            lambda: kube.merge_patch("Node", None, node.name, {"status": self._node_status(node)}, "status")
+        )
 
     def _link_up(self, node: NodeConfig) -> bool:
         path = f"/sys/class/net/{node.network.host_link}/flags"
@@ -270,7 +276,9 @@ class FakeKubelet:
             if self._link_up(node):
                 try:
                     await self._renew_lease(node)
-                    await kube.merge_patch("Node", None, node.name, {"status": self._node_status(node)}, "status")
+                    await kube.merge_patch(
+                        "Node", None, node.name, {"status": self._node_status(node)}, "status"
+                    )
                 except kube.KubeError as err:
                     log.warning("event=heartbeat_failed node=%s error=%s", node.name, err)
             await asyncio.sleep(self.settings.heartbeat_seconds)
@@ -335,10 +343,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s level=%(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     nodes = [
-        NodeConfig(n["name"], n["index"], n["gpus"], n["product"], NodeNetwork(args.prefix, n["index"], args.cidr_base))
+        NodeConfig(
+            n["name"],
+            n["index"],
+            n["gpus"],
+            n["product"],
+            NodeNetwork(args.prefix, n["index"], args.cidr_base),
+        )
         for n in json.loads(args.nodes_json)
     ]
-    kubelet = FakeKubelet(nodes, Settings(args.heartbeat_seconds, args.probe_period_seconds, tuple(args.sim_arg)))
+    kubelet = FakeKubelet(
+        nodes, Settings(args.heartbeat_seconds, args.probe_period_seconds, tuple(args.sim_arg))
+    )
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

@@ -77,7 +77,9 @@ def remove_leftovers(prefix: str) -> None:
     for line in listing:
         name = line.split(" ")[0]
         if name.startswith(f"{prefix}-n"):
-            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+            pids = subprocess.run(
+                ["ip", "netns", "pids", name], capture_output=True, text=True
+            ).stdout.split()
             for pid in pids:
                 subprocess.run(["kill", "-9", pid], check=False)
             _ip("netns", "del", name, check=False)

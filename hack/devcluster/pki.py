@@ -19,7 +19,9 @@ def _key() -> rsa.RSAPrivateKey:
 def _write_key(key: rsa.RSAPrivateKey, path: Path) -> None:
     path.write_bytes(
         key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
         )
     )
     path.chmod(0o600)

@@ -26,7 +26,7 @@ class ProcessGroup:
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.state_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child)
+        log = open(self.state_dir / f"{name}.log", "ab")
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env={**os.environ, **(env or {})},

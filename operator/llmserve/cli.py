@@ -21,9 +21,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     op.add_argument("--metrics-port", type=int, default=9090, help="port of the Prometheus /metrics endpoint")
     op.add_argument("--verbose", action="store_true")
 
-    sub.add_parser("sim", help="engine simulator and fake cloud provider (see `llmserve sim --help`)",
-                   add_help=False)
-    sub.add_parser("gateway", help="OpenAI-compatible gateway (see `llmserve gateway --help`)", add_help=False)
+    sub.add_parser(
+        "sim", help="engine simulator and fake cloud provider (see `llmserve sim --help`)", add_help=False
+    )
+    sub.add_parser(
+        "gateway", help="OpenAI-compatible gateway (see `llmserve gateway --help`)", add_help=False
+    )
 
     if args and args[0] in ("sim", "gateway"):
         return _delegate(args[0], args[1:])

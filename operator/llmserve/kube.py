@@ -75,7 +75,7 @@ async def request(
             return resp.json() if resp.content else {}
     except kr8s.ServerError as err:
         status = err.response.status_code if err.response is not None else 0
-        body = err.status if isinstance(err.status, dict) else {}
+        body: dict[str, Any] = err.status if isinstance(err.status, dict) else {}
         raise KubeError(str(err), status, str(body.get("reason", ""))) from err
     except (httpx.TransportError, kr8s.APITimeoutError) as err:
         raise KubeError(f"API server unreachable: {err}", 0) from err
@@ -159,7 +159,12 @@ async def watch(
     client = await api()
     try:
         async with client.call_api(
-            "GET", version=version, namespace=namespace, url=url, params=params, stream=True,
+            "GET",
+            version=version,
+            namespace=namespace,
+            url=url,
+            params=params,
+            stream=True,
             timeout=httpx.Timeout(None, connect=10),
         ) as resp:
             async for line in resp.aiter_lines():
@@ -179,6 +184,8 @@ async def retry(operation: Any, attempts: int = 5, base_delay_seconds: float = 0
             if not err.retryable or attempt == attempts - 1:
                 raise
             delay = base_delay_seconds * 2**attempt
-            log.warning("event=api_retry status=%s attempt=%d delay_seconds=%.1f", err.status, attempt + 1, delay)
+            log.warning(
+                "event=api_retry status=%s attempt=%d delay_seconds=%.1f", err.status, attempt + 1, delay
+            )
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")

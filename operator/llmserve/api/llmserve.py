@@ -77,15 +77,15 @@ class EngineSpec(ApiModel):
         max_length=64,
         description="Extra engine arguments, e.g. --max-model-len=8192 or --max-num-seqs=64.",
     )
-    env: list[EnvVar] = Field(
-        default_factory=list, max_length=64, description="Extra environment variables."
-    )
+    env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Extra environment variables.")
 
 
 class ResourcesSpec(ApiModel):
     """Compute for one replica."""
 
-    gpus: int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu per replica (tensor parallel size).")
+    gpus: int = Field(
+        default=1, ge=0, le=16, description="nvidia.com/gpu per replica (tensor parallel size)."
+    )
     gpu_product: str | None = Field(
         default=None,
         min_length=1,
@@ -156,7 +156,9 @@ class LLMServeSpec(ApiModel):
         le=1000,
         description="Desired replicas; written by the autoscaler or `kubectl scale`. Defaults to minReplicas.",
     )
-    min_replicas: int = Field(default=1, ge=0, le=1000, description="Lowest replica count (0 allows idle to zero).")
+    min_replicas: int = Field(
+        default=1, ge=0, le=1000, description="Lowest replica count (0 allows idle to zero)."
+    )
     max_replicas: int = Field(default=4, ge=1, le=1000, description="Highest replica count.")
     autoscaling: AutoscalingSpec = Field(
         default_factory=AutoscalingSpec, description="Autoscaling from queue depth and KV-cache use."
@@ -214,8 +216,12 @@ SPEC_RULES = [
 class ScaleStatus(ApiModel):
     """What the autoscaler saw and did last."""
 
-    queue_depth_per_replica: float | None = Field(default=None, description="Waiting requests per ready replica.")
-    kv_cache_utilization: float | None = Field(default=None, description="Mean KV-cache use of ready replicas (0-1).")
+    queue_depth_per_replica: float | None = Field(
+        default=None, description="Waiting requests per ready replica."
+    )
+    kv_cache_utilization: float | None = Field(
+        default=None, description="Mean KV-cache use of ready replicas (0-1)."
+    )
     desired_replicas: int | None = Field(default=None, description="The autoscaler's latest recommendation.")
     last_scale_time: str | None = Field(default=None, description="When the autoscaler last rescaled.")
     last_scale_reason: str | None = Field(default=None, description="Why it last rescaled.")
@@ -225,12 +231,16 @@ class LLMServeStatus(ApiModel):
     """Observed state of an LLMServe."""
 
     replicas: int = Field(default=0, description="Replicas that exist (any state).")
-    desired_replicas: int = Field(default=0, description="Replicas asked for (spec.replicas, or minReplicas).")
+    desired_replicas: int = Field(
+        default=0, description="Replicas asked for (spec.replicas, or minReplicas)."
+    )
     ready_replicas: int = Field(default=0, description="Replicas passing their readiness probe.")
     unschedulable_replicas: int = Field(
         default=0, description="Replicas Pending because no node can take them (e.g. not enough GPUs)."
     )
-    selector: str = Field(default="", description="Label selector of the replica pods (for the scale subresource).")
+    selector: str = Field(
+        default="", description="Label selector of the replica pods (for the scale subresource)."
+    )
     endpoint: str | None = Field(default=None, description="In-cluster OpenAI base URL of the model.")
     served_model_name: str | None = Field(default=None, description='The "model" value clients send.')
     observed_generation: int | None = Field(
@@ -256,7 +266,9 @@ class LLMServe(ApiModel):
 
     model_config = ApiModel.model_config | {"extra": "ignore"}
 
-    api_version: Literal["llmserve.dev/v1alpha1"] = Field(default="llmserve.dev/v1alpha1", description="API version.")
+    api_version: Literal["llmserve.dev/v1alpha1"] = Field(
+        default="llmserve.dev/v1alpha1", description="API version."
+    )
     kind: Literal["LLMServe"] = Field(default="LLMServe", description="Kind.")
     metadata: ObjectMeta = Field(description="Standard object metadata.")
     spec: LLMServeSpec = Field(description="Desired state.")

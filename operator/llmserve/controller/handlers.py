@@ -87,7 +87,9 @@ async def ensure(
     try:
         await reconciler.ensure(dict(body), _one(deployment_index, key))
     finally:
-        schedule_refresh(key, llmserve_index=llmserve_index, deployment_index=deployment_index, pod_index=pod_index)
+        schedule_refresh(
+            key, llmserve_index=llmserve_index, deployment_index=deployment_index, pod_index=pod_index
+        )
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
@@ -101,7 +103,9 @@ async def child_changed(
     **_: Any,
 ) -> None:
     key = (namespace, labels[LLMSERVE_LABEL])
-    schedule_refresh(key, llmserve_index=llmserve_index, deployment_index=deployment_index, pod_index=pod_index)
+    schedule_refresh(
+        key, llmserve_index=llmserve_index, deployment_index=deployment_index, pod_index=pod_index
+    )
 
 
 @kopf.timer(*RESOURCE, interval=30, idle=10)
@@ -114,5 +118,9 @@ async def resync_status(
     **_: Any,
 ) -> None:
     """A safety net: status is event-driven, but a missed event must not leave it stale for long."""
-    schedule_refresh((namespace, name), llmserve_index=llmserve_index, deployment_index=deployment_index,
-                     pod_index=pod_index)
+    schedule_refresh(
+        (namespace, name),
+        llmserve_index=llmserve_index,
+        deployment_index=deployment_index,
+        pod_index=pod_index,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -52,7 +52,7 @@ class Reconciler:
         key = (meta["namespace"], meta["name"])
         spec, error = parse_spec(body.get("spec", {}))
         if spec is None:
-            kopf.warn(body, reason="InvalidSpec", message=error)
+            _event(body, "Warning", reason="InvalidSpec", message=error)
             return
         deployment = render_deployment(meta["name"], meta["namespace"], meta["uid"], spec)
         service = render_service(meta["name"], meta["namespace"], meta["uid"], spec)
@@ -63,15 +63,15 @@ class Reconciler:
             except kube.KubeError as err:
                 self.apply_errors[key] = f"applying children failed: {err}"
                 metrics.RECONCILE_ERRORS.labels(namespace=key[0], llmserve=key[1]).inc()
-                kopf.warn(body, reason="ApplyFailed", message=str(err))
+                _event(body, "Warning", reason="ApplyFailed", message=str(err))
                 if err.retryable:
                     raise kopf.TemporaryError(f"API server error, will retry: {err}", delay=10) from err
                 raise kopf.PermanentError(f"the API server refused a child object: {err}") from err
         self.apply_errors.pop(key, None)
         if existing_deployment is None:
-            kopf.info(body, reason="Created", message=f"created Deployment and Service {meta['name']}")
+            _event(body, "Normal", reason="Created", message=f"created Deployment and Service {meta['name']}")
         elif applied["metadata"].get("generation") != existing_deployment["metadata"].get("generation"):
-            kopf.info(body, reason="Updated", message=f"updated Deployment {meta['name']} (rolling out)")
+            _event(body, "Normal", reason="Updated", message=f"updated Deployment {meta['name']} (rolling out)")
 
     async def refresh_status(
         self, body: Obj, deployment: Obj | None, pods: list[Obj]
@@ -128,6 +128,11 @@ class Reconciler:
         )
 
 
+def _event(body: Obj, event_type: str, reason: str, message: str) -> None:
+    """Posts a Kubernetes Event on the LLMServe (kopf batches and posts them in the background)."""
+    kopf.event(cast(kopf.Body, body), type=event_type, reason=reason, message=message)
+
+
 def _previous_conditions(status: Obj) -> list[Condition]:
     out = []
     for raw in status.get("conditions", []) or []:
@@ -151,7 +156,7 @@ def _report_transitions(body: Obj, previous: Obj, status: LLMServeStatus) -> Non
         if old.get("status") == condition.status and old.get("reason") == condition.reason:
             continue
         if condition.type == "Degraded" and condition.status == "True":
-            kopf.warn(body, reason=condition.reason, message=condition.message)
+            _event(body, "Warning", reason=condition.reason, message=condition.message)
         elif condition.type == "Ready" and old:
             message = f"Ready={condition.status} ({condition.reason}): {condition.message}"
-            kopf.info(body, reason="ReadyChanged", message=message)
+            _event(body, "Normal", reason="ReadyChanged", message=message)

@@ -124,7 +124,9 @@ def compute_conditions(observed: Observed) -> list[Condition]:
         degraded = _condition("Degraded", "False", "AsExpected", "", gen)
 
     if desired == 0 and pods.total == 0:
-        ready = _condition("Ready", "False", "ScaledToZero", "no replicas are running; requests wake the model", gen)
+        ready = _condition(
+            "Ready", "False", "ScaledToZero", "no replicas are running; requests wake the model", gen
+        )
     elif pods.ready >= desired and pods.ready > 0:
         ready = _condition("Ready", "True", "Available", f"{pods.ready}/{desired} replicas ready", gen)
     elif pods.ready > 0:
@@ -134,7 +136,9 @@ def compute_conditions(observed: Observed) -> list[Condition]:
     elif degraded.status == "True":
         ready = _condition("Ready", "False", degraded.reason, degraded.message, gen)
     else:
-        ready = _condition("Ready", "False", "Starting", f"0/{desired} replicas ready; loading the model", gen)
+        ready = _condition(
+            "Ready", "False", "Starting", f"0/{desired} replicas ready; loading the model", gen
+        )
 
     if observed.spec_error or observed.apply_error:
         progressing = _condition("Progressing", "False", degraded.reason, degraded.message, gen)
@@ -146,7 +150,9 @@ def compute_conditions(observed: Observed) -> list[Condition]:
             "Progressing", "True", "ReplicasStarting", f"waiting for {waiting} replica(s)", gen
         )
     elif pods.total > desired:
-        progressing = _condition("Progressing", "True", "ScalingDown", f"{pods.total - desired} replica(s) stopping", gen)
+        progressing = _condition(
+            "Progressing", "True", "ScalingDown", f"{pods.total - desired} replica(s) stopping", gen
+        )
     else:
         progressing = _condition("Progressing", "False", "Stable", "all replicas are up to date", gen)
     return [ready, progressing, degraded]

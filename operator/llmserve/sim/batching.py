@@ -251,7 +251,7 @@ class Engine:
             else:
                 prefill_tokens += new_tokens
             context_tokens += request.num_computed_tokens + new_tokens
-        duration = self.profile.step_seconds(len(scheduled), context_tokens, prefill_tokens)
+        duration = self.profile.step_seconds(len(scheduled), context_tokens, prefill_tokens, decode_tokens)
         end = now + duration
 
         tokens: dict[str, int] = {}

@@ -47,8 +47,8 @@ class Efficiency:
 
     # Fraction of datasheet HBM bandwidth that decode kernels achieve.
     hbm_bandwidth_fraction: float = 0.80
-    # Model FLOPs utilisation of prefill (compute-bound) tokens.
-    prefill_compute_fraction: float = 0.40
+    # Model FLOPs utilisation when a step is compute-bound (large batches, prefill chunks).
+    compute_fraction: float = 0.40
     # Fixed CPU + kernel-launch cost of one engine step (scheduling, CUDA graph replay, sampling).
     step_overhead_seconds: float = 0.0016
     # Per-sequence CPU cost of a step (input preparation, sampling, detokenising, output processing).
@@ -186,26 +186,35 @@ class Profile:
         return self.gpu.bf16_dense_flops
 
     @property
-    def prefill_tokens_per_second(self) -> float:
+    def compute_tokens_per_second(self) -> float:
+        """Tokens per second the GPUs can push through the weights when compute-bound (2 FLOPs/param)."""
         flops_per_token_per_gpu = 2.0 * self.model.parameters / self.tensor_parallel_size
-        return self.compute_flops_per_gpu * self.efficiency.prefill_compute_fraction / flops_per_token_per_gpu
+        return self.compute_flops_per_gpu * self.efficiency.compute_fraction / flops_per_token_per_gpu
 
-    def step_seconds(self, num_sequences: int, context_tokens: int, prefill_tokens: int) -> float:
-        """Duration of one engine step that runs `num_sequences` with `context_tokens` of KV to read.
+    def memory_seconds(self, context_tokens: int) -> float:
+        """(weights/TP + context x kv_bytes_per_token/TP) / (bandwidth x efficiency): one pass over HBM."""
+        bytes_read = self.weight_bytes_per_gpu + context_tokens * self.kv_bytes_per_token_per_gpu
+        return bytes_read / (self.gpu.hbm_bandwidth_bytes_per_second * self.efficiency.hbm_bandwidth_fraction)
 
-        overhead + (weights/TP + context x kv_bytes_per_token/TP) / (bandwidth x efficiency)
-        + prefill_tokens / prefill_rate (+ tensor-parallel all-reduces).
+    def compute_seconds(self, num_tokens: int) -> float:
+        return num_tokens / self.compute_tokens_per_second
+
+    def step_seconds(
+        self, num_sequences: int, context_tokens: int, prefill_tokens: int, decode_tokens: int
+    ) -> float:
+        """Duration of one engine step over `num_sequences` that reads `context_tokens` of KV.
+
+        overhead + max(memory pass, compute for prefill + decode tokens): a roofline, so small decode
+        batches are bandwidth-bound and big batches or prefill chunks become compute-bound.
         """
         if num_sequences <= 0:
             return 0.0
         eff = self.efficiency
-        bytes_read = self.weight_bytes_per_gpu + context_tokens * self.kv_bytes_per_token_per_gpu
-        memory_seconds = bytes_read / (self.gpu.hbm_bandwidth_bytes_per_second * eff.hbm_bandwidth_fraction)
-        prefill_seconds = prefill_tokens / self.prefill_tokens_per_second
+        busy = max(self.memory_seconds(context_tokens), self.compute_seconds(prefill_tokens + decode_tokens))
         overhead = eff.step_overhead_seconds + eff.per_sequence_overhead_seconds * num_sequences
         if self.tensor_parallel_size > 1:
             overhead += eff.tensor_parallel_overhead_seconds_per_layer * self.model.num_layers
-        return overhead + memory_seconds + prefill_seconds
+        return overhead + busy
 
     def describe(self) -> str:
         return (

@@ -76,7 +76,8 @@ def run_closed_loop(
     # Stagger the first requests over one expected request lifetime so users do not move in lockstep
     # (real clients drift apart within a few requests; a deterministic model never would).
     context = concurrency * (prompt_tokens + output_tokens // 2)
-    step_estimate = profile.step_seconds(concurrency, context, prompt_tokens * concurrency // output_tokens)
+    prefill_per_step = prompt_tokens * concurrency // output_tokens
+    step_estimate = profile.step_seconds(concurrency, context, prefill_per_step, concurrency)
     lifetime_estimate = output_tokens * step_estimate
     ready = [(lifetime_estimate * user / concurrency, user) for user in range(concurrency)]
     sequence = 0

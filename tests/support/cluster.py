@@ -1,0 +1,178 @@
+"""Helpers the integration tests share: the test cluster, the operator process, kubectl and waiting."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hack.devcluster.cluster import ClusterSpec, DevCluster
+from hack.devcluster.controlplane import ControlPlaneSettings
+from hack.devcluster.processes import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+# Fast but real: probes and heartbeats run often, and engines load in a fraction of a second.
+TEST_SIM_ARGS = ["--load-seconds=0.3", "--time-scale=20"]
+STATE_DIR = Path(os.environ.get("LLMSERVE_TEST_STATE_DIR", "/tmp/llmserve-test-cluster"))
+
+
+class ClusterHandle:
+    def __init__(self, kubeconfig: Path, dev: DevCluster | None) -> None:
+        self.kubeconfig = kubeconfig
+        self.dev = dev
+        self._namespaces = 0
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        return env
+
+    def kubectl(
+        self, *args: str, check: bool = True, input_text: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["kubectl", *args], capture_output=True, text=True, input=input_text,
+                                env=self.env, timeout=timeout)  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
+        result = self.kubectl(*args, check=False)
+        if result.returncode != 0:
+            if "NotFound" in result.stderr:
+                return None
+            raise AssertionError(result.stderr)
+        return dict(json.loads(result.stdout))
+
+    def list(self, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+        args = ["get", kind, "-n", namespace, "-o", "json"] + (["-l", selector] if selector else [])
+        return list(json.loads(self.kubectl(*args).stdout)["items"])
+
+    def apply(
+        self, manifest: dict[str, Any] | str, namespace: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        return self.kubectl("apply", "-n", namespace, "-f", "-", input_text=text, check=check)
+
+    def create_namespace(self, hint: str) -> str:
+        self._namespaces += 1
+        name = re.sub(r"[^a-z0-9-]", "-", hint.lower())[:40].strip("-") + f"-{self._namespaces}"
+        self.kubectl("create", "namespace", name)
+        return name
+
+
+@contextlib.contextmanager
+def start_test_cluster(external_kubeconfig: Path | None) -> Iterator[ClusterHandle]:
+    if external_kubeconfig is not None:
+        handle = ClusterHandle(external_kubeconfig, None)
+        handle.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+        yield handle
+        return
+    # Separate prefixes, CIDRs and state dirs let several suites (or a demo) run side by side.
+    spec = ClusterSpec(
+        state_dir=STATE_DIR,
+        prefix=os.environ.get("LLMSERVE_TEST_NETNS_PREFIX", "llmst"),
+        cidr_base=os.environ.get("LLMSERVE_TEST_CIDR_BASE", "10.246"),
+        nodes=2,
+        gpus_per_node=4,
+        heartbeat_seconds=2,
+        probe_period_seconds=0.3,
+        sim_args=TEST_SIM_ARGS,
+        control_plane=ControlPlaneSettings(node_monitor_grace_seconds=20),
+    )
+    dev = DevCluster(spec)
+    dev.start()
+    try:
+        handle = ClusterHandle(dev.kubeconfig, dev)
+        handle.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        handle.kubectl("wait", "--for=condition=Established", "crd/llmserves.llmserve.dev", "--timeout=30s")
+        yield handle
+    finally:
+        dev.stop()
+
+
+class OperatorProcess:
+    """`llmserve operator` as a real process, as a user (or the Helm chart) would run it."""
+
+    def __init__(self, cluster: ClusterHandle) -> None:
+        self.cluster = cluster
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = STATE_DIR.parent / f"{STATE_DIR.name}-operator.log"
+        self.liveness_port = free_port()
+        self.metrics_port = free_port()
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            **self.cluster.env,
+            "LLMSERVE_LIVENESS_ADDR": "127.0.0.1",
+            "LLMSERVE_METRICS_ADDR": "127.0.0.1",
+        }
+        if self.cluster.dev is not None:
+            env["LLMSERVE_DEVCLUSTER"] = str(self.cluster.dev.state_dir)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "llmserve.cli", "operator", "--liveness-port", str(self.liveness_port),
+                 "--metrics-port", str(self.metrics_port)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+        wait_for(self._live, timeout=30, message="operator liveness endpoint")
+
+    def _live(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"operator exited: {self.log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+
+def wait_for(check: Callable[[], T], timeout: float = 60, interval: float = 0.25, message: str = "") -> T:
+    """Polls `check` until it returns something truthy; fails with the last value after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message or check}; last value: {last!r}")
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions", []):
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
