@@ -227,7 +227,9 @@ class Engine:
             index += 1
 
         # Like vLLM, a step that had to preempt admits nobody new.
-        while not preempted and self._waiting and budget > 0 and len(self._running) < self.config.max_num_seqs:
+        while (
+            not preempted and self._waiting and budget > 0 and len(self._running) < self.config.max_num_seqs
+        ):
             request = self._waiting[0]
             new_tokens = min(request.pending_tokens, budget)
             if not self._allocate(request, new_tokens):

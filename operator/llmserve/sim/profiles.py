@@ -48,11 +48,11 @@ class Efficiency:
     # Fraction of datasheet HBM bandwidth that decode kernels achieve.
     hbm_bandwidth_fraction: float = 0.80
     # Model FLOPs utilisation when a step is compute-bound (large batches, prefill chunks).
-    compute_fraction: float = 0.40
+    compute_fraction: float = 0.25
     # Fixed CPU + kernel-launch cost of one engine step (scheduling, CUDA graph replay, sampling).
-    step_overhead_seconds: float = 0.0016
-    # Per-sequence CPU cost of a step (input preparation, sampling, detokenising, output processing).
-    per_sequence_overhead_seconds: float = 0.000025
+    step_overhead_seconds: float = 0.0015
+    # Per-sequence CPU cost of a step; the NIM fit does not need it, kept as a knob for other engines.
+    per_sequence_overhead_seconds: float = 0.0
     # All-reduce cost per layer per step when tensor parallel > 1 (two all-reduces per layer over NVLink).
     tensor_parallel_overhead_seconds_per_layer: float = 0.000012
     # Peak activation memory + CUDA graphs + non-torch allocations that vLLM profiles before sizing KV.
@@ -156,8 +156,12 @@ class Profile:
     @property
     def kv_bytes_per_token(self) -> float:
         """K and V for every layer and KV head (Llama-3.1-8B in bf16: 32*8*128*2*2 = 128 KiB)."""
-        return self.model.num_layers * self.model.num_kv_heads * self.model.head_dim * 2 * (
-            self.kv_cache_bytes_per_element
+        return (
+            self.model.num_layers
+            * self.model.num_kv_heads
+            * self.model.head_dim
+            * 2
+            * (self.kv_cache_bytes_per_element)
         )
 
     @property
@@ -231,7 +235,11 @@ def find_gpu(product: str | None) -> GpuSpec:
         if product in GPUS:
             return GPUS[product]
         upper = product.upper()
-        for key, family in (("H100", "NVIDIA-H100-80GB-HBM3"), ("A100", "NVIDIA-A100-SXM4-80GB"), ("L4", "NVIDIA-L4")):
+        for key, family in (
+            ("H100", "NVIDIA-H100-80GB-HBM3"),
+            ("A100", "NVIDIA-A100-SXM4-80GB"),
+            ("L4", "NVIDIA-L4"),
+        ):
             if key in upper:
                 log.warning("event=gpu_product_approximated product=%s using=%s", product, family)
                 return GPUS[family]

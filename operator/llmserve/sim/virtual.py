@@ -48,7 +48,9 @@ def replay(profile: Profile, config: EngineConfig, arrivals: Iterable[Arrival]) 
             now = max(now, pending[next_index].arrival_time)
         while next_index < len(pending) and pending[next_index].arrival_time <= now:
             a = pending[next_index]
-            engine.submit(a.request_id, a.prompt_tokens, a.max_output_tokens, a.arrival_time, a.stop_after_tokens)
+            engine.submit(
+                a.request_id, a.prompt_tokens, a.max_output_tokens, a.arrival_time, a.stop_after_tokens
+            )
             next_index += 1
         result = engine.step(now)
         finished.extend(result.finished)
