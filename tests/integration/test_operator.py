@@ -144,6 +144,7 @@ def test_more_gpus_than_the_cluster_has_reports_the_shortage(
         ({"resources": {"gpus": -1}}, "spec.resources.gpus"),
         ({"engine": {"kind": "tgi"}}, "spec.engine.kind"),
         ({"model": None}, "spec.model"),
+        ({"name": "x" * 64}, "metadata.name"),
     ],
 )
 def test_invalid_manifests_are_rejected_naming_the_field(
@@ -151,7 +152,9 @@ def test_invalid_manifests_are_rejected_naming_the_field(
 ) -> None:
     manifest = llmserve("bad")
     for key, value in spec.items():
-        if value is None:
+        if key == "name":
+            manifest["metadata"]["name"] = value
+        elif value is None:
             del manifest["spec"][key]
         else:
             manifest["spec"][key] = value
@@ -204,19 +207,23 @@ def test_deleting_the_llmserve_garbage_collects_its_children(
     )
 
 
-def test_spec_the_cluster_refuses_is_degraded_with_an_event(
+def test_pods_refused_by_a_quota_degrade_with_an_event(
     cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
 ) -> None:
-    # A name that is fine for an LLMServe but not for a Service (DNS-1035 labels start with a letter).
-    cluster.apply(llmserve(name="8b-model"), namespace)
+    # Passes the LLMServe schema, but the namespace's quota forbids GPUs: the ReplicaSet cannot create pods.
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-gpus"},
+             "spec": {"hard": {"requests.nvidia.com/gpu": "0"}}}  # fmt: skip
+    cluster.apply(quota, namespace)
+    cluster.apply(llmserve(), namespace)
 
     def degraded() -> dict[str, Any] | None:
-        obj = cluster.get("llmserve", "8b-model", namespace)
-        return obj if condition(obj, "Degraded").get("reason") == "ApplyFailed" else None
+        obj = cluster.get("llmserve", "llama", namespace)
+        return obj if condition(obj, "Degraded").get("reason") == "ReplicaFailure" else None
 
-    obj = wait_for(degraded, timeout=30, message="Degraded=ApplyFailed")
-    assert "Service" in condition(obj, "Degraded")["message"]
+    obj = wait_for(degraded, timeout=60, message="Degraded=ReplicaFailure")
+    assert "exceeded quota" in condition(obj, "Degraded")["message"]
+    assert condition(obj, "Ready")["status"] == "False"
     events = cluster.kubectl(
-        "get", "events", "-n", namespace, "--field-selector", "reason=ApplyFailed"
+        "get", "events", "-n", namespace, "--field-selector", "reason=ReplicaFailure"
     ).stdout
-    assert "8b-model" in events
+    assert "llama" in events

@@ -75,6 +75,12 @@ def llmserve_crd() -> JsonSchema:
         "type": "object",
         "description": llmserve_api.LLMServe.__doc__,
         "required": ["spec"],
+        "x-kubernetes-validations": [
+            {
+                "rule": "size(self.metadata.name) <= 63",
+                "message": "metadata.name must be at most 63 characters: it becomes a label value",
+            }
+        ],
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},

@@ -130,6 +130,18 @@ class AutoscalingSpec(ApiModel):
         le=604800,
         description="With minReplicas 0, scale to zero after this long with no request.",
     )
+    metrics_source: Literal["direct", "prometheus"] | None = Field(
+        default=None,
+        description="Where the signals come from: direct scrapes of every ready replica's /metrics, or a "
+        "Prometheus server. Defaults to the operator's LLMSERVE_AUTOSCALER_METRICS_SOURCE (direct).",
+    )
+    prometheus_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        max_length=2048,
+        description="Prometheus base URL for metricsSource prometheus. Defaults to the operator's "
+        "LLMSERVE_PROMETHEUS_URL.",
+    )
 
 
 class ModelCacheSpec(ApiModel):
@@ -213,6 +225,13 @@ SPEC_RULES = [
 ]
 
 
+class Recommendation(ApiModel):
+    """One replica count the autoscaler recommended, kept while it can still bound a scale-down."""
+
+    replicas: int = Field(ge=0, description="Recommended replicas.")
+    time: str = Field(description="When it was recommended (RFC 3339).")
+
+
 class ScaleStatus(ApiModel):
     """What the autoscaler saw and did last."""
 
@@ -225,6 +244,22 @@ class ScaleStatus(ApiModel):
     desired_replicas: int | None = Field(default=None, description="The autoscaler's latest recommendation.")
     last_scale_time: str | None = Field(default=None, description="When the autoscaler last rescaled.")
     last_scale_reason: str | None = Field(default=None, description="Why it last rescaled.")
+    requests_running_per_replica: float | None = Field(
+        default=None, description="Requests in the running batch per ready replica."
+    )
+    scraped_replicas: int | None = Field(
+        default=None, description="Ready replicas whose metrics were read in the latest decision."
+    )
+    recommendations: list[Recommendation] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Recommendations inside the scale-down stabilization window; replicas are not "
+        "removed below the highest one. Kept here so an operator restart does not forget them.",
+    )
+    last_active_time: str | None = Field(
+        default=None,
+        description="When a replica last had a request running or waiting (the scale-to-zero idle clock).",
+    )
 
 
 class LLMServeStatus(ApiModel):

@@ -81,6 +81,14 @@ class Observed:
     apply_error: str = ""
 
 
+def deployment_failure(deployment: Obj | None) -> str:
+    """The Deployment's ReplicaFailure message (e.g. a ResourceQuota refusing the pods), if any."""
+    for cond in (deployment or {}).get("status", {}).get("conditions", []):
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return str(cond.get("message") or cond.get("reason") or "ReplicaFailure")
+    return ""
+
+
 def _condition(type_: str, status: ConditionStatus, reason: str, message: str, generation: int) -> Condition:
     return Condition(
         type=type_,
@@ -120,6 +128,10 @@ def compute_conditions(observed: Observed) -> list[Condition]:
     elif pods.stuck:
         message = f"{pods.stuck} replica(s) cannot start: {pods.stuck_message}"
         degraded = _condition("Degraded", "True", "ReplicaFailure", message, gen)
+    elif failure := deployment_failure(deployment):
+        degraded = _condition(
+            "Degraded", "True", "ReplicaFailure", f"replicas cannot be created: {failure}", gen
+        )
     else:
         degraded = _condition("Degraded", "False", "AsExpected", "", gen)
 
