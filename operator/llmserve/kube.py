@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,10 @@ import kr8s.asyncio
 from llmserve.api.llmserve import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
+
+# kr8s warns for every Kubernetes minor it has not been released against; the calls used here
+# (REST paths, server-side apply, watch) are stable across versions.
+warnings.filterwarnings("ignore", message="Kubernetes version .* is not supported", module="kr8s")
 
 Obj = dict[str, Any]
 
@@ -189,3 +194,37 @@ async def retry(operation: Any, attempts: int = 5, base_delay_seconds: float = 0
             )
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+async def list_then_watch(
+    kind: str, namespace: str | None = None, label_selector: str = "", timeout_seconds: int = 300
+) -> AsyncIterator[tuple[str, Obj]]:
+    """Yields ("SYNC", {"items": [...]}) with every current object, then the watch events that follow
+    that list. The stream ends on timeout or when the server drops the version (410); the caller
+    loops and gets a fresh SYNC, so deletions missed in between are never kept."""
+    params: dict[str, Any] = {"labelSelector": label_selector} if label_selector else {}
+    listed = await request("GET", kind, namespace, params=params)
+    yield "SYNC", {"items": list(listed.get("items", []))}
+    version, url = _path(kind)
+    params |= {
+        "watch": "true",
+        "timeoutSeconds": timeout_seconds,
+        "resourceVersion": listed.get("metadata", {}).get("resourceVersion", ""),
+        "allowWatchBookmarks": "true",
+    }
+    client = await api()
+    try:
+        async with client.call_api(
+            "GET", version=version, namespace=namespace, url=url, params=params, stream=True,
+            timeout=httpx.Timeout(None, connect=10),
+        ) as resp:  # fmt: skip
+            async for line in resp.aiter_lines():
+                if not line:
+                    continue
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    return
+                if event["type"] != "BOOKMARK":
+                    yield event["type"], event["object"]
+    except (httpx.TransportError, kr8s.APITimeoutError) as err:
+        raise KubeError(f"watch of {kind} failed: {err}", 0) from err

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import warnings
 from typing import Any
 
 import kopf
@@ -55,7 +54,6 @@ def run_operator(namespaces: list[str], liveness_port: int, metrics_port: int, v
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").addFilter(_QuietRoutineHandlers())
-    warnings.filterwarnings("ignore", message="Kubernetes version .* is not supported", module="kr8s")
     if metrics_port:
         start_http_server(metrics_port, addr=os.environ.get("LLMSERVE_METRICS_ADDR", "0.0.0.0"))
     liveness = f"http://{os.environ.get('LLMSERVE_LIVENESS_ADDR', '0.0.0.0')}:{liveness_port}/healthz"
