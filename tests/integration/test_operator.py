@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.support.cluster import ClusterHandle, OperatorProcess, condition, wait_for
 
 pytestmark = pytest.mark.cluster
