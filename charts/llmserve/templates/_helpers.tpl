@@ -1,0 +1,29 @@
+{{- define "llmserve.fullname" -}}
+{{- printf "%s-%s" .Release.Name "llmserve" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "llmserve.operatorName" -}}
+{{- printf "%s-operator" (include "llmserve.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "llmserve.serviceAccountName" -}}
+{{- default (include "llmserve.operatorName" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "llmserve.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "llmserve.labels" -}}
+app.kubernetes.io/name: llmserve
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "llmserve.operatorSelector" -}}
+app.kubernetes.io/name: llmserve
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}

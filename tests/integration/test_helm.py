@@ -1,0 +1,104 @@
+"""The Helm chart, with the real helm binary: it lints, renders, installs, and its RBAC is enough."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hack.devcluster.processes import free_port
+from tests.integration.test_operator import llmserve, wait_ready
+from tests.support.cluster import ClusterHandle, OperatorProcess
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "llmserve"
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    out = subprocess.run(
+        ["bash", str(REPO / "hack" / "build-helm.sh")], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_chart_lints_and_renders_the_operator_with_least_privilege(helm: str) -> None:
+    subprocess.run([helm, "lint", "--strict", str(CHART)], check=True, capture_output=True)
+    rendered = subprocess.run(
+        [helm, "template", "demo", str(CHART), "-n", "llmserve-system", "--include-crds",
+         "--set", "operator.watchNamespaces={ai,ml}"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    docs = {f"{d['kind']}/{d['metadata']['name']}": d for d in yaml.safe_load_all(rendered) if d}
+    assert "CustomResourceDefinition/llmserves.llmserve.dev" in docs
+    operator = docs["Deployment/demo-llmserve-operator"]
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["llmserve", "operator"]
+    assert "--namespace=ai" in container["args"] and "--namespace=ml" in container["args"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    rules = docs["ClusterRole/demo-llmserve-operator"]["rules"]
+    assert not any("*" in r["verbs"] or "*" in r["resources"] for r in rules)
+    assert not any("secrets" in r["resources"] for r in rules)
+
+
+@pytest.mark.cluster
+def test_operator_serves_a_model_with_only_the_charts_rbac(
+    helm: str, cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    release_ns = f"{namespace}-system"
+    # replicas=0: the chart's operator pod cannot run here (no image registry); its RBAC is installed for
+    # real and the operator process below authenticates as the chart's ServiceAccount.
+    subprocess.run(
+        [helm, "install", "rbac", str(CHART), "-n", release_ns, "--create-namespace", "--skip-crds",
+         "--set", "operator.replicas=0", "--wait=false"],
+        check=True, capture_output=True, env=cluster.env,
+    )  # fmt: skip
+    try:
+        token = cluster.kubectl("create", "token", "rbac-llmserve-operator", "-n", release_ns).stdout.strip()
+        kubeconfig = _token_kubeconfig(cluster, token, tmp_path)
+        operator_process.stop()  # only one operator may own the objects at a time
+        env = {**cluster.env, "KUBECONFIG": str(kubeconfig), "LLMSERVE_LIVENESS_ADDR": "127.0.0.1",
+               "LLMSERVE_METRICS_ADDR": "127.0.0.1"}  # fmt: skip
+        log_path = tmp_path / "operator.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "llmserve.cli", "operator", "--liveness-port", str(free_port()),
+                 "--metrics-port", str(free_port())],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        try:
+            cluster.apply(llmserve(), namespace)
+            wait_ready(cluster, namespace, "llama", 1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+        log_text = log_path.read_text()
+        # An RBAC denial reads: ... is forbidden: User "system:serviceaccount:<ns>:<sa>" cannot <verb> ...
+        assert "system:serviceaccount" not in log_text, log_text[-3000:]
+    finally:
+        subprocess.run([helm, "uninstall", "rbac", "-n", release_ns], capture_output=True, env=cluster.env)
+        operator_process.start()
+
+
+def _token_kubeconfig(cluster: ClusterHandle, token: str, tmp_path: Path) -> Path:
+    config = json.loads(cluster.kubectl("config", "view", "--raw", "-o", "json").stdout)
+    cluster_entry = config["clusters"][0]["cluster"]
+    ca = (
+        cluster_entry.get("certificate-authority-data")
+        or base64.b64encode(Path(cluster_entry["certificate-authority"]).read_bytes()).decode()
+    )
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": {"server": cluster_entry["server"], "certificate-authority-data": ca}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
+    }))  # fmt: skip
+    os.chmod(path, 0o600)
+    return path
