@@ -48,6 +48,7 @@ class EngineMetrics:
         engine_index: str = "0",
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._engine_index = engine_index
         r = self.registry
         labels = (model_name, engine_index)
 
@@ -115,6 +116,25 @@ class EngineMetrics:
             "Histogram of time spent in RUNNING phase for request.",
             REQUEST_LATENCY_BUCKETS,
         )
+
+    def set_cache_config(
+        self, block_size: int, num_gpu_blocks: int, gpu_memory_utilization: float, cache_dtype: str
+    ) -> None:
+        """vllm:cache_config_info, an info-style gauge fixed at 1 whose labels describe the KV cache."""
+        info = {
+            "block_size": str(block_size),
+            "cache_dtype": cache_dtype,
+            "gpu_memory_utilization": str(gpu_memory_utilization),
+            "num_gpu_blocks": str(num_gpu_blocks),
+            "engine": self._engine_index,
+        }
+        gauge = Gauge(
+            "vllm:cache_config_info",
+            "Information of the LLMEngine CacheConfig",
+            list(info),
+            registry=self.registry,
+        )
+        gauge.labels(**info).set(1)
 
     def set_scheduler_state(self, num_running: int, num_waiting: int, kv_usage_fraction: float) -> None:
         self.running.set(num_running)

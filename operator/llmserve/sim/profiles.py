@@ -48,11 +48,11 @@ class Efficiency:
     # Fraction of datasheet HBM bandwidth that decode kernels achieve.
     hbm_bandwidth_fraction: float = 0.80
     # Model FLOPs utilisation when a step is compute-bound (large batches, prefill chunks).
-    compute_fraction: float = 0.25
+    compute_fraction: float = 0.50
     # Fixed CPU + kernel-launch cost of one engine step (scheduling, CUDA graph replay, sampling).
     step_overhead_seconds: float = 0.0015
-    # Per-sequence CPU cost of a step; the NIM fit does not need it, kept as a knob for other engines.
-    per_sequence_overhead_seconds: float = 0.0
+    # Per-sequence CPU cost of a step (input preparation, sampling, detokenising, output processing).
+    per_sequence_overhead_seconds: float = 0.000030
     # All-reduce cost per layer per step when tensor parallel > 1 (two all-reduces per layer over NVLink).
     tensor_parallel_overhead_seconds_per_layer: float = 0.000012
     # Peak activation memory + CUDA graphs + non-torch allocations that vLLM profiles before sizing KV.
