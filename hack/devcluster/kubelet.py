@@ -67,12 +67,15 @@ def engine_argv(pod: Obj, node: NodeConfig, pod_ip: str, settings: Settings) -> 
     else:
         return None
     gpus = int(container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", "0") or 0)
-    argv = [sys.executable, "-m", "llmserve.cli", "sim", "engine", *engine_args]
-    # Later flags win in argparse: the pod's own host/port give way to the pod IP inside the namespace.
+    # Later flags win in argparse: the cluster-wide simulator settings come first so a pod's own args
+    # (e.g. --load-seconds) override them, and the pod IP, port and node's GPU product come last.
+    model = engine_args[:1] if engine_args and not engine_args[0].startswith("-") else []
+    rest = engine_args[len(model) :]
+    argv = [sys.executable, "-m", "llmserve.cli", "sim", "engine", *model, *settings.sim_args, *rest]
     argv += ["--host", pod_ip, "--port", "8000", "--gpu-product", node.gpu_product]
-    if gpus > 1 and "--tensor-parallel-size" not in engine_args:
+    if gpus > 1 and "--tensor-parallel-size" not in rest:
         argv += ["--tensor-parallel-size", str(gpus)]
-    return ["ip", "netns", "exec", node.network.namespace, *argv, *settings.sim_args]
+    return ["ip", "netns", "exec", node.network.namespace, *argv]
 
 
 class PodRunner:

@@ -71,7 +71,9 @@ class Reconciler:
         if existing_deployment is None:
             _event(body, "Normal", reason="Created", message=f"created Deployment and Service {meta['name']}")
         elif applied["metadata"].get("generation") != existing_deployment["metadata"].get("generation"):
-            _event(body, "Normal", reason="Updated", message=f"updated Deployment {meta['name']} (rolling out)")
+            _event(
+                body, "Normal", reason="Updated", message=f"updated Deployment {meta['name']} (rolling out)"
+            )
 
     async def refresh_status(
         self, body: Obj, deployment: Obj | None, pods: list[Obj]
@@ -81,20 +83,34 @@ class Reconciler:
         key = (meta["namespace"], meta["name"])
         lock = self._refresh_locks.setdefault(key, asyncio.Lock())
         async with lock:
-            status = self.compute_status(body, deployment, pods)
-            previous = body.get("status") or {}
-            wire = status.to_wire()
-            if _same_status(previous, wire):
+            for _attempt in range(3):
+                status = self.compute_status(body, deployment, pods)
+                previous = body.get("status") or {}
+                # status.autoscaling belongs to the autoscaler: left out, so a merge patch keeps it.
+                wire = {k: v for k, v in status.to_wire().items() if k != "autoscaling"}
+                if _same_status(previous, wire):
+                    return status
+                # The resourceVersion makes the write conditional: computed from a stale body (the
+                # autoscaler wrote conditions meanwhile), it fails with 409 and is redone on a fresh read.
+                patch = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": wire}
+                try:
+                    await kube.retry(
+                        lambda patch=patch: kube.merge_patch(KIND, key[0], key[1], patch, "status")
+                    )
+                except kube.KubeError as err:
+                    if err.status == 404:
+                        return None  # deleted meanwhile
+                    if err.status != 409:
+                        raise
+                    fresh = await kube.get(KIND, key[0], key[1])
+                    if fresh is None:
+                        return None
+                    body, meta = fresh, fresh["metadata"]
+                    continue
+                _report_transitions(body, previous, status)
+                metrics.observe_status(key, status)
                 return status
-            try:
-                await kube.retry(lambda: kube.merge_patch(KIND, key[0], key[1], {"status": wire}, "status"))
-            except kube.KubeError as err:
-                if err.status == 404:
-                    return None  # deleted meanwhile
-                raise
-            _report_transitions(body, previous, status)
-            metrics.observe_status(key, status)
-            return status
+            raise kube.KubeError(f"status of {key[0]}/{key[1]} kept changing underneath", 409)
 
     def compute_status(self, body: Obj, deployment: Obj | None, pods: list[Obj]) -> LLMServeStatus:
         meta = body["metadata"]
@@ -145,7 +161,7 @@ def _previous_conditions(status: Obj) -> list[Condition]:
 
 def _same_status(previous: Obj, current: Obj) -> bool:
     # lastTransitionTime is carried over for unchanged conditions, so a plain comparison is exact.
-    keys = set(previous) | set(current)
+    keys = (set(previous) | set(current)) - {"autoscaling"}
     return all(previous.get(k) == current.get(k) for k in keys)
 
 

@@ -1,0 +1,98 @@
+"""Engine pods on the fake GPU nodes are real simulator processes behind real pod IPs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.integration.test_operator import llmserve, wait_ready
+from tests.support.cluster import ClusterHandle, OperatorProcess, condition, wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+def _engine_pods(cluster: ClusterHandle, namespace: str, name: str = "llama") -> list[dict[str, Any]]:
+    return cluster.list("pods", namespace, f"llmserve.dev/llmserve={name}")
+
+
+def _processes_bound_to(ip: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"engine" in cmdline and ip.encode() in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def _needs_dev_cluster(cluster: ClusterHandle) -> None:
+    if cluster.dev is None:
+        pytest.skip("needs the local dev cluster's fake kubelet")
+
+
+@pytest.mark.parametrize("engine_kind", ["simulator", "vllm"])
+def test_every_pod_answers_completions_at_its_own_ip(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str, engine_kind: str
+) -> None:
+    cluster.apply(
+        llmserve(engine={"kind": engine_kind}, autoscaling={"enabled": False}, replicas=2), namespace
+    )
+    wait_ready(cluster, namespace, "llama", 2)
+    pods = _engine_pods(cluster, namespace)
+    assert len({p["status"]["podIP"] for p in pods}) == 2
+    for pod in pods:
+        client = OpenAI(base_url=f"http://{pod['status']['podIP']}:8000/v1", api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(
+            model="llama-8b", messages=[{"role": "user", "content": "hello"}], max_tokens=5
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens == 5
+        assert [m.id for m in client.models.list()] == ["llama-8b"]
+
+
+def test_deleting_a_pod_stops_its_engine_process(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
+) -> None:
+    cluster.apply(llmserve(autoscaling={"enabled": False}), namespace)
+    wait_ready(cluster, namespace, "llama", 1)
+    pod = _engine_pods(cluster, namespace)[0]
+    ip = pod["status"]["podIP"]
+    assert _processes_bound_to(ip), "the engine process should be running"
+    cluster.kubectl("delete", "pod", pod["metadata"]["name"], "-n", namespace, "--wait=true", timeout=90)
+    wait_for(lambda: not _processes_bound_to(ip), timeout=30, message=f"engine at {ip} stopped")
+
+
+def test_pod_is_not_ready_before_its_health_endpoint(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
+) -> None:
+    # 60 simulated seconds of model load at the test time-scale of 20: about 3 s of wall time.
+    cluster.apply(llmserve(engine={"kind": "simulator", "args": ["--load-seconds=60"]}), namespace)
+
+    def loading_pod() -> dict[str, Any] | None:
+        pods = _engine_pods(cluster, namespace)
+        return pods[0] if pods and pods[0].get("status", {}).get("podIP") else None
+
+    pod = wait_for(loading_pod, timeout=30, message="pod with an IP")
+    name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+    unhealthy_checks = 0
+    while not _healthy(ip):
+        # Read the pod after the failed probe: Ready must not have been reported before /health is 200.
+        assert condition(cluster.get("pod", name, namespace), "Ready")["status"] == "False"
+        unhealthy_checks += 1
+        assert unhealthy_checks < 200, "the engine never became healthy"
+    assert unhealthy_checks > 0, "the model load was too short to observe"
+    wait_ready(cluster, namespace, "llama", 1, timeout=60)
+
+
+def _healthy(ip: str) -> bool:
+    try:
+        return httpx.get(f"http://{ip}:8000/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
