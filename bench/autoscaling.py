@@ -301,17 +301,22 @@ class Fleet:
 
     def route(self, now: float, request_id: str, request: Request) -> None:
         self.arrivals[request_id] = request.arrival
+        if self.held or not self.dispatch(now, request_id, request):
+            self.held.append((request_id, request))
+
+    def dispatch(self, now: float, request_id: str, request: Request) -> bool:
+        """To the least-loaded ready replica (vLLM queues without a limit); False means hold it."""
         candidates = self.ready(now)
         if not candidates:
-            self.held.append((request_id, request))
-            return
+            return False
         replica = min(candidates, key=lambda r: r.load)
         replica.engine.submit(request_id, request.prompt_tokens, request.output_tokens, now)
         self.start_step(now, replica)
+        return True
 
     def dispatch_held(self, now: float) -> None:
-        while self.held and self.ready(now):
-            self.route(now, *self.held.popleft())
+        while self.held and self.dispatch(now, *self.held[0]):
+            self.held.popleft()
 
     def start_step(self, now: float, replica: Replica) -> None:
         if not replica.stepping and replica.engine.has_work:

@@ -6,16 +6,24 @@ import functools
 import logging
 import os
 import time
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
 
 from llmserve import kube
-from llmserve.api.base import Condition, now_utc
-from llmserve.api.llmserve import ENGINE_PORT, KIND, LLMServeSpec, Recommendation, ScaleStatus
+from llmserve.api.base import Condition
+from llmserve.api.llmserve import ENGINE_PORT, KIND, LLMServeSpec
 from llmserve.autoscale.collect import Collector, DirectScraper, PrometheusCollector, Target
 from llmserve.autoscale.policy import Decision, History, PolicyConfig, Snapshot, decide
+from llmserve.autoscale.state import (
+    STATE_ANNOTATION,
+    condition,
+    decision_conditions,
+    history_from_object,
+    history_to_annotation,
+    rfc3339,
+    scale_status,
+)
 from llmserve.controller import metrics
 from llmserve.controller.handlers import RESOURCE
 from llmserve.controller.reconcile import parse_spec
@@ -25,7 +33,6 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
-OWN_CONDITIONS = ("AbleToScale", "ScalingActive", "ScalingLimited")
 
 DEFAULT_SOURCE = os.environ.get("LLMSERVE_AUTOSCALER_METRICS_SOURCE", "direct")
 DEFAULT_PROMETHEUS_URL = os.environ.get("LLMSERVE_PROMETHEUS_URL", "")
@@ -34,46 +41,20 @@ SCRAPE_TIMEOUT_SECONDS = float(os.environ.get("LLMSERVE_AUTOSCALER_SCRAPE_TIMEOU
 _direct = DirectScraper(port=ENGINE_PORT, timeout_seconds=SCRAPE_TIMEOUT_SECONDS)
 _prometheus: dict[str, PrometheusCollector] = {}
 
-_LIMIT_CONDITIONS = {
-    "max": ("TooManyReplicas", "the desired count is clamped to maxReplicas {max}"),
-    "min": ("TooFewReplicas", "the desired count is clamped to minReplicas {min}"),
-    "step": ("ScaleUpLimit", "scale-up is limited to {step} replica(s) per decision"),
-    "capacity": (
-        "InsufficientCapacity",
-        "{pending} replica(s) Pending: the cluster has no free GPUs for them",
-    ),
-}
+# -- persistence and settings -------------------------------------------------------------------------
 
 
-# -- conversions between the API and the pure policy ---------------------------------------------------
-
-
-def _rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _epoch(text: str | None) -> float | None:
-    if not text:
-        return None
+async def save_history(key: Key, body: Obj, history: History) -> None:
+    """Persists the memory in an annotation, only when it changed."""
+    text = history_to_annotation(history)
+    if (body.get("metadata", {}).get("annotations") or {}).get(STATE_ANNOTATION) == text:
+        return
+    patch = {"metadata": {"annotations": {STATE_ANNOTATION: text}}}
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def history_from_status(raw: Obj | None) -> History:
-    """The policy's memory as the last operator (maybe another process) left it in status.autoscaling."""
-    raw = raw or {}
-    window = []
-    for item in raw.get("recommendations") or []:
-        when = _epoch(item.get("time"))
-        if when is not None and isinstance(item.get("replicas"), int):
-            window.append((when, item["replicas"]))
-    return History(
-        recommendations=tuple(sorted(window)),
-        last_active_seconds=_epoch(raw.get("lastActiveTime")),
-        last_desired_replicas=raw.get("desiredReplicas"),
-    )
+        await kube.retry(functools.partial(kube.merge_patch, KIND, key[0], key[1], patch))
+    except kube.KubeError as err:
+        if err.status != 404:
+            raise
 
 
 def batch_slots(spec: LLMServeSpec) -> int | None:
@@ -100,6 +81,7 @@ def policy_config(spec: LLMServeSpec) -> PolicyConfig:
         scale_down_delay_seconds=scaling.scale_down_delay_seconds,
         scale_to_zero_idle_seconds=scaling.scale_to_zero_idle_seconds,
         batch_slots_per_replica=batch_slots(spec),
+        batch_slots_target=scaling.kv_cache_target,  # one utilization target for KV blocks and slots
     )
 
 
@@ -131,55 +113,6 @@ def collector_for(spec: LLMServeSpec) -> Collector:
 # -- status and conditions ----------------------------------------------------------------------------
 
 
-def _condition(type_: str, status: str, reason: str, message: str, generation: int) -> Condition:
-    return Condition.model_validate(
-        {"type": type_, "status": status, "reason": reason, "message": message,
-         "lastTransitionTime": now_utc(), "observedGeneration": generation}
-    )  # fmt: skip
-
-
-def decision_conditions(
-    decision: Decision,
-    snapshot: Snapshot,
-    config: PolicyConfig,
-    scale_error: str,
-    scrape_errors: dict[str, str],
-    generation: int,
-) -> list[Condition]:
-    if scale_error:
-        able = ("False", "FailedUpdateScale", f"the scale subresource could not be written: {scale_error}")
-    elif decision.stabilized:
-        able = ("True", "ScaleDownStabilized", "recent recommendations were higher; holding the highest one")
-    else:
-        able = ("True", "ReadyForNewScale", "the autoscaler can change the replica count")
-    if decision.no_data:
-        first = next(iter(scrape_errors.items()), ("", ""))
-        active = (
-            "False",
-            "FailedGetMetrics",
-            f"no ready replica's metrics could be read ({first[0]}: {first[1]})",
-        )
-    elif decision.scaled_to_zero:
-        active = ("False", "ScaledToZero", "no replicas; a request through the gateway wakes the model")
-    elif decision.signals.load_ratio is None:
-        active = ("True", "WaitingForReplicas", "replicas are starting; no metrics to read yet")
-    else:
-        active = ("True", "ValidMetricFound", "scaling on queue depth and KV-cache utilization")
-    if decision.limited_by:
-        reason, template = _LIMIT_CONDITIONS[decision.limited_by]
-        pending = snapshot.unschedulable_replicas
-        message = template.format(
-            max=config.max_replicas, min=config.min_replicas, step=config.scale_up_max_step, pending=pending
-        )
-        limited = ("True", reason, message)
-    else:
-        limited = ("False", "DesiredWithinRange", "the desired count is within minReplicas and maxReplicas")
-    return [
-        _condition(t, *values, generation)
-        for t, values in zip(OWN_CONDITIONS, (able, active, limited), strict=True)
-    ]
-
-
 def spliced_conditions(previous_raw: list[Obj], ours: list[Condition]) -> list[Obj]:
     """Puts our conditions in place of the old ones of the same types, leaving every other one as it is."""
     previous_ours = [
@@ -188,25 +121,6 @@ def spliced_conditions(previous_raw: list[Obj], ours: list[Condition]) -> list[O
     merged = {c.type: c.to_wire() for c in merge_conditions(previous_ours, ours)}
     out = [merged.pop(c.get("type", ""), c) for c in previous_raw]
     return out + list(merged.values())
-
-
-def scale_status(
-    decision: Decision, scraped: int, last_scale: tuple[str, str] | None, previous: Obj | None
-) -> ScaleStatus:
-    signals = decision.signals
-    previous = previous or {}
-    last_time, last_reason = last_scale or (previous.get("lastScaleTime"), previous.get("lastScaleReason"))
-    return ScaleStatus(
-        queue_depth_per_replica=None if signals.queue_depth_per_replica is None else round(signals.queue_depth_per_replica, 2),
-        kv_cache_utilization=None if signals.kv_cache_fraction is None else round(signals.kv_cache_fraction, 3),
-        requests_running_per_replica=None if signals.running_per_replica is None else round(signals.running_per_replica, 2),
-        desired_replicas=decision.desired_replicas,
-        last_scale_time=last_time,
-        last_scale_reason=last_reason,
-        scraped_replicas=scraped,
-        recommendations=[Recommendation(replicas=r, time=_rfc3339(t)) for t, r in decision.history.recommendations],
-        last_active_time=None if decision.history.last_active_seconds is None else _rfc3339(decision.history.last_active_seconds),
-    )  # fmt: skip
 
 
 async def write_status(key: Key, body: Obj, autoscaling: Obj | None, conditions: list[Condition]) -> None:
@@ -263,14 +177,14 @@ class Autoscaler:
         self.history = None
         generation = body.get("metadata", {}).get("generation", 0)
         message = "spec.autoscaling.enabled is false: kubectl scale, an HPA or KEDA sets spec.replicas"
-        disabled = _condition("ScalingActive", "False", "ScalingDisabled", message, generation)
+        disabled = condition("ScalingActive", "False", "ScalingDisabled", message, generation)
         await write_status(self.key, body, None, [disabled])
 
     async def tick(self, body: Obj, spec: LLMServeSpec, pods: list[Obj]) -> Decision:
         namespace, name = self.key
         status = body.get("status") or {}
         if self.history is None:
-            self.history = history_from_status(status.get("autoscaling"))
+            self.history = history_from_object(body)
         config = policy_config(spec)
         summary = summarize_pods(pods)
         targets = ready_targets(namespace, pods)
@@ -287,11 +201,13 @@ class Autoscaler:
             unscraped_replicas=summary.ready - len(collected.metrics),
         )
         decision = decide(snapshot, config, self.history)
+        for note in decision.notes:
+            log.info("event=autoscaler_note namespace=%s llmserve=%s note=%r", namespace, name, note)
         scale_error, last_scale = "", None
         if decision.desired_replicas != current:
             scale_error = await self._rescale(body, current, decision)
             if not scale_error:
-                last_scale = (_rfc3339(snapshot.now_seconds), decision.reason)
+                last_scale = (rfc3339(snapshot.now_seconds), decision.reason)
         history = decision.history
         if scale_error:  # what is in force is still `current`: remember that, not the failed wish
             history = History(history.recommendations, history.last_active_seconds, current)
@@ -307,6 +223,7 @@ class Autoscaler:
         conditions = decision_conditions(
             decision, snapshot, config, scale_error, collected.errors, generation
         )
+        await save_history(self.key, body, history)
         await write_status(self.key, body, autoscaling.model_dump(by_alias=True, mode="json"), conditions)
         return decision
 

@@ -1,0 +1,1 @@
+"""Autoscaling: engine signal collection and the pure scaling policy."""

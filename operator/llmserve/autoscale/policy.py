@@ -1,0 +1,289 @@
+"""The scaling policy: a metrics snapshot plus recent history in, a desired replica count out (pure, no I/O).
+
+The algorithm and its formulas are documented in docs/autoscaling.md; the operator and the fleet simulator
+(bench/autoscaling.py) both call `decide`, so what the benchmark measures is what the operator runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+# Guards ceil() against float noise: 3 * (4.4 / 4.4) must not become 4 replicas.
+_EPSILON = 1e-9
+
+Limit = Literal["max", "min", "step", "capacity"]
+
+
+@dataclass(frozen=True)
+class ReplicaMetrics:
+    """One ready replica's engine signals, as read from its /metrics."""
+
+    requests_waiting: float
+    requests_running: float
+    kv_cache_fraction: float | None = None  # None when the engine exports no KV-cache metric
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the policy may look at for one decision."""
+
+    now_seconds: float  # wall-clock (epoch) seconds, so history stays meaningful across restarts
+    current_replicas: int  # spec.replicas: the desired count in force
+    ready_replicas: int
+    unschedulable_replicas: int = 0
+    replicas: tuple[ReplicaMetrics, ...] = ()  # one entry per ready replica that was scraped
+    unscraped_replicas: int = 0  # ready replicas whose metrics could not be read
+
+    @property
+    def starting_replicas(self) -> int:
+        """Asked-for replicas that are neither ready nor stuck for lack of a node: capacity on the way."""
+        return max(0, self.current_replicas - self.ready_replicas - self.unschedulable_replicas)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The LLMServe's autoscaling settings, in plain values."""
+
+    min_replicas: int
+    max_replicas: int
+    queue_depth_target: float = 4.0
+    kv_cache_target: float = 0.8
+    tolerance: float = 0.1
+    scale_up_max_step: int = 4
+    scale_down_delay_seconds: float = 300.0
+    scale_to_zero_idle_seconds: float = 600.0
+    # The engine's max_num_seqs. A full running batch is a load ratio of 1: it keeps a busy fleet from
+    # shrinking when neither queue nor KV cache shows pressure (short prompts, small batches).
+    batch_slots_per_replica: int | None = None
+    # Share of the batch slots a replica should fill on average; the rest is headroom for bursts that
+    # arrive while new replicas are still loading the model.
+    batch_slots_target: float = 1.0
+
+    @property
+    def floor_replicas(self) -> int:
+        """Lowest count the load-following path goes to; only the idle path reaches zero."""
+        return max(self.min_replicas, 1)
+
+
+@dataclass(frozen=True)
+class History:
+    """What the policy remembers between decisions (the operator persists it across restarts)."""
+
+    # (time, replicas) inside the stabilization window, oldest first. Kept as a "sliding-window maximum":
+    # replica counts strictly decrease from oldest to newest, because an older, lower recommendation can
+    # never be the window's highest again once a newer, higher one exists.
+    recommendations: tuple[tuple[float, int], ...] = ()
+    last_active_seconds: float | None = None
+    last_desired_replicas: int | None = None
+
+
+@dataclass(frozen=True)
+class Signals:
+    """The observed load, averaged over the replicas that are ready or on the way."""
+
+    queue_depth_per_replica: float | None = None
+    kv_cache_fraction: float | None = None  # mean over scraped replicas (what users see)
+    running_per_replica: float | None = None
+    load_ratio: float | None = None  # the strongest signal over its target; 1.0 means on target
+    dominant: str = ""  # which signal set load_ratio
+    description: str = ""  # e.g. "queue depth 9.5/replica" with its target
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's answer, with enough detail to explain it in an Event, status and conditions."""
+
+    desired_replicas: int
+    recommended_replicas: int  # the load's recommendation after min/max clamps, before step and window
+    reason: str
+    signals: Signals
+    history: History
+    limited_by: Limit | None = None
+    stabilized: bool = False  # a scale-down was held back by a higher recommendation in the window
+    partial_data: bool = False
+    no_data: bool = False
+    scaled_to_zero: bool = False
+    notes: tuple[str, ...] = ()
+
+
+def _ceil(value: float) -> int:
+    return math.ceil(value - _EPSILON)
+
+
+def observe(snapshot: Snapshot, config: PolicyConfig) -> Signals:
+    """Turns per-replica metrics into load ratios. Starting replicas count as capacity (load 0)."""
+    scraped = snapshot.replicas
+    if not scraped:
+        return Signals()
+    capacity = len(scraped) + snapshot.starting_replicas
+    waiting = sum(r.requests_waiting for r in scraped) / capacity
+    running = sum(r.requests_running for r in scraped) / capacity
+    kv_values = [r.kv_cache_fraction for r in scraped if r.kv_cache_fraction is not None]
+    kv_mean = sum(kv_values) / len(kv_values) if kv_values else None
+    slots = config.batch_slots_per_replica
+    # Queue depth against the target. With a known batch size the backlog is weighed against everything a
+    # replica holds at target (a full batch plus the target queue), so a deep queue asks for replicas in
+    # proportion to the work waiting rather than one replica per `queue_depth_target` requests.
+    queue_ratio = (
+        (running + waiting) / (slots * config.batch_slots_target + config.queue_depth_target)
+        if slots and waiting > 0
+        else waiting / config.queue_depth_target
+    )
+    candidates: list[tuple[float, str, str]] = [
+        (queue_ratio, "queue depth", f"queue depth {waiting:.1f}/replica")
+    ]
+    if kv_values:
+        # Spread over the whole capacity: a starting replica has an empty cache.
+        kv_over_capacity = sum(kv_values) / len(kv_values) * len(scraped) / capacity
+        candidates.append(
+            (kv_over_capacity / config.kv_cache_target, "kv cache", f"KV cache {kv_over_capacity:.0%}")
+        )
+    if slots:
+        candidates.append(
+            (
+                running / (slots * config.batch_slots_target),
+                "batch slots",
+                f"running batch {running:.1f}/replica",
+            )
+        )
+    ratio, dominant, description = max(candidates, key=lambda c: c[0])
+    return Signals(
+        queue_depth_per_replica=waiting,
+        kv_cache_fraction=kv_mean,
+        running_per_replica=running,
+        load_ratio=ratio,
+        dominant=dominant,
+        description=description,
+    )
+
+
+def _target_text(dominant: str, config: PolicyConfig) -> str:
+    if dominant == "queue depth":
+        return f"target {config.queue_depth_target:g}"
+    if dominant == "kv cache":
+        return f"target {config.kv_cache_target:.0%}"
+    return f"target {config.batch_slots_target:.0%} of {config.batch_slots_per_replica} batch slots"
+
+
+def _push(
+    window: tuple[tuple[float, int], ...], now: float, replicas: int, config: PolicyConfig
+) -> tuple[tuple[float, int], ...]:
+    """Adds a recommendation to the sliding-window maximum and forgets what fell out of the window."""
+    start = now - config.scale_down_delay_seconds
+    kept = [(t, r) for t, r in window if t >= start and r > replicas]
+    kept.append((now, replicas))
+    # A count at or below the floor can never hold a scale-down back, so it needs no memory.
+    return tuple((t, r) for t, r in kept if r > config.floor_replicas)
+
+
+def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decision:
+    """One autoscaling decision: fast up (bounded step), careful down (stabilization window), to zero."""
+    now, current = snapshot.now_seconds, snapshot.current_replicas
+    window = history.recommendations
+    last_active = history.last_active_seconds
+    notes: list[str] = []
+
+    # Someone else (kubectl scale, the gateway waking the model) raised spec.replicas: respect that like
+    # one of our own recommendations, so it is not undone before the window or the idle period passes.
+    if history.last_desired_replicas is not None and current > history.last_desired_replicas:
+        window = _push(window, now, current, config)
+        last_active = now
+        notes.append(f"replicas raised to {current} from outside the autoscaler")
+
+    signals = observe(snapshot, config)
+    scraped, unscraped = len(snapshot.replicas), snapshot.unscraped_replicas
+    active = unscraped > 0 or any(r.requests_waiting > 0 or r.requests_running > 0 for r in snapshot.replicas)
+    if active or last_active is None:
+        last_active = now
+
+    def finish(
+        desired: int,
+        recommended: int,
+        reason: str,
+        limited_by: Limit | None = None,
+        stabilized: bool = False,
+        no_data: bool = False,
+        scaled_to_zero: bool = False,
+    ) -> Decision:
+        return Decision(
+            desired_replicas=desired,
+            recommended_replicas=recommended,
+            reason=reason,
+            signals=signals,
+            history=History(window, last_active, desired),
+            limited_by=limited_by,
+            stabilized=stabilized,
+            partial_data=unscraped > 0 and scraped > 0,
+            no_data=no_data,
+            scaled_to_zero=scaled_to_zero,
+            notes=tuple(notes),
+        )
+
+    # Bounds changed under us: clamp at once, whatever the load says.
+    if current > config.max_replicas:
+        return finish(
+            config.max_replicas, config.max_replicas, f"clamped to maxReplicas {config.max_replicas}"
+        )
+    if current < config.min_replicas:
+        return finish(
+            config.min_replicas, config.min_replicas, f"raised to minReplicas {config.min_replicas}"
+        )
+
+    if current == 0:
+        # Waking from zero is the gateway's job (it holds the request); the autoscaler never fights it.
+        return finish(
+            0, 0, "scaled to zero; a request through the gateway wakes the model", scaled_to_zero=True
+        )
+
+    idle_seconds = now - last_active
+    if config.min_replicas == 0 and not active and idle_seconds >= config.scale_to_zero_idle_seconds:
+        window = ()
+        reason = f"idle for {idle_seconds:.0f}s with no request running or waiting"
+        return finish(0, 0, reason, scaled_to_zero=True)
+
+    if scraped == 0:
+        # Nothing to go on: replicas are all starting, or none could be scraped. Hold.
+        reason = "no replica's metrics could be read" if unscraped else "waiting for replicas to become ready"
+        window = _push(window, now, current, config)
+        return finish(current, current, reason, no_data=unscraped > 0)
+
+    assert signals.load_ratio is not None
+    capacity = scraped + snapshot.starting_replicas
+    if abs(signals.load_ratio - 1.0) <= config.tolerance:
+        recommended = current
+        reason = f"{signals.description} within tolerance of {_target_text(signals.dominant, config)}"
+    else:
+        # Unscraped replicas keep their share: they are never counted as idle.
+        recommended = _ceil(capacity * signals.load_ratio) + unscraped
+        side = "above" if signals.load_ratio > 1 else "below"
+        reason = f"{signals.description} {side} {_target_text(signals.dominant, config)}"
+    if unscraped and recommended < current:
+        recommended = current
+        reason = f"{unscraped} replica(s) could not be scraped; holding instead of scaling down"
+
+    limited_by: Limit | None = None
+    if recommended > config.max_replicas:
+        recommended, limited_by = config.max_replicas, "max"
+    elif recommended < config.floor_replicas:
+        recommended = config.floor_replicas
+        limited_by = "min" if recommended == config.min_replicas and recommended < current else None
+
+    window = _push(window, now, recommended, config)
+    stabilized = False
+    if recommended > current:
+        desired = min(recommended, current + config.scale_up_max_step)
+        if desired < recommended:
+            limited_by = "step"
+    elif recommended < current:
+        highest = max([recommended, *(r for _, r in window)])
+        desired = min(current, highest)
+        stabilized = desired > recommended
+        if stabilized:
+            reason += f"; holding {desired} (highest recommendation in the last {config.scale_down_delay_seconds:g}s)"
+    else:
+        desired = current
+    if desired > snapshot.ready_replicas + snapshot.starting_replicas and snapshot.unschedulable_replicas:
+        limited_by = "capacity"
+    return finish(desired, recommended, reason, limited_by=limited_by, stabilized=stabilized)

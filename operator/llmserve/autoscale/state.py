@@ -1,0 +1,153 @@
+"""Converts the policy's memory and decisions to and from the LLMServe API: status, annotation, conditions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from llmserve.api.base import Condition, now_utc
+from llmserve.api.llmserve import GROUP, Recommendation, ScaleStatus
+from llmserve.autoscale.policy import Decision, History, PolicyConfig, Snapshot
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+OWN_CONDITIONS = ("AbleToScale", "ScalingActive", "ScalingLimited")
+
+_LIMIT_CONDITIONS = {
+    "max": ("TooManyReplicas", "the desired count is clamped to maxReplicas {max}"),
+    "min": ("TooFewReplicas", "the desired count is clamped to minReplicas {min}"),
+    "step": ("ScaleUpLimit", "scale-up is limited to {step} replica(s) per decision"),
+    "capacity": (
+        "InsufficientCapacity",
+        "{pending} replica(s) Pending: the cluster has no free GPUs for them",
+    ),
+}
+
+
+def rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def history_from_status(raw: Obj | None) -> History:
+    """The policy's memory as the last operator (maybe another process) left it in status.autoscaling."""
+    raw = raw or {}
+    window = []
+    for item in raw.get("recommendations") or []:
+        when = _epoch(item.get("time"))
+        if when is not None and isinstance(item.get("replicas"), int):
+            window.append((when, item["replicas"]))
+    return History(
+        recommendations=tuple(sorted(window)),
+        last_active_seconds=_epoch(raw.get("lastActiveTime")),
+        last_desired_replicas=raw.get("desiredReplicas"),
+    )
+
+
+STATE_ANNOTATION = f"{GROUP}/autoscaler-state"
+
+
+def history_to_annotation(history: History) -> str:
+    """The policy's memory as compact JSON: times in whole epoch seconds."""
+    state = {
+        "recommendations": [[int(t), r] for t, r in history.recommendations],
+        "lastActive": None if history.last_active_seconds is None else int(history.last_active_seconds),
+        "desired": history.last_desired_replicas,
+    }
+    return json.dumps(state, separators=(",", ":"))
+
+
+def history_from_object(body: Obj) -> History:
+    """The memory a previous operator process left: the annotation (written only by the autoscaler, so no
+    other status writer can roll it back), else status.autoscaling."""
+    raw = (body.get("metadata", {}).get("annotations") or {}).get(STATE_ANNOTATION)
+    if raw:
+        try:
+            state = json.loads(raw)
+            return History(
+                recommendations=tuple((float(t), int(r)) for t, r in state.get("recommendations", [])),
+                last_active_seconds=None if state.get("lastActive") is None else float(state["lastActive"]),
+                last_desired_replicas=state.get("desired"),
+            )
+        except (ValueError, TypeError, AttributeError):
+            log.warning("event=autoscaler_state_unreadable annotation=%s", STATE_ANNOTATION)
+    return history_from_status((body.get("status") or {}).get("autoscaling"))
+
+
+def condition(type_: str, status: str, reason: str, message: str, generation: int) -> Condition:
+    return Condition.model_validate(
+        {"type": type_, "status": status, "reason": reason, "message": message,
+         "lastTransitionTime": now_utc(), "observedGeneration": generation}
+    )  # fmt: skip
+
+
+def decision_conditions(
+    decision: Decision,
+    snapshot: Snapshot,
+    config: PolicyConfig,
+    scale_error: str,
+    scrape_errors: dict[str, str],
+    generation: int,
+) -> list[Condition]:
+    if scale_error:
+        able = ("False", "FailedUpdateScale", f"the scale subresource could not be written: {scale_error}")
+    elif decision.stabilized:
+        able = ("True", "ScaleDownStabilized", "recent recommendations were higher; holding the highest one")
+    else:
+        able = ("True", "ReadyForNewScale", "the autoscaler can change the replica count")
+    if decision.no_data:
+        first = next(iter(scrape_errors.items()), ("", ""))
+        active = (
+            "False",
+            "FailedGetMetrics",
+            f"no ready replica's metrics could be read ({first[0]}: {first[1]})",
+        )
+    elif decision.scaled_to_zero:
+        active = ("False", "ScaledToZero", "no replicas; a request through the gateway wakes the model")
+    elif decision.signals.load_ratio is None:
+        active = ("True", "WaitingForReplicas", "replicas are starting; no metrics to read yet")
+    else:
+        active = ("True", "ValidMetricFound", "scaling on queue depth and KV-cache utilization")
+    if decision.limited_by:
+        reason, template = _LIMIT_CONDITIONS[decision.limited_by]
+        pending = snapshot.unschedulable_replicas
+        message = template.format(
+            max=config.max_replicas, min=config.min_replicas, step=config.scale_up_max_step, pending=pending
+        )
+        limited = ("True", reason, message)
+    else:
+        limited = ("False", "DesiredWithinRange", "the desired count is within minReplicas and maxReplicas")
+    return [
+        condition(t, *values, generation)
+        for t, values in zip(OWN_CONDITIONS, (able, active, limited), strict=True)
+    ]
+
+
+def scale_status(
+    decision: Decision, scraped: int, last_scale: tuple[str, str] | None, previous: Obj | None
+) -> ScaleStatus:
+    signals = decision.signals
+    previous = previous or {}
+    last_time, last_reason = last_scale or (previous.get("lastScaleTime"), previous.get("lastScaleReason"))
+    return ScaleStatus(
+        queue_depth_per_replica=None if signals.queue_depth_per_replica is None else round(signals.queue_depth_per_replica, 2),
+        kv_cache_utilization=None if signals.kv_cache_fraction is None else round(signals.kv_cache_fraction, 3),
+        requests_running_per_replica=None if signals.running_per_replica is None else round(signals.running_per_replica, 2),
+        desired_replicas=decision.desired_replicas,
+        last_scale_time=last_time,
+        last_scale_reason=last_reason,
+        scraped_replicas=scraped,
+        recommendations=[Recommendation(replicas=r, time=rfc3339(t)) for t, r in decision.history.recommendations],
+        last_active_time=None if decision.history.last_active_seconds is None else rfc3339(decision.history.last_active_seconds),
+    )  # fmt: skip

@@ -1,0 +1,272 @@
+"""The autoscaler on the real control plane, with simulated engines under real HTTP load."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from llmserve.autoscale.collect import parse_engine_metrics
+from llmserve.autoscale.state import STATE_ANNOTATION
+from tests.support.cluster import ClusterHandle, OperatorProcess, condition, wait_for
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = yaml.safe_load((REPO / "examples" / "llama-8b-simulated.yaml").read_text())
+SELECTOR = "llmserve.dev/llmserve=llama"
+INTERVAL_SECONDS = 2
+QUEUE_TARGET = 4
+# Long prompts and short answers: each request is one long prefill step, so a queue forms with few
+# engine steps and few HTTP requests per second (the machine is shared).
+PROMPT = "word" * 6000  # 6000 tokens at four characters per token
+MAX_TOKENS = 4
+
+
+def llmserve(autoscaling: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    manifest = copy.deepcopy(EXAMPLE)
+    manifest["metadata"] = {"name": "llama"}
+    manifest["spec"]["engine"]["args"] = ["--max-num-seqs=2"]
+    manifest["spec"]["autoscaling"] = {
+        "intervalSeconds": INTERVAL_SECONDS,
+        "queueDepthTarget": QUEUE_TARGET,
+        "scaleUpMaxStep": 4,
+        **autoscaling,
+    }
+    manifest["spec"].update({"minReplicas": 1, "maxReplicas": 3, **spec})
+    return manifest
+
+
+def spec_replicas(cluster: ClusterHandle, namespace: str) -> int | None:
+    obj = cluster.get("llmserve", "llama", namespace) or {}
+    value = obj.get("spec", {}).get("replicas")
+    return value if isinstance(value, int) else None
+
+
+def ready_pod_ips(cluster: ClusterHandle, namespace: str) -> list[str]:
+    ips = []
+    for pod in cluster.list("pods", namespace, SELECTOR):
+        status = pod.get("status", {})
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+        if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
+            ips.append(status["podIP"])
+    return ips
+
+
+def wait_ready_replicas(cluster: ClusterHandle, namespace: str, count: int, timeout: float = 60) -> None:
+    wait_for(lambda: len(ready_pod_ips(cluster, namespace)) == count, timeout=timeout,
+             message=f"{count} ready replica(s)")  # fmt: skip
+
+
+class LoadGenerator:
+    """Closed-loop completions against the ready pods of one LLMServe, bounded in requests and time."""
+
+    def __init__(
+        self, cluster: ClusterHandle, namespace: str, concurrency: int, max_seconds: float = 90
+    ) -> None:
+        self.cluster, self.namespace, self.concurrency = cluster, namespace, concurrency
+        self.max_requests, self.max_seconds = 20000, max_seconds
+        self.sent = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> LoadGenerator:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    async def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        targets: list[str] = []
+
+        async def refresh() -> None:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                targets[:] = await asyncio.to_thread(ready_pod_ips, self.cluster, self.namespace)
+                await asyncio.sleep(1.0)
+
+        async def user(client: httpx.AsyncClient, index: int) -> None:
+            while not self._stop.is_set() and time.monotonic() < deadline and self.sent < self.max_requests:
+                if not targets:
+                    await asyncio.sleep(0.2)
+                    continue
+                ip = targets[(index + self.sent) % len(targets)]
+                self.sent += 1
+                body = {"model": "llama-8b", "prompt": PROMPT, "max_tokens": MAX_TOKENS}
+                try:
+                    response = await client.post(f"http://{ip}:8000/v1/completions", json=body)
+                    response.raise_for_status()
+                except httpx.HTTPError:
+                    self.errors += 1
+                    await asyncio.sleep(0.2)  # a replica going away: back off briefly, then retry
+
+        async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+            refresher = asyncio.create_task(refresh())
+            await asyncio.gather(*(user(client, i) for i in range(self.concurrency)))
+            refresher.cancel()
+
+
+def queue_depth(ip: str) -> float:
+    try:
+        response = httpx.get(f"http://{ip}:8000/metrics", timeout=2, trust_env=False)
+        return parse_engine_metrics(response.text).requests_waiting
+    except (httpx.HTTPError, ValueError):
+        return 0.0
+
+
+def replicas_after_load(
+    cluster: ClusterHandle, namespace: str, seconds: float, operator: OperatorProcess | None = None
+) -> list[tuple[float, int | None]]:
+    """spec.replicas sampled for `seconds` after the load stopped (restarting the operator first if given)."""
+    start = time.monotonic()
+    if operator is not None:
+        operator.restart()
+    samples = []
+    while time.monotonic() - start < seconds:
+        samples.append((time.monotonic() - start, spec_replicas(cluster, namespace)))
+        time.sleep(0.5)
+    return samples
+
+
+def ramp_up(cluster: ClusterHandle, namespace: str, load: LoadGenerator) -> tuple[float, float]:
+    """Waits for the queue to pass its target and then for the autoscaler to add replicas; returns both times."""
+    ip = ready_pod_ips(cluster, namespace)[0]
+    wait_for(lambda: queue_depth(ip) > QUEUE_TARGET, timeout=30, interval=0.1, message="queue above target")
+    queue_passed = time.monotonic()
+    wait_for(lambda: (spec_replicas(cluster, namespace) or 1) > 1, timeout=15, interval=0.1,
+             message="autoscaler adds replicas")  # fmt: skip
+    return queue_passed, time.monotonic()
+
+
+def test_replicas_rise_within_two_intervals_of_the_queue_passing_its_target(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
+) -> None:
+    cluster.apply(llmserve({"scaleDownDelaySeconds": 5}), namespace)
+    wait_ready_replicas(cluster, namespace, 1)
+    with LoadGenerator(cluster, namespace, concurrency=12) as load:
+        queue_passed, scaled = ramp_up(cluster, namespace, load)
+        # Two intervals, plus the test's own polling granularity (one kubectl call).
+        assert scaled - queue_passed <= 2 * INTERVAL_SECONDS + 0.5
+        wait_ready_replicas(cluster, namespace, 3)
+        obj = wait_for(
+            lambda: (o := cluster.get("llmserve", "llama", namespace)) and o["status"]["autoscaling"].get("scrapedReplicas") == 3 and o,
+            timeout=3 * INTERVAL_SECONDS,
+            message="a decision that read all 3 replicas",
+        )  # fmt: skip
+    assert load.sent > 0 and load.errors == 0
+    scaling = obj["status"]["autoscaling"]
+    assert "above target" in scaling["lastScaleReason"]
+    assert scaling["desiredReplicas"] == 3
+    assert condition(obj, "ScalingActive")["reason"] == "ValidMetricFound"
+    assert condition(obj, "ScalingLimited")["reason"] in ("TooManyReplicas", "DesiredWithinRange")
+    assert condition(obj, "Ready")["status"] == "True"  # the reconciler's conditions survive ours
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=SuccessfulRescale"
+    ).stdout
+    assert "New size: " in events and "reason: queue depth" in events
+    metrics = operator_process.metrics_text()
+    assert (
+        f'llmserve_autoscaler_rescales_total{{direction="up",llmserve="llama",namespace="{namespace}"}}'
+        in metrics
+    )
+
+
+def test_replicas_fall_only_after_the_scale_down_delay_and_never_below_min(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
+) -> None:
+    delay = 10
+    cluster.apply(llmserve({"scaleDownDelaySeconds": delay}, minReplicas=2, replicas=2), namespace)
+    wait_ready_replicas(cluster, namespace, 2)
+    with LoadGenerator(cluster, namespace, concurrency=16) as load:
+        wait_for(lambda: spec_replicas(cluster, namespace) == 3, timeout=30, message="scaled to max 3")
+        time.sleep(INTERVAL_SECONDS)  # let one more decision record the high recommendation
+        load.stop()
+    samples = replicas_after_load(cluster, namespace, delay + 4 * INTERVAL_SECONDS)
+    early = [n for t, n in samples if t < delay - INTERVAL_SECONDS - 0.5]
+    assert early and all(n == 3 for n in early), samples
+    assert samples[-1][1] == 2, samples  # minReplicas
+    assert all(n is not None and n >= 2 for _, n in samples), samples
+
+
+def test_an_idle_model_with_min_zero_scales_to_zero_and_a_wake_gets_a_full_idle_period(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
+) -> None:
+    idle = 6
+    cluster.apply(llmserve({"scaleToZeroIdleSeconds": idle}, minReplicas=0, replicas=1), namespace)
+    wait_ready_replicas(cluster, namespace, 1)
+    wait_for(lambda: spec_replicas(cluster, namespace) == 0, timeout=idle + 4 * INTERVAL_SECONDS + 10,
+             message="scaled to zero")  # fmt: skip
+    wait_for(lambda: not cluster.list("pods", namespace, SELECTOR), timeout=30, message="pods gone")
+    obj = wait_for(
+        lambda: (o := cluster.get("llmserve", "llama", namespace)) and condition(o, "Ready").get("reason") == "ScaledToZero" and o,
+        timeout=15,
+        message="Ready=False ScaledToZero",
+    )  # fmt: skip
+    assert "idle for" in obj["status"]["autoscaling"]["lastScaleReason"]
+
+    # The gateway wakes the model by writing replicas 0 -> 1; the autoscaler must not undo it at once.
+    cluster.kubectl("scale", "llms/llama", "-n", namespace, "--replicas=1")
+    woke = time.monotonic()
+    wait_for(lambda: spec_replicas(cluster, namespace) == 0, timeout=idle + 4 * INTERVAL_SECONDS + 10,
+             message="back to zero after another idle period")  # fmt: skip
+    assert time.monotonic() - woke >= idle - INTERVAL_SECONDS
+
+
+def test_an_operator_restart_inside_the_window_does_not_scale_down_early(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
+) -> None:
+    delay = 15
+    cluster.apply(llmserve({"scaleDownDelaySeconds": delay}), namespace)
+    wait_ready_replicas(cluster, namespace, 1)
+    with LoadGenerator(cluster, namespace, concurrency=16) as load:
+        wait_for(lambda: spec_replicas(cluster, namespace) == 3, timeout=30, message="scaled to 3")
+        time.sleep(INTERVAL_SECONDS)
+        load.stop()
+    obj = cluster.get("llmserve", "llama", namespace)
+    assert obj is not None
+    state = json.loads(obj["metadata"]["annotations"][STATE_ANNOTATION])
+    assert max(r for _, r in state["recommendations"]) == 3, state  # what the restarted operator reads back
+
+    samples = replicas_after_load(cluster, namespace, delay + 4 * INTERVAL_SECONDS, operator=operator_process)
+    early = [n for t, n in samples if t < delay - INTERVAL_SECONDS - 0.5]
+    assert early and all(n == 3 for n in early), samples
+    assert samples[-1][1] == 1, samples
+
+
+def test_with_autoscaling_disabled_kubectl_scale_alone_decides(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
+) -> None:
+    cluster.apply(llmserve({"enabled": False, "scaleDownDelaySeconds": 0}, replicas=1), namespace)
+    wait_ready_replicas(cluster, namespace, 1)
+    with LoadGenerator(cluster, namespace, concurrency=12, max_seconds=30):
+        ip = ready_pod_ips(cluster, namespace)[0]
+        wait_for(
+            lambda: queue_depth(ip) > QUEUE_TARGET, timeout=30, interval=0.1, message="queue above target"
+        )
+        time.sleep(3 * INTERVAL_SECONDS)
+        assert spec_replicas(cluster, namespace) == 1
+
+    cluster.kubectl("scale", "llms/llama", "-n", namespace, "--replicas=2")
+    wait_ready_replicas(cluster, namespace, 2)
+    time.sleep(3 * INTERVAL_SECONDS)  # idle, with a zero delay: an active autoscaler would shrink at once
+    assert spec_replicas(cluster, namespace) == 2
+    obj = cluster.get("llmserve", "llama", namespace)
+    assert condition(obj, "ScalingActive")["reason"] == "ScalingDisabled"
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=SuccessfulRescale"
+    ).stdout
+    assert "New size" not in events
