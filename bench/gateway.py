@@ -360,7 +360,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--time-scale", type=float, default=1000.0, help="engine speed-up (engine time ~ 0)")
     p.add_argument("--start-rate", type=float, default=50.0)
-    p.add_argument("--max-rate", type=float, default=4000.0, help="the ladder never offers more than this")
+    p.add_argument("--max-rate", type=float, default=10000.0, help="the ladder never offers more than this")
     p.add_argument("--step-seconds", type=float, default=5.0)
     p.add_argument("--slo-seconds", type=float, default=1.0, help="slower answers count as errors")
     p.add_argument("--skip-litellm", action="store_true")

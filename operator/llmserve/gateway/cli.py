@@ -1,0 +1,196 @@
+"""`llmserve gateway`: parses flags, wires discovery, auth, routing and the HTTP server, runs until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from llmserve.gateway.auth import KeyStore
+from llmserve.gateway.discovery import KubeDiscovery, KubeScaler
+from llmserve.gateway.hold import Holder, HoldSettings
+from llmserve.gateway.limits import RateLimiter
+from llmserve.gateway.metrics import GatewayMetrics
+from llmserve.gateway.proxy import Proxy, ProxySettings
+from llmserve.gateway.registry import Registry
+from llmserve.gateway.scrape import Scraper
+from llmserve.gateway.server import Gateway, ServerSettings
+from llmserve.gateway.static import StaticSource
+
+log = logging.getLogger("llmserve.gateway")
+
+STARTUP_SYNC_TIMEOUT_SECONDS = 30.0
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmserve gateway", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port of the OpenAI API (default 8080)")
+    p.add_argument("--static", type=Path, metavar="FILE",
+                   help="YAML/JSON file of models, backends and keys; without it, Kubernetes discovery")  # fmt: skip
+    p.add_argument("--kubernetes", action="store_true", help="with --static: also discover from Kubernetes")
+    p.add_argument("--namespace", action="append", default=[],
+                   help="serve LLMServes of these namespaces only (repeatable; default all)")  # fmt: skip
+    p.add_argument("--keys-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
+                   help="namespace of the API-key Secrets (default $POD_NAMESPACE or default)")  # fmt: skip
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="accept requests without an API key even when listening beyond loopback")  # fmt: skip
+    p.add_argument(
+        "--max-body-bytes", type=int, default=8 * 1024 * 1024, help="largest request body (413 above)"
+    )
+    p.add_argument("--connect-timeout", type=float, default=3.0, help="seconds to connect to a replica")
+    p.add_argument("--read-timeout", type=float, default=600.0,
+                   help="longest silence from a replica, incl. waiting for an unstreamed answer")  # fmt: skip
+    p.add_argument("--request-timeout", type=float, default=0.0, help="whole upstream exchange; 0 = no limit")
+    p.add_argument("--max-attempts", type=int, default=3, help="replicas tried before the first byte")
+    p.add_argument("--hold-timeout", type=float, default=180.0,
+                   help="seconds a request waits for a model scaled to zero")  # fmt: skip
+    p.add_argument("--hold-queue", type=int, default=256, help="held requests per model before 503")
+    p.add_argument(
+        "--scrape-interval", type=float, default=1.0, help="seconds between engine /metrics scrapes"
+    )
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve /metrics on this port instead of the API port")  # fmt: skip
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address of --metrics-port")
+    p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def run(args: argparse.Namespace) -> int:
+    registry, keys, metrics = Registry(), KeyStore(), GatewayMetrics()
+    tasks: list[asyncio.Task[None]] = []
+    use_kubernetes = args.static is None or args.kubernetes
+    if args.static is not None:
+        static = StaticSource(args.static, registry, keys)
+        try:
+            await static.load()
+        except (OSError, ValueError) as err:
+            log.error("event=static_config_invalid path=%s error=%s", args.static, err)
+            return 2
+        tasks.append(asyncio.create_task(static.run()))
+    if use_kubernetes:
+        discovery = KubeDiscovery(registry, keys, args.namespace, args.keys_namespace)
+        tasks.append(asyncio.create_task(discovery.run()))
+        try:
+            async with asyncio.timeout(STARTUP_SYNC_TIMEOUT_SECONDS):
+                await discovery.wait_synced()
+        except TimeoutError:
+            log.error("event=startup_failed reason=kubernetes_not_synced timeout_seconds=%.0f",
+                      STARTUP_SYNC_TIMEOUT_SECONDS)  # fmt: skip
+            return 2
+
+    loopback = is_loopback(args.host)
+    if args.insecure_no_auth:
+        log.warning("event=AUTHENTICATION_DISABLED host=%s message=%r", args.host,
+                    "--insecure-no-auth: anyone who can reach this port can use every model")  # fmt: skip
+    elif not loopback and not len(keys):
+        log.error(
+            "event=startup_refused host=%s reason=no_api_keys message=%r", args.host,
+            "listening beyond loopback needs at least one API key (a Secret labelled llmserve.dev/api-key, "
+            "or keys in --static), or --insecure-no-auth",
+        )  # fmt: skip
+        return 2
+    elif not len(keys):
+        log.warning("event=no_api_keys host=%s message=%r", args.host,
+                    "no API keys configured: accepting unauthenticated requests on loopback only")  # fmt: skip
+
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+        proxy = Proxy(
+            registry, session,
+            ProxySettings(args.connect_timeout, args.read_timeout, args.request_timeout, args.max_attempts),
+            metrics,
+        )  # fmt: skip
+        scaler = KubeScaler(metrics) if use_kubernetes else None
+        holder = Holder(registry, scaler, HoldSettings(args.hold_timeout, args.hold_queue), metrics)
+        settings = ServerSettings(
+            max_body_bytes=args.max_body_bytes,
+            insecure_no_auth=args.insecure_no_auth,
+            loopback_only=loopback,
+            serve_metrics=not args.metrics_port,
+            access_log=not args.no_access_log,
+        )
+        gateway = Gateway(registry, keys, RateLimiter(), proxy, holder, metrics, settings)
+        tasks.append(asyncio.create_task(Scraper(registry, session, args.scrape_interval).run()))
+        runners: list[web.AppRunner] = []
+        try:
+            runners.append(await _serve(gateway.app(), args.host, args.port))
+            if args.metrics_port:
+                runners.append(await _serve(_metrics_app(gateway), args.metrics_host, args.metrics_port))
+        except OSError as err:
+            log.error("event=startup_failed reason=cannot_listen error=%r", str(err))
+            for runner in runners:
+                await runner.cleanup()
+            for task in tasks:
+                task.cancel()
+            return 2
+        log.info("event=gateway_started host=%s port=%d auth=%s models=%d", args.host, args.port,
+                 "required" if gateway.auth_required else "off", len(registry.routes))  # fmt: skip
+        await _wait_for_signal()
+        log.info("event=gateway_stopping grace_seconds=%.0f", SHUTDOWN_GRACE_SECONDS)
+        for runner in runners:
+            await runner.cleanup()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return 0
+
+
+async def _serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    # handler_cancellation: a client that goes away cancels its handler, which closes the upstream
+    # connection, which makes the engine abort the generation.
+    runner = web.AppRunner(
+        app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
+    )
+    await runner.setup()
+    await web.TCPSite(runner, host, port, backlog=1024).start()
+    return runner
+
+
+def _metrics_app(gateway: Gateway) -> web.Application:
+    app = web.Application()
+
+    async def metrics(request: web.Request) -> web.Response:
+        return await gateway.metrics_endpoint(request)
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/health", gateway.health)
+    return app
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -1,0 +1,286 @@
+"""Kubernetes discovery: LLMServes, their ready EndpointSlice addresses and API-key Secrets, via watches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from llmserve import kube
+from llmserve.api.llmserve import ENGINE_PORT
+from llmserve.gateway.auth import KEY_LABEL, ApiKey, KeyStore, key_from_secret
+from llmserve.gateway.metrics import GatewayMetrics
+from llmserve.gateway.registry import Backend, ModelRoute, Registry
+from llmserve.render.labels import LLMSERVE_LABEL
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+SOURCE = "kubernetes"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+COMPONENT = "llmserve-gateway"
+WATCH_RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def served_name(llmserve: Obj) -> str:
+    model = (llmserve.get("spec") or {}).get("model") or {}
+    return str(model.get("servedName") or llmserve["metadata"]["name"])
+
+
+def ready_urls(endpoint_slice: Obj) -> list[str]:
+    """Base URLs of the slice's ready endpoints (a missing `ready` condition means ready, as in the API)."""
+    ports = endpoint_slice.get("ports") or []
+    port = next((p.get("port") for p in ports if p.get("name") == "http"), None)
+    port = port or (ports[0].get("port") if ports else None) or ENGINE_PORT
+    ipv6 = endpoint_slice.get("addressType") == "IPv6"
+    urls = []
+    for endpoint in endpoint_slice.get("endpoints") or []:
+        if (endpoint.get("conditions") or {}).get("ready") is False or not endpoint.get("addresses"):
+            continue
+        address = endpoint["addresses"][0]
+        urls.append(f"http://[{address}]:{port}" if ipv6 else f"http://{address}:{port}")
+    return urls
+
+
+@dataclass
+class ClusterView:
+    """The watched objects, and the routes they imply (pure: events in, routes out)."""
+
+    llmserves: dict[tuple[str, str], Obj] = field(default_factory=dict)
+    slices: dict[tuple[str, str], Obj] = field(default_factory=dict)  # (namespace, slice name)
+    _conflicts: set[str] = field(default_factory=set)
+
+    @staticmethod
+    def _key(obj: Obj) -> tuple[str, str]:
+        return obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+
+    def sync_llmserves(self, items: Iterable[Obj], namespace: str | None) -> None:
+        self.llmserves = {k: v for k, v in self.llmserves.items() if namespace and k[0] != namespace}
+        self.llmserves.update({self._key(obj): obj for obj in items})
+
+    def sync_slices(self, items: Iterable[Obj], namespace: str | None) -> None:
+        self.slices = {k: v for k, v in self.slices.items() if namespace and k[0] != namespace}
+        self.slices.update({self._key(obj): obj for obj in items})
+
+    def apply(self, store: dict[tuple[str, str], Obj], event_type: str, obj: Obj) -> None:
+        if event_type == "DELETED":
+            store.pop(self._key(obj), None)
+        else:
+            store[self._key(obj)] = obj
+
+    def routes(self) -> list[ModelRoute]:
+        urls: dict[tuple[str, str], list[str]] = {}
+        for (namespace, _), endpoint_slice in self.slices.items():
+            service = (endpoint_slice["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL, "")
+            urls.setdefault((namespace, service), []).extend(ready_urls(endpoint_slice))
+        chosen: dict[str, Obj] = {}
+        # The oldest LLMServe keeps a served name that several claim, so a new one cannot hijack it.
+        ordered = sorted(
+            self.llmserves.values(), key=lambda o: (o["metadata"].get("creationTimestamp", ""), self._key(o))
+        )
+        for obj in ordered:
+            name = served_name(obj)
+            if name in chosen:
+                if name not in self._conflicts:
+                    self._conflicts.add(name)
+                    owner = self._key(chosen[name])
+                    log.warning(
+                        "event=served_name_conflict model=%s kept=%s/%s ignored=%s/%s",
+                        name, *owner, *self._key(obj),
+                    )  # fmt: skip
+                continue
+            chosen[name] = obj
+        routes = []
+        for name, obj in chosen.items():
+            namespace, resource = self._key(obj)
+            backends = tuple(Backend(url) for url in sorted(set(urls.get((namespace, resource), []))))
+            routes.append(ModelRoute(name, backends, namespace, resource))
+        return routes
+
+
+async def _watch_forever(
+    kind: str, namespace: str | None, selector: str, handle: Callable[[str, Obj], None]
+) -> None:
+    """Runs list-then-watch cycles for ever, backing off while the API server is unreachable."""
+    failures = 0
+    while True:
+        try:
+            stream: AsyncIterator[tuple[str, Obj]] = kube.list_then_watch(kind, namespace, selector)
+            async for event_type, obj in stream:
+                handle(event_type, obj)
+                failures = 0
+        except Exception as err:  # any failure: back off and list again; discovery must never stop
+            delay = WATCH_RETRY_SECONDS[min(failures, len(WATCH_RETRY_SECONDS) - 1)]
+            failures += 1
+            status = err.status if isinstance(err, kube.KubeError) else "-"
+            log.warning(
+                "event=watch_failed kind=%s namespace=%s status=%s retry_in_seconds=%.0f error=%r",
+                kind, namespace or "*", status, delay, str(err) or repr(err),
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+
+
+class KubeDiscovery:
+    """Feeds the registry (models and backends) and the key store from the Kubernetes API."""
+
+    def __init__(
+        self, registry: Registry, keys: KeyStore, namespaces: list[str], keys_namespace: str
+    ) -> None:
+        self.registry, self.keys = registry, keys
+        self.namespaces: list[str | None] = list(namespaces) or [None]
+        self.keys_namespace = keys_namespace
+        self.view = ClusterView()
+        self._synced: set[str] = set()
+        self._all_synced = asyncio.Event()
+        self._keys_by_secret: dict[str, ApiKey] = {}
+        self._reported: set[tuple[str, str]] = set()  # (uid, resourceVersion) of bad Secrets
+
+    async def run(self) -> None:
+        watches = []
+        for namespace in self.namespaces:
+            watches.append(_watch_forever("LLMServe", namespace, "", self._on_llmserve(namespace)))
+            watches.append(
+                _watch_forever("EndpointSlice", namespace, LLMSERVE_LABEL, self._on_slice(namespace))
+            )
+        watches.append(_watch_forever("Secret", self.keys_namespace, KEY_LABEL, self._on_secret))
+        await asyncio.gather(*watches)
+
+    async def wait_synced(self) -> None:
+        """Returns once every watch has delivered its first full listing."""
+        await self._all_synced.wait()
+
+    def _mark_synced(self, what: str) -> None:
+        self._synced.add(what)
+        if self._models_synced and "secrets" in self._synced:
+            self._all_synced.set()
+
+    @property
+    def _models_synced(self) -> bool:
+        return sum(1 for what in self._synced if what != "secrets") == 2 * len(self.namespaces)
+
+    def _handler(
+        self, store: Callable[[], dict[tuple[str, str], Obj]], sync: Callable[[list[Obj]], None], what: str
+    ) -> Callable[[str, Obj], None]:
+        def handle(event_type: str, obj: Obj) -> None:
+            if event_type == "SYNC":
+                sync(obj["items"])
+                self._mark_synced(what)
+            else:
+                self.view.apply(store(), event_type, obj)
+            # Publishing before both listings arrived would briefly show models without backends.
+            if self._models_synced:
+                self.registry.replace(SOURCE, self.view.routes())
+
+        return handle
+
+    def _on_llmserve(self, namespace: str | None) -> Callable[[str, Obj], None]:
+        return self._handler(
+            lambda: self.view.llmserves,
+            lambda items: self.view.sync_llmserves(items, namespace),
+            f"llmserve/{namespace}",
+        )
+
+    def _on_slice(self, namespace: str | None) -> Callable[[str, Obj], None]:
+        return self._handler(
+            lambda: self.view.slices,
+            lambda items: self.view.sync_slices(items, namespace),
+            f"slice/{namespace}",
+        )
+
+    def _on_secret(self, event_type: str, obj: Obj) -> None:
+        # Each Secret is parsed as it arrives and only the resulting digest is kept, never the object.
+        if event_type == "SYNC":
+            self._keys_by_secret = {}
+            for secret in obj["items"]:
+                self._parse_secret(secret)
+            self._mark_synced("secrets")
+        elif event_type == "DELETED":
+            self._keys_by_secret.pop(obj["metadata"]["name"], None)
+        else:
+            self._parse_secret(obj)
+        keys = list(self._keys_by_secret.values())
+        self.keys.replace(SOURCE, keys)
+        log.info(
+            "event=api_keys_loaded count=%d names=%s", len(keys), ",".join(sorted({k.name for k in keys}))
+        )
+
+    def _parse_secret(self, secret: Obj) -> None:
+        name = secret["metadata"]["name"]
+        try:
+            self._keys_by_secret[name] = key_from_secret(secret)
+        except ValueError as err:
+            self._keys_by_secret.pop(name, None)
+            self._report_bad_secret(secret, str(err))
+
+    def _report_bad_secret(self, secret: Obj, message: str) -> None:
+        meta = secret["metadata"]
+        marker = (meta.get("uid", ""), meta.get("resourceVersion", ""))
+        if marker in self._reported:
+            return
+        self._reported.add(marker)
+        log.warning(
+            "event=api_key_rejected secret=%s/%s reason=%r", meta.get("namespace"), meta["name"], message
+        )
+        spawn(post_event(secret, "Secret", "Warning", "InvalidApiKey", message))
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def spawn(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def post_event(obj: Obj, kind: str, event_type: str, reason: str, message: str) -> None:
+    """A Kubernetes Event on `obj`, so `kubectl describe` answers "why?"; failures are only logged."""
+    meta = obj["metadata"]
+    api_version = (obj.get("apiVersion") or kube.LLMSERVE_API) if kind == "LLMServe" else "v1"
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta.get("namespace", "default")},
+        "involvedObject": {
+            "apiVersion": api_version, "kind": kind, "name": meta["name"],
+            "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+        },
+        "type": event_type, "reason": reason, "message": message[:1000],
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+    }  # fmt: skip
+    try:
+        await kube.create(event)
+    except kube.KubeError as err:
+        log.warning("event=post_event_failed reason=%s status=%s", reason, err.status)
+
+
+class KubeScaler:
+    """Wakes an LLMServe scaled to zero by writing its scale subresource, as `kubectl scale` would."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+
+    async def scale_from_zero(self, namespace: str, llmserve: str, model: str) -> None:
+        obj = await kube.get("LLMServe", namespace, llmserve)
+        if obj is None:
+            return
+        spec = obj.get("spec") or {}
+        desired = spec.get("replicas")
+        if desired is None:
+            desired = spec.get("minReplicas", 1)
+        if desired >= 1:
+            return  # already asked for; the held requests wait for a pod to become ready
+        await kube.scale("LLMServe", namespace, llmserve, 1)
+        self.metrics.scale_ups.labels(namespace, llmserve).inc()
+        log.info(
+            "event=scale_from_zero namespace=%s llmserve=%s model=%s replicas=1", namespace, llmserve, model
+        )
+        await post_event(
+            obj, "LLMServe", "Normal", "ScaleFromZero",
+            f"The gateway holds requests for model {model!r}, which had no replica; scaled to 1.",
+        )  # fmt: skip

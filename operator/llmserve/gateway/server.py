@@ -1,0 +1,271 @@
+"""The aiohttp application: authenticate, validate, rate-limit, hold, proxy, meter, log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from llmserve.gateway.auth import ANONYMOUS, ApiKey, KeyStore, auth_required, bearer_token
+from llmserve.gateway.errors import GatewayError, error_body
+from llmserve.gateway.hold import Holder
+from llmserve.gateway.limits import RateLimiter
+from llmserve.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from llmserve.gateway.proxy import Outcome, Proxy
+from llmserve.gateway.registry import Registry
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("llmserve.gateway.access")
+
+# Endpoints whose streamed answers can carry usage (so the gateway can ask for it to meter tokens).
+_USAGE_STREAM_PATHS = {"/v1/chat/completions", "/v1/completions"}
+_PROXIED_PATHS = sorted(_USAGE_STREAM_PATHS | {"/v1/embeddings", "/v1/score", "/v1/rerank"})
+_UNKNOWN_MODEL = "_unknown"  # metric label for refused requests, so callers cannot grow label sets
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    max_body_bytes: int = 8 * 1024 * 1024
+    insecure_no_auth: bool = False  # accept requests without a key, even beyond loopback
+    loopback_only: bool = True  # bound to a loopback address
+    serve_metrics: bool = True  # /metrics on this port (off when a separate metrics port is used)
+    access_log: bool = True
+
+
+class Gateway:
+    def __init__(
+        self,
+        registry: Registry,
+        keys: KeyStore,
+        limiter: RateLimiter,
+        proxy: Proxy,
+        holder: Holder,
+        metrics: GatewayMetrics,
+        settings: ServerSettings,
+    ) -> None:
+        self.registry, self.keys, self.limiter = registry, keys, limiter
+        self.proxy, self.holder, self.metrics, self.settings = proxy, holder, metrics, settings
+        self.started_at = int(time.time())
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[_errors_as_json])
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/ready", self.ready)
+        app.router.add_get("/v1/models", self.models)
+        for path in _PROXIED_PATHS:
+            app.router.add_post(path, self.proxied)
+        if self.settings.serve_metrics:
+            app.router.add_get("/metrics", self.metrics_endpoint)
+        return app
+
+    @property
+    def auth_required(self) -> bool:
+        return auth_required(self.settings.insecure_no_auth, len(self.keys), self.settings.loopback_only)
+
+    def authenticate(self, request: web.Request) -> ApiKey:
+        if not self.auth_required:
+            return ANONYMOUS
+        token = bearer_token(request.headers.get("Authorization"))
+        if token is None:
+            raise GatewayError(
+                401,
+                "Missing API key: send it as 'Authorization: Bearer <key>'.",
+                code="missing_api_key",
+            )
+        key = self.keys.authenticate(token)
+        if key is None:
+            raise GatewayError(401, "Incorrect API key provided.", code="invalid_api_key")
+        return key
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def ready(self, request: web.Request) -> web.Response:
+        if not self.registry.synced_sources:
+            return web.Response(status=503, text="discovery has not synced yet")
+        return web.Response(text="ready")
+
+    async def metrics_endpoint(self, request: web.Request) -> web.Response:
+        for name, route in self.registry.routes.items():
+            self.metrics.backends.labels(name).set(len(route.backends))
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def models(self, request: web.Request) -> web.Response:
+        key = self.authenticate(request)
+        data = [
+            {"id": name, "object": "model", "created": self.started_at, "owned_by": "llmserve"}
+            for name in sorted(self.registry.routes)
+            if key.allows(name)
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def proxied(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        outcome = Outcome()
+        key, model, stream = ANONYMOUS, _UNKNOWN_MODEL, False
+        try:
+            key = self.authenticate(request)
+            raw, payload = await self._read_json(request)
+            model = self._model_of(payload, key)
+            refusal = self.limiter.admit(key, started)
+            if refusal is not None:
+                self.metrics.rate_limited.labels(key.name, refusal.limit).inc()
+                raise GatewayError(
+                    429,
+                    f"Rate limit reached for API key {key.name!r}: {refusal.limit.replace('_', ' ')}. "
+                    f"Retry in {refusal.retry_after_seconds:.1f}s.",
+                    code="rate_limit_exceeded",
+                    retry_after_seconds=refusal.retry_after_seconds,
+                )
+            stream = payload.get("stream") is True
+            body, strip_usage = self._upstream_body(request, raw, payload, stream)
+            return await self._serve(request, model, body, stream, strip_usage, started, outcome)
+        except GatewayError as err:
+            outcome.status = err.status
+            outcome.error_reason = outcome.error_reason or _reason(err)
+            return err.response()
+        except (asyncio.CancelledError, ConnectionError):
+            outcome.status = 499  # client closed the request (nginx's convention)
+            outcome.error_reason = "client_disconnected"
+            raise
+        finally:
+            self._account(request, key, model, stream, started, outcome)
+
+    async def _serve(
+        self,
+        request: web.Request,
+        model: str,
+        body: bytes,
+        stream: bool,
+        strip_usage: bool,
+        started: float,
+        outcome: Outcome,
+    ) -> web.StreamResponse:
+        route = self.registry.route(model)
+        assert route is not None
+        gauge = self.metrics.model_in_flight.labels(model, route.namespace or "", route.llmserve or "")
+        gauge.inc()
+        try:
+            route = await self.holder.wait_for_replica(route)
+            return await self.proxy.forward(request, route, body, stream, strip_usage, started, outcome)
+        finally:
+            gauge.dec()
+
+    async def _read_json(self, request: web.Request) -> tuple[bytes, dict[str, Any]]:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise GatewayError(
+                413, f"Request body is larger than the {limit}-byte limit.", code="body_too_large"
+            )
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise GatewayError(
+                413, f"Request body is larger than the {limit}-byte limit.", code="body_too_large"
+            ) from None
+        try:
+            payload = json.loads(raw)
+        except ValueError as err:
+            raise GatewayError(400, f"Request body is not valid JSON: {err}.", code="invalid_json") from None
+        if not isinstance(payload, dict):
+            raise GatewayError(400, "Request body must be a JSON object.", code="invalid_json")
+        return raw, payload
+
+    def _model_of(self, payload: dict[str, Any], key: ApiKey) -> str:
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            raise GatewayError(
+                400, "Missing required parameter: 'model' (a served model name, see GET /v1/models).",
+                code="missing_model", param="model",
+            )  # fmt: skip
+        if not key.allows(model):
+            raise GatewayError(
+                403,
+                f"API key {key.name!r} is not allowed to use model {model!r}.",
+                code="model_not_allowed",
+                param="model",
+            )
+        if self.registry.route(model) is None:
+            raise GatewayError(
+                404,
+                f"The model {model!r} does not exist; GET /v1/models lists the available ones.",
+                code="model_not_found",
+                param="model",
+            )
+        return model
+
+    @staticmethod
+    def _upstream_body(
+        request: web.Request, raw: bytes, payload: dict[str, Any], stream: bool
+    ) -> tuple[bytes, bool]:
+        """The body to send on: the client's bytes unchanged, except that streams are asked for usage
+        (to meter tokens), whose chunk is removed again on the way back if the client did not ask."""
+        if not stream or request.path not in _USAGE_STREAM_PATHS:
+            return raw, False
+        options = payload.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            return raw, False
+        payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        return json.dumps(payload).encode(), True
+
+    def _account(
+        self, request: web.Request, key: ApiKey, model: str, stream: bool, started: float, outcome: Outcome
+    ) -> None:
+        elapsed = time.monotonic() - started
+        known = model != _UNKNOWN_MODEL
+        status = str(outcome.status or 500)
+        self.metrics.requests.labels(model, key.name, status).inc()
+        if outcome.error_reason:
+            self.metrics.errors.labels(model, outcome.error_reason).inc()
+        if known:
+            self.metrics.latency.labels(model, "true" if stream else "false").observe(elapsed)
+        if stream and outcome.first_byte_seconds is not None:
+            self.metrics.ttft.labels(model).observe(outcome.first_byte_seconds)
+        usage = outcome.usage
+        if usage is not None:
+            self.metrics.tokens.labels(key.name, model, "prompt").inc(usage.prompt_tokens)
+            self.metrics.tokens.labels(key.name, model, "completion").inc(usage.completion_tokens)
+            self.limiter.record_tokens(key, time.monotonic(), usage.total_tokens)
+        if self.settings.access_log:
+            access_log.info(
+                "event=request method=%s path=%s model=%s key=%s status=%s stream=%s backend=%s attempts=%d "
+                "duration_ms=%.1f ttft_ms=%s prompt_tokens=%s completion_tokens=%s error=%s",
+                request.method, request.path, model, key.name, status, stream, outcome.backend or "-",
+                outcome.attempts, elapsed * 1000,
+                "-" if outcome.first_byte_seconds is None else f"{outcome.first_byte_seconds * 1000:.1f}",
+                usage.prompt_tokens if usage else "-", usage.completion_tokens if usage else "-",
+                outcome.error_reason or "-",
+            )  # fmt: skip
+
+
+def _reason(err: GatewayError) -> str:
+    return {
+        400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "unknown_model",
+        413: "body_too_large", 429: "rate_limited",
+    }.get(err.status, err.code or "upstream_error")  # fmt: skip
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error the client sees is OpenAI-shaped, including unknown routes and crashes."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except GatewayError as err:
+        return err.response()
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        message = f"{request.method} {request.path}: {err.reason}"
+        headers = {"Allow": err.headers["Allow"]} if "Allow" in err.headers else None
+        return web.json_response(error_body(err.status, message), status=err.status, headers=headers)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("event=internal_error method=%s path=%s", request.method, request.path)
+        return web.json_response(error_body(500, "Internal gateway error."), status=500)

@@ -1,0 +1,99 @@
+"""From watched LLMServes and EndpointSlices to routes (the pure part of Kubernetes discovery)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmserve.gateway.discovery import ClusterView, ready_urls
+
+
+def llmserve(
+    name: str, namespace: str = "ai", served: str | None = None, created: str = "2026-01-01T00:00:00Z"
+) -> dict[str, Any]:
+    model: dict[str, Any] = {"name": "meta-llama/Llama-3.1-8B-Instruct"}
+    if served:
+        model["servedName"] = served
+    return {
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+        "spec": {"model": model},
+    }
+
+
+def endpoint_slice(
+    service: str, addresses: dict[str, bool | None], namespace: str = "ai", name: str = ""
+) -> dict[str, Any]:
+    endpoints = []
+    for address, ready in addresses.items():
+        conditions = {} if ready is None else {"ready": ready}
+        endpoints.append({"addresses": [address], "conditions": conditions})
+    return {
+        "metadata": {
+            "name": name or f"{service}-abcde",
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }
+
+
+def test_only_ready_endpoints_become_backends() -> None:
+    urls = ready_urls(endpoint_slice("llama", {"10.0.0.1": True, "10.0.0.2": False, "10.0.0.3": None}))
+    assert urls == ["http://10.0.0.1:8000", "http://10.0.0.3:8000"]
+
+
+def test_ipv6_addresses_are_bracketed() -> None:
+    s = endpoint_slice("llama", {"fd00::1": True}) | {"addressType": "IPv6"}
+    assert ready_urls(s) == ["http://[fd00::1]:8000"]
+
+
+def test_an_llmserve_routes_its_served_name_to_its_services_ready_pods() -> None:
+    view = ClusterView()
+    view.sync_llmserves([llmserve("llama", served="llama-8b"), llmserve("qwen")], None)
+    view.sync_slices(
+        [
+            endpoint_slice("llama", {"10.0.0.1": True}, name="llama-1"),
+            endpoint_slice("llama", {"10.0.0.2": True}, name="llama-2"),
+            endpoint_slice("llama", {"10.9.9.9": True}, namespace="other", name="llama-x"),
+        ],
+        None,
+    )
+    routes = {r.served_name: r for r in view.routes()}
+    assert set(routes) == {"llama-8b", "qwen"}
+    assert [b.url for b in routes["llama-8b"].backends] == ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]
+    assert (routes["llama-8b"].namespace, routes["llama-8b"].llmserve) == ("ai", "llama")
+    assert routes["qwen"].backends == ()  # known but scaled to zero: requests are held, not 404
+
+
+def test_watch_events_add_change_and_remove_backends() -> None:
+    view = ClusterView()
+    view.sync_llmserves([llmserve("llama")], None)
+    view.sync_slices([], None)
+    view.apply(view.slices, "ADDED", endpoint_slice("llama", {"10.0.0.1": False}))
+    assert view.routes()[0].backends == ()
+    view.apply(view.slices, "MODIFIED", endpoint_slice("llama", {"10.0.0.1": True}))
+    assert [b.url for b in view.routes()[0].backends] == ["http://10.0.0.1:8000"]
+    view.apply(view.llmserves, "DELETED", llmserve("llama"))
+    assert view.routes() == []
+
+
+def test_the_oldest_llmserve_keeps_a_served_name_claimed_twice() -> None:
+    view = ClusterView()
+    view.sync_llmserves(
+        [
+            llmserve("new", namespace="b", served="llama", created="2026-02-01T00:00:00Z"),
+            llmserve("old", namespace="a", served="llama", created="2026-01-01T00:00:00Z"),
+        ],
+        None,
+    )
+    (route,) = view.routes()
+    assert (route.namespace, route.llmserve) == ("a", "old")
+
+
+def test_a_namespace_resync_replaces_only_that_namespace() -> None:
+    view = ClusterView()
+    view.sync_llmserves([llmserve("a", namespace="one")], "one")
+    view.sync_llmserves([llmserve("b", namespace="two")], "two")
+    view.sync_llmserves([], "one")
+    assert [r.served_name for r in view.routes()] == ["b"]
