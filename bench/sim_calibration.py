@@ -10,7 +10,7 @@ first on the pure model with a virtual clock (a few seconds), then optionally ag
 Reference: NVIDIA NIM LLM benchmarking guide 1.0.0, "Performance" page, Llama-3.1-8b-instruct
 results for NIM 1.8.0 on one H100 80GB (closed-loop AIPerf/genai-perf sweep),
 https://docs.nvidia.com/nim/benchmarking/llm/1.0.0/performance ; 200 input / 200 output tokens
-(see docs/benchmarks-sim.md for what we could and could not verify on that page). Its ITL of 4.63 ms at
+(see docs/benchmarks.md for what we could and could not verify on that page). Its ITL of 4.63 ms at
 concurrency 1 is faster than streaming 16 GB of bf16 weights at 3.35 TB/s allows (4.8 ms), so that
 engine runs FP8 weights; the comparison therefore runs the simulator with --quantization fp8 and
 --kv-cache-dtype fp8 (TensorRT-LLM's FP8 profiles also quantise the KV cache).
