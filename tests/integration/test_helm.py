@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from openai import APIConnectionError, NotFoundError, OpenAI
 
 from hack.devcluster.processes import free_port
 from tests.integration.test_operator import llmserve, wait_ready
-from tests.support.cluster import ClusterHandle, OperatorProcess
+from tests.support.cluster import ClusterHandle, OperatorProcess, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "llmserve"
@@ -75,6 +76,7 @@ def test_operator_serves_a_model_with_only_the_charts_rbac(
         try:
             cluster.apply(llmserve(), namespace)
             wait_ready(cluster, namespace, "llama", 1)
+            _assert_gateway_serves_with_chart_rbac(cluster, release_ns, tmp_path)
         finally:
             proc.terminate()
             proc.wait(timeout=15)
@@ -84,6 +86,43 @@ def test_operator_serves_a_model_with_only_the_charts_rbac(
     finally:
         subprocess.run([helm, "uninstall", "rbac", "-n", release_ns], capture_output=True, env=cluster.env)
         operator_process.start()
+
+
+def _assert_gateway_serves_with_chart_rbac(cluster: ClusterHandle, release_ns: str, tmp_path: Path) -> None:
+    """The gateway, as the chart's gateway ServiceAccount, discovers the model and serves a keyed request."""
+    api_key = "sk-helm-rbac-test-0123456789"
+    secret = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "team-a", "labels": {"llmserve.dev/api-key": "true"}},
+              "stringData": {"key": api_key, "name": "team-a"}}  # fmt: skip
+    cluster.apply(secret, release_ns)
+    token = cluster.kubectl("create", "token", "rbac-llmserve-gateway", "-n", release_ns).stdout.strip()
+    gateway_dir = tmp_path / "gateway"
+    gateway_dir.mkdir()
+    env = {**cluster.env, "KUBECONFIG": str(_token_kubeconfig(cluster, token, gateway_dir))}
+    port = free_port()
+    log_path = gateway_dir / "gateway.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmserve.cli", "gateway", "--port", str(port), "--keys-namespace", release_ns],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=api_key, max_retries=0, timeout=10)
+
+        def answered() -> bool:
+            try:
+                reply = client.chat.completions.create(
+                    model="llama-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+                )
+            except (APIConnectionError, NotFoundError):
+                return False  # not listening yet, or the model not discovered yet
+            return reply.usage is not None and reply.usage.completion_tokens == 3
+
+        wait_for(answered, timeout=60, interval=0.5, message="a completion through the gateway")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert "system:serviceaccount" not in log_path.read_text(), log_path.read_text()[-3000:]
 
 
 def _token_kubeconfig(cluster: ClusterHandle, token: str, tmp_path: Path) -> Path:

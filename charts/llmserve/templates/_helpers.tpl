@@ -27,3 +27,13 @@ app.kubernetes.io/name: llmserve
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
+
+{{- define "llmserve.gatewayName" -}}
+{{- printf "%s-gateway" (include "llmserve.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "llmserve.gatewaySelector" -}}
+app.kubernetes.io/name: llmserve
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
