@@ -22,13 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-product", default="NVIDIA-H100-80GB-HBM3")
     parser.add_argument("--sim-arg", action="append", default=[])
     parser.add_argument("--exit", action="store_true", help="demo: stop after showing the result")
+    parser.add_argument("--load-seconds", type=float, default=90, help="demo: seconds of load (0: none)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if args.command == "demo":
         from hack.devcluster.demo import run_demo
 
         state_dir = args.state_dir if args.state_dir != DEFAULT_STATE_DIR else Path("/tmp/llmserve-demo")
-        return run_demo(state_dir, args.nodes, args.gpus_per_node, keep_running=not args.exit)
+        return run_demo(state_dir, args.nodes, args.gpus_per_node, not args.exit, args.load_seconds)
     cluster = DevCluster(ClusterSpec(
         state_dir=args.state_dir, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
         gpu_product=args.gpu_product, sim_args=args.sim_arg,
