@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 from hack.devcluster.controlplane import build_binaries
-from tests.integration.test_operator import llmserve, wait_ready
 from tests.support.cluster import ClusterHandle, OperatorProcess, condition, wait_for
+from tests.support.manifests import llmserve, wait_ready
 
 pytestmark = pytest.mark.cluster
 

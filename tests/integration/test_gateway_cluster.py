@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 import subprocess
 import sys
 import threading
@@ -15,25 +14,21 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 
 from hack.devcluster.processes import free_port
 from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, condition, wait_for
+from tests.support.manifests import llmserve as example_llmserve
 
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = yaml.safe_load((REPO / "examples" / "llama-8b-simulated.yaml").read_text())
 API_KEY = "sk-cluster-test-0123456789abcdef"
 HOLD_TIMEOUT_SECONDS = 90
 
 
 def llmserve(name: str, **spec: Any) -> dict[str, Any]:
-    manifest: dict[str, Any] = copy.deepcopy(EXAMPLE)
-    manifest["metadata"] = {"name": name}
-    manifest["spec"]["autoscaling"] = {"enabled": False}
-    manifest["spec"].update(spec)
-    return manifest
+    """The example with the autoscaler off: these tests scale by hand and through the gateway."""
+    return example_llmserve(name, **{"autoscaling": {"enabled": False}, **spec})
 
 
 def api_key_secret() -> dict[str, Any]:

@@ -14,8 +14,8 @@ import yaml
 from openai import APIConnectionError, NotFoundError, OpenAI
 
 from hack.devcluster.processes import free_port
-from tests.integration.test_operator import llmserve, wait_ready
 from tests.support.cluster import ClusterHandle, OperatorProcess, wait_for
+from tests.support.manifests import llmserve, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "llmserve"

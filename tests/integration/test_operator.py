@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.support.cluster import ClusterHandle, OperatorProcess, condition, wait_for
+from tests.support.manifests import llmserve, wait_ready
 
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = yaml.safe_load((REPO / "examples" / "llama-8b-simulated.yaml").read_text())
-
-
-def llmserve(name: str = "llama", **spec: Any) -> dict[str, Any]:
-    manifest = copy.deepcopy(EXAMPLE)
-    manifest["metadata"] = {"name": name}
-    manifest["spec"].update(spec)
-    return manifest
-
-
-def wait_ready(
-    cluster: ClusterHandle, namespace: str, name: str, ready: int, timeout: float = 60
-) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        obj = cluster.get("llmserve", name, namespace)
-        status = (obj or {}).get("status") or {}
-        if condition(obj, "Ready").get("status") == "True" and status.get("readyReplicas") == ready:
-            return obj
-        return None
-
-    return wait_for(check, timeout=timeout, message=f"{namespace}/{name} Ready with {ready} replicas")
 
 
 def test_example_becomes_ready_on_gpu_nodes(

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.integration.test_operator import llmserve, wait_ready
 from tests.support.cluster import ClusterHandle, OperatorProcess, condition, wait_for
+from tests.support.manifests import llmserve, wait_ready
 
 pytestmark = pytest.mark.cluster
 

@@ -66,8 +66,13 @@ async def _refresh_later(key: tuple[str, str], indexes: dict[str, kopf.Index[Any
         log.exception("event=status_refresh_failed namespace=%s llmserve=%s", *key)
 
 
-def schedule_refresh(key: tuple[str, str], **indexes: kopf.Index[Any, Any]) -> None:
+INDEX_NAMES = ("llmserve_index", "deployment_index", "pod_index")
+
+
+def schedule_refresh(key: tuple[str, str], kwargs: dict[str, Any]) -> None:
+    """Refreshes the LLMServe's status soon; `kwargs` are a handler's kwargs, where kopf passes the indexes."""
     if key not in _pending_refresh:
+        indexes = {name: kwargs[name] for name in INDEX_NAMES}
         _pending_refresh[key] = asyncio.create_task(_refresh_later(key, indexes))
 
 
@@ -75,52 +80,22 @@ def schedule_refresh(key: tuple[str, str], **indexes: kopf.Index[Any, Any]) -> N
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 async def ensure(
-    body: kopf.Body,
-    namespace: str,
-    name: str,
-    llmserve_index: kopf.Index[Any, Any],
-    deployment_index: kopf.Index[Any, Any],
-    pod_index: kopf.Index[Any, Any],
-    **_: Any,
+    body: kopf.Body, namespace: str, name: str, deployment_index: kopf.Index[Any, Any], **kwargs: Any
 ) -> None:
     key = (namespace, name)
     try:
         await reconciler.ensure(dict(body), _one(deployment_index, key))
     finally:
-        schedule_refresh(
-            key, llmserve_index=llmserve_index, deployment_index=deployment_index, pod_index=pod_index
-        )
+        schedule_refresh(key, {"deployment_index": deployment_index, **kwargs})
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 @kopf.on.event("", "v1", "pods", labels=OWNED)
-async def child_changed(
-    namespace: str,
-    labels: kopf.Labels,
-    llmserve_index: kopf.Index[Any, Any],
-    deployment_index: kopf.Index[Any, Any],
-    pod_index: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
-    key = (namespace, labels[LLMSERVE_LABEL])
-    schedule_refresh(
-        key, llmserve_index=llmserve_index, deployment_index=deployment_index, pod_index=pod_index
-    )
+async def child_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
+    schedule_refresh((namespace, labels[LLMSERVE_LABEL]), kwargs)
 
 
 @kopf.timer(*RESOURCE, interval=30, idle=10)
-async def resync_status(
-    namespace: str,
-    name: str,
-    llmserve_index: kopf.Index[Any, Any],
-    deployment_index: kopf.Index[Any, Any],
-    pod_index: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
+async def resync_status(namespace: str, name: str, **kwargs: Any) -> None:
     """A safety net: status is event-driven, but a missed event must not leave it stale for long."""
-    schedule_refresh(
-        (namespace, name),
-        llmserve_index=llmserve_index,
-        deployment_index=deployment_index,
-        pod_index=pod_index,
-    )
+    schedule_refresh((namespace, name), kwargs)
