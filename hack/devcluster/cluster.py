@@ -117,9 +117,17 @@ class DevCluster:
         raise TimeoutError(f"fake GPU nodes not Ready after {timeout_seconds}s")
 
     def stop(self) -> None:
+        """Stops every process and removes the namespaces, links and state; only the logs stay, for
+        reading after a failure (the next start with the same state dir removes them too)."""
         self.processes.stop_all()
         for network in self.networks:
             network.destroy()
+        for name in ("etcd", "pki", "kubeconfig"):
+            path = self.state_dir / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def clean_leftovers(self) -> None:
         if self.state_dir.exists():
