@@ -69,3 +69,21 @@ def test_cross_field_rules_are_cel() -> None:
 def test_yaml_round_trips() -> None:
     crd = llmserve_crd()
     assert yaml.safe_load(render_yaml(crd)) == crd
+
+
+def test_optional_field_with_exclusive_bound_keeps_a_numeric_minimum() -> None:
+    from pydantic import BaseModel, Field
+
+    from llmserve.api.crd import structural_schema
+
+    class Probe(BaseModel):
+        share: float | None = Field(default=None, gt=0, le=1, description="A share.")
+
+    prop = structural_schema(Probe)["properties"]["share"]
+    assert prop == {
+        "type": "number",
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "maximum": 1,
+        "description": "A share.",
+    }

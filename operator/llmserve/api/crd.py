@@ -37,7 +37,12 @@ def _convert(node: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:
         branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
         if len(branches) != 1:
             raise ValueError(f"unions other than Optional cannot be expressed structurally: {branches}")
-        node = {**_convert(branches[0], defs), **{k: v for k, v in node.items() if k != "default"}}
+        # The branch is converted on its own (bounds and all); the property adds only its description
+        # (its default is the None that Optional implies, which a structural schema leaves out).
+        converted = _convert(branches[0], defs)
+        if node.get("description"):
+            converted["description"] = node["description"]
+        return converted
     out: JsonSchema = {k: v for k, v in node.items() if k in _KEPT_KEYWORDS and v is not None}
     if "const" in node:
         out["enum"] = [node["const"]]
