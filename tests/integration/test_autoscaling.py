@@ -93,6 +93,7 @@ class LoadGenerator:
     async def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         targets: list[str] = []
+        in_flight: dict[str, int] = {}
 
         async def refresh() -> None:
             while not self._stop.is_set() and time.monotonic() < deadline:
@@ -104,7 +105,10 @@ class LoadGenerator:
                 if not targets:
                     await asyncio.sleep(0.2)
                     continue
-                ip = targets[(index + self.sent) % len(targets)]
+                # Least outstanding requests, as a load balancer would: a replica that just became
+                # ready gets its share at once instead of waiting for a round-robin turn.
+                ip = min(targets, key=lambda candidate: in_flight.get(candidate, 0))
+                in_flight[ip] = in_flight.get(ip, 0) + 1
                 self.sent += 1
                 body = {"model": "llama-8b", "prompt": PROMPT, "max_tokens": MAX_TOKENS}
                 try:
@@ -113,6 +117,8 @@ class LoadGenerator:
                 except httpx.HTTPError:
                     self.errors += 1
                     await asyncio.sleep(0.2)  # a replica going away: back off briefly, then retry
+                finally:
+                    in_flight[ip] -= 1
 
         async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
             refresher = asyncio.create_task(refresh())
