@@ -466,6 +466,12 @@ def main(argv: list[str] | None = None) -> int:
         "--scale-down-delay-seconds", type=float, default=AutoscalingSpec().scale_down_delay_seconds
     )
     parser.add_argument(
+        "--batch-slots-target",
+        type=float,
+        default=AutoscalingSpec().effective_batch_slots_target,
+        help="llmserve: share of the batch slots a replica fills at target; the rest is standing headroom",
+    )
+    parser.add_argument(
         "--policies", default="llmserve,hpa,keda,kubeai,static", help="comma-separated subset"
     )
     args = parser.parse_args(argv)
@@ -492,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         scale_up_max_step=defaults.scale_up_max_step,
         scale_down_delay_seconds=args.scale_down_delay_seconds,
         batch_slots_per_replica=args.max_num_seqs,
-        batch_slots_target=defaults.kv_cache_target,
+        batch_slots_target=args.batch_slots_target,
     )
     candidates = {
         "llmserve": lambda: Llmserve(ours, defaults.interval_seconds),

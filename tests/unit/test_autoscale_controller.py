@@ -129,3 +129,9 @@ def test_only_ready_pods_with_an_ip_are_scraped() -> None:
     pods = [pod("a", "True", "10.0.0.1"), pod("b", "False", "10.0.0.2"), pod("c", "True", None),
             pod("d", "True", "10.0.0.4", deleting=True)]  # fmt: skip
     assert [t.pod_name for t in ready_targets("ai", pods)] == ["a"]
+
+
+def test_the_batch_slots_target_follows_the_kv_cache_target_unless_set() -> None:
+    assert policy_config(spec(autoscaling={"kvCacheTarget": 0.7})).batch_slots_target == 0.7
+    apart = spec(autoscaling={"kvCacheTarget": 0.9, "batchSlotsTarget": 0.5})
+    assert (policy_config(apart).kv_cache_target, policy_config(apart).batch_slots_target) == (0.9, 0.5)

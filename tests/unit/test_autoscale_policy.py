@@ -243,3 +243,16 @@ def test_with_a_known_batch_size_a_deep_queue_asks_for_replicas_in_proportion_to
     decision = run(snapshot(replica(waiting=100, running=32)), config)
     assert decision.desired_replicas == 4
     assert decision.reason == "queue depth 100.0/replica above target 4"
+
+
+def test_a_lower_batch_slots_target_keeps_standing_headroom_for_bursts() -> None:
+    four_busy = snapshot(*[replica(running=20, kv=0.1)] * 4)
+    filled = PolicyConfig(min_replicas=1, max_replicas=10, batch_slots_per_replica=32, batch_slots_target=0.8)
+    headroom = PolicyConfig(
+        min_replicas=1, max_replicas=10, batch_slots_per_replica=32, batch_slots_target=0.5
+    )
+    # 20 of 32 slots is 78% of the batch: inside the 80% target; against a 50% target it is 125%.
+    assert run(four_busy, filled).desired_replicas == 4
+    decision = run(four_busy, headroom)
+    assert decision.desired_replicas == 5
+    assert decision.reason == "running batch 20.0/replica above target 50% of 32 batch slots"

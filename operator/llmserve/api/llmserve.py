@@ -115,6 +115,14 @@ class AutoscalingSpec(ApiModel):
     kv_cache_target: float = Field(
         default=0.8, gt=0, le=1, description="KV-cache utilization (0-1] per replica the autoscaler aims for."
     )
+    batch_slots_target: float | None = Field(
+        default=None,
+        ge=0.1,
+        le=1,
+        description="Share (0.1 to 1) of the engine's batch slots (--max-num-seqs) a replica fills at target; the "
+        "rest is standing headroom for bursts that arrive while new replicas start (lower: fewer SLO misses "
+        "in a sudden spike, more GPU-hours). Defaults to kvCacheTarget.",
+    )
     tolerance: float = Field(
         default=0.1, ge=0, lt=1, description="No rescale while the load ratio is within 1 ± tolerance."
     )
@@ -142,6 +150,11 @@ class AutoscalingSpec(ApiModel):
         description="Prometheus base URL for metricsSource prometheus. Defaults to the operator's "
         "LLMSERVE_PROMETHEUS_URL.",
     )
+
+    @property
+    def effective_batch_slots_target(self) -> float:
+        """batchSlotsTarget, or kvCacheTarget when unset (one utilization target for blocks and slots)."""
+        return self.kv_cache_target if self.batch_slots_target is None else self.batch_slots_target
 
 
 class ModelCacheSpec(ApiModel):

@@ -81,7 +81,7 @@ def policy_config(spec: LLMServeSpec) -> PolicyConfig:
         scale_down_delay_seconds=scaling.scale_down_delay_seconds,
         scale_to_zero_idle_seconds=scaling.scale_to_zero_idle_seconds,
         batch_slots_per_replica=batch_slots(spec),
-        batch_slots_target=scaling.kv_cache_target,  # one utilization target for KV blocks and slots
+        batch_slots_target=scaling.effective_batch_slots_target,
     )
 
 
