@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import warnings
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -54,8 +55,17 @@ class KubeError(Exception):
         return self.status == 0 or self.status == 429 or self.status >= 500
 
 
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, kr8s.asyncio.Api] = weakref.WeakKeyDictionary()
+
+
 async def api() -> kr8s.asyncio.Api:
-    return await kr8s.asyncio.api()
+    """The client of this event loop, made once: awaiting kr8s's factory again re-reads the credentials
+    and calls /version each time, which doubled every request's cost. kr8s re-authenticates on 401."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = _clients[loop] = await kr8s.asyncio.api()
+    return client
 
 
 def _path(kind: str, name: str | None = None, subresource: str | None = None) -> tuple[str, str]:
