@@ -6,7 +6,6 @@ import base64
 import subprocess
 import sys
 import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import openai
 import pytest
 
 from hack.devcluster.processes import free_port
-from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, condition, wait_for
+from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, condition, serving, wait_for
 from tests.support.manifests import llmserve as example_llmserve
 
 pytestmark = pytest.mark.cluster
@@ -62,13 +61,7 @@ class KubeGateway:
         wait_for(self._ready, timeout=60, interval=0.2, message="gateway /ready")
 
     def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"gateway exited: {self.log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
+        return serving(self.process, f"http://127.0.0.1:{self.port}/ready", self.log_path)
 
     def client(self, timeout: float = 30) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.base_url, api_key=API_KEY, max_retries=0, timeout=timeout)

@@ -132,13 +132,7 @@ class OperatorProcess:
 
     def _live(self) -> bool:
         assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"operator exited: {self.log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
+        return serving(self.process, f"http://127.0.0.1:{self.liveness_port}/healthz", self.log_path)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -157,6 +151,17 @@ class OperatorProcess:
     def metrics_text(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
             return str(resp.read().decode())
+
+
+def serving(process: subprocess.Popen[bytes], url: str, log_path: Path) -> bool:
+    """True once `url` answers 200; fails at once, with the log's tail, if the process has exited."""
+    if process.poll() is not None:
+        raise AssertionError(f"{process.args!r} exited: {log_path.read_text(errors='replace')[-3000:]}")
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 def wait_for(check: Callable[[], T], timeout: float = 60, interval: float = 0.25, message: str = "") -> T:
