@@ -67,8 +67,16 @@ class NodeNetwork:
         _ip("link", "set", self.host_link, "up" if connected else "down")
 
     def destroy(self) -> None:
+        """Kills whatever still runs inside the namespace (engine processes), then removes it."""
+        kill_namespace_processes(self.namespace)
         _ip("link", "del", self.host_link, check=False)
         _ip("netns", "del", self.namespace, check=False)
+
+
+def kill_namespace_processes(namespace: str) -> None:
+    pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        subprocess.run(["kill", "-9", pid], check=False)
 
 
 def remove_leftovers(prefix: str) -> None:
@@ -77,11 +85,7 @@ def remove_leftovers(prefix: str) -> None:
     for line in listing:
         name = line.split(" ")[0]
         if name.startswith(f"{prefix}-n"):
-            pids = subprocess.run(
-                ["ip", "netns", "pids", name], capture_output=True, text=True
-            ).stdout.split()
-            for pid in pids:
-                subprocess.run(["kill", "-9", pid], check=False)
+            kill_namespace_processes(name)
             _ip("netns", "del", name, check=False)
     for line in _ip("-o", "link", "show", check=False).stdout.split("\n"):
         parts = line.split(": ")
