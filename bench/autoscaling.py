@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from llmserve.api.llmserve import AutoscalingSpec
+from llmserve.api.llmserve import AutoscalingSpec, LLMServeSpec
 from llmserve.autoscale.policy import History, PolicyConfig, ReplicaMetrics, Snapshot, decide
+from llmserve.controller.autoscaling import policy_config
 from llmserve.sim.batching import Engine, EngineConfig, FinishedRequest
 from llmserve.sim.profiles import resolve_profile
 from llmserve.sim.virtual import run_closed_loop
@@ -463,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         "--slo-goal", type=float, default=0.99, help="attainment the static fleet is sized for"
     )
     parser.add_argument(
-        "--scale-down-delay-seconds", type=float, default=AutoscalingSpec().scale_down_delay_seconds
+        "--scale-down-delay-seconds", type=int, default=AutoscalingSpec().scale_down_delay_seconds
     )
     parser.add_argument(
         "--batch-slots-target",
@@ -487,21 +488,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {len(trace)} requests to {args.write_trace}")
         return 0
 
-    defaults = AutoscalingSpec()
     max_replicas = args.gpus // args.gpus_per_replica
-    ours = PolicyConfig(
-        min_replicas=1,
-        max_replicas=max_replicas,
-        queue_depth_target=defaults.queue_depth_target,
-        kv_cache_target=defaults.kv_cache_target,
-        tolerance=defaults.tolerance,
-        scale_up_max_step=defaults.scale_up_max_step,
-        scale_down_delay_seconds=args.scale_down_delay_seconds,
-        batch_slots_per_replica=args.max_num_seqs,
-        batch_slots_target=args.batch_slots_target,
-    )
+    # The operator's own spec -> policy mapping, so the benchmark runs exactly what a user would get.
+    spec = LLMServeSpec.model_validate({
+        "model": {"name": args.model},
+        "engine": {"kind": "simulator", "args": [f"--max-num-seqs={args.max_num_seqs}"]},
+        "minReplicas": 1,
+        "maxReplicas": max_replicas,
+        "autoscaling": {
+            "scaleDownDelaySeconds": args.scale_down_delay_seconds,
+            "batchSlotsTarget": args.batch_slots_target,
+        },
+    })  # fmt: skip
+    ours = policy_config(spec)
     candidates = {
-        "llmserve": lambda: Llmserve(ours, defaults.interval_seconds),
+        "llmserve": lambda: Llmserve(ours, spec.autoscaling.interval_seconds),
         "hpa": lambda: HpaLike(0.75 * args.max_num_seqs, max_replicas),
         "keda": lambda: KedaLike(max_replicas),
         "kubeai": lambda: KubeAiLike(args.max_num_seqs, max_replicas),
