@@ -27,3 +27,10 @@ lint:
 crds:
 	$(PYTHON) -m llmserve.cli crds --output-dir crds
 	$(PYTHON) -m llmserve.cli crds --output-dir charts/llmserve/crds
+
+# shellcheck (Debian package, installed if missing) on hack/ and .ci/ scripts, actionlint (built from its
+# Go module into ~/.cache/llmserve) on .github/workflows: part of `make test`.
+.PHONY: lint-scripts
+test: lint-scripts
+lint-scripts:
+	bash hack/lint-scripts.sh

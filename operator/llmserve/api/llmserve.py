@@ -17,7 +17,8 @@ SHORT_NAMES = ["llms"]
 
 ENGINE_PORT = 8000
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
-DEFAULT_SIMULATOR_IMAGE = "ghcr.io/llmserve/llmserve-sim:0.1.0"
+# The release image (operator, gateway and simulator in one); hack/release.py keeps its tag in step.
+DEFAULT_SIMULATOR_IMAGE = "ghcr.io/llmserve/llmserve:0.1.0"
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _QUANTITY = r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
