@@ -35,8 +35,8 @@ LABEL org.opencontainers.image.title="llmserve" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11.16-slim-bookworm"
-# The final stage installs nothing: pip, setuptools and wheel leave with the build stage, and the
-# unprivileged user matches the chart's runAsUser.
+# The final stage installs nothing: it removes the base image's pip, setuptools and wheel, adds the
+# unprivileged user the chart's runAsUser names, and takes the finished venv from the build stage.
 RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
  && groupadd --system --gid 65532 llmserve \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
