@@ -11,12 +11,12 @@ import hmac
 import ssl
 
 from aiohttp import web
-from aiohttp.web_middlewares import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 UNAUTHORIZED_BODY = {"error": "Unauthorized"}
 
 
-def api_key_middleware(api_key: str) -> web.Middleware:
+def api_key_middleware(api_key: str) -> Middleware:
     expected = f"Bearer {api_key}".encode()
 
     @web.middleware
