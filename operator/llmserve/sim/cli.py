@@ -23,6 +23,7 @@ USAGE = """usage: llmserve sim engine [MODEL] [--model MODEL] [options]
 
 subcommands:
   engine    serve a simulated vLLM replica (OpenAI API, /health, /metrics)
+  provider  a fake RunPod or Vast.ai account whose instances run simulated engines (see --help)
 """
 
 
@@ -33,6 +34,10 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     if argv[0] == "engine":
         return engine_main(argv[1:])
+    if argv[0] == "provider":
+        from llmserve.sim.provider.server import main as provider_main
+
+        return provider_main(argv[1:])
     print(f"llmserve sim: unknown subcommand {argv[0]!r}\n\n{USAGE}", end="", file=sys.stderr)
     return 2
 
