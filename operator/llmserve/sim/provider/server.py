@@ -126,7 +126,7 @@ class FakeProvider:
     async def start_api(self) -> None:
         app = web.Application(middlewares=[self._faults])
         app.add_routes(self.module.routes(self))
-        self._api_runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self._api_runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await self._api_runner.setup()
         await self._bind_api()
 
@@ -146,11 +146,13 @@ class FakeProvider:
         """`refuse` closes the API socket (connections are refused); anything else reopens it."""
         self.cloud.faults["outage"] = outage
         self.cloud.save()
-        if outage == "refuse" and self._api_site is not None:
-            await self._api_site.stop()
+        if outage == "refuse" and self._api_runner is not None:
+            # Close the socket and every kept-alive connection: clients see refused connections.
+            await self._api_runner.cleanup()
+            self._api_runner = None
             self._api_site = None
-        elif outage != "refuse" and self._api_site is None:
-            await self._bind_api()
+        elif outage != "refuse" and self._api_runner is None:
+            await self.start_api()
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
         """RunPod's HTTPS proxy: /<pod id>-<port>/<path> -> the pod's engine."""
