@@ -17,6 +17,7 @@ from llmserve.burst.http import RetryPolicy
 from llmserve.burst.runpod import RunPodProvider
 from llmserve.burst.types import Provider
 from llmserve.burst.vastai import VastProvider
+from llmserve.sim.provider.engines import STATE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 # Cheap engines: fast load and time, no drain wait, an H100 profile whatever the instance asks for.
@@ -79,8 +80,18 @@ class FakeProviderProcess:
         self.process = None
 
     def engine_pids(self) -> list[int]:
-        state = json.loads((self.state_dir / "state.json").read_text())
-        return [int(i["engine_pid"]) for i in state["instances"].values() if i.get("engine_pid")]
+        """Every live process started as one of this fake's engines (found by its environment)."""
+        marker = f"{STATE_ENV}={self.state_dir}".encode()
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+        return pids
 
     # -- admin ---------------------------------------------------------------------------------
 

@@ -135,6 +135,8 @@ class Cloud:
             segments.append({"from": now, "to": None, "usd_per_hour": usd_per_hour})
 
     def set_status(self, instance: dict[str, Any], status: str, storage_usd_per_hour: float = 0.0) -> None:
+        if instance["status"] == TERMINATED:
+            return  # terminal: a late transition (a tick racing a delete) must not resurrect it
         instance["status"] = status
         if status in BILLED_IN_FULL:
             self.set_rate(instance, instance["usd_per_hour"])

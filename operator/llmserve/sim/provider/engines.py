@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from llmserve.burst.vastai import files_from_env
 log = logging.getLogger("llmserve.sim.provider.engines")
 
 _DROPPED_FLAGS = ("--host", "--port")
+STATE_ENV = "LLMSERVE_FAKE_PROVIDER_STATE_DIR"
 
 
 def free_port() -> int:
@@ -56,8 +58,17 @@ class Engines:
         self.state_dir = state_dir
         self.extra_args = extra_args
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        # start/stop run in worker threads; the lock and `closed` make sure no start slips past stop_all.
+        self._lock = threading.Lock()
+        self._closed = False
 
     def start(self, instance: dict[str, Any]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._start(instance)
+
+    def _start(self, instance: dict[str, Any]) -> None:
         directory = self.state_dir / "instances" / instance["id"]
         directory.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in instance.get("env", {}).items() if k.isidentifier()}
@@ -71,6 +82,7 @@ class Engines:
         argv = [sys.executable, "-m", "llmserve.cli", "sim", "engine",
                 *engine_argv(list(instance["args"]), port, file_map, self.extra_args)]  # fmt: skip
         process_env = {**os.environ, **{k: v for k, v in env.items() if not k.startswith("LLMSERVE_FILE_")}}
+        process_env[STATE_ENV] = str(self.state_dir)  # lets a test find every engine of one fake
         with (directory / "engine.log").open("ab") as engine_log:
             process = subprocess.Popen(
                 argv, env=process_env, stdout=engine_log, stderr=subprocess.STDOUT, start_new_session=True
@@ -94,6 +106,10 @@ class Engines:
         return b"sim\x00engine" in cmdline
 
     def stop(self, instance: dict[str, Any], timeout_seconds: float = 10.0) -> None:
+        with self._lock:
+            self._stop(instance, timeout_seconds)
+
+    def _stop(self, instance: dict[str, Any], timeout_seconds: float) -> None:
         pid = instance.get("engine_pid")
         child = self._children.pop(instance["id"], None)
         if pid and (child is not None or self.alive(instance)):
@@ -111,6 +127,9 @@ class Engines:
         instance["engine_port"] = None
 
     def stop_all(self, instances: list[dict[str, Any]]) -> None:
-        for instance in instances:
-            if instance.get("engine_pid"):
-                self.stop(instance)
+        """Stop every engine this process knows of, and refuse to start more."""
+        with self._lock:
+            self._closed = True
+            for instance in instances:
+                if instance.get("engine_pid") or instance["id"] in self._children:
+                    self._stop(instance, 10.0)

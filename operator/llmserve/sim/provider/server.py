@@ -90,7 +90,12 @@ class FakeProvider:
                 instance["started_at"] = now
                 instance.pop("starting", None)
                 self.cloud.set_status(instance, c.RUNNING)
-            elif status == c.RUNNING and instance.get("engine", True) and not self.engines.alive(instance):
+            elif (
+                status == c.RUNNING
+                and instance.get("engine", True)
+                and instance.get("engine_pid")
+                and not self.engines.alive(instance)
+            ):
                 # An engine that died (or a fake restarted after a crash) is a container that exited.
                 instance["status_msg"] = "container exited"
                 await self.stop_under_us(instance, c.EXITED)
@@ -126,7 +131,9 @@ class FakeProvider:
     async def start_api(self) -> None:
         app = web.Application(middlewares=[self._faults])
         app.add_routes(self.module.routes(self))
-        self._api_runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
+        self._api_runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+        )
         await self._api_runner.setup()
         await self._bind_api()
 
