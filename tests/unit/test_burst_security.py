@@ -137,3 +137,12 @@ def test_static_endpoint_config_errors_name_the_field(kwargs: dict[str, object],
 
 def test_static_endpoint_key_is_not_in_its_repr() -> None:
     assert "sekrit" not in repr(StaticEndpoint("https://x", "sekrit"))
+
+
+def test_every_client_satisfies_the_provider_protocol() -> None:
+    from llmserve.burst.runpod import RunPodProvider
+    from llmserve.burst.types import Provider
+    from llmserve.burst.vastai import VastProvider
+
+    providers: list[Provider] = [RunPodProvider("k"), VastProvider("k"), StaticProvider([])]
+    assert [p.name for p in providers if isinstance(p, Provider)] == ["runpod", "vastai", "static"]
