@@ -274,6 +274,18 @@ async def test_wrong_account_key_is_auth_not_not_found(tmp_path: Path) -> None:
         fake.stop()
 
 
+@BOTH
+async def test_running_instances_stop_when_the_balance_runs_out(fake: FakeProviderProcess) -> None:
+    client, instance, _ = await created(fake, fake.api)
+    fake.advance(30)
+    await until(client, instance.id, Phase.RUNNING)
+    fake.faults(no_balance=True)
+    stopped = await until(client, instance.id, Phase.EXITED)
+    assert stopped.endpoint is None
+    assert [i.id for i in await client.list_owned(CLUSTER)] == [instance.id]  # stopped, not gone: destroy it
+    await client.aclose()
+
+
 @pytest.mark.parametrize("fake", ["runpod"], indirect=True)
 async def test_runpod_402_no_balance_is_a_balance_error(fake: FakeProviderProcess) -> None:
     client = fake.client()

@@ -146,3 +146,15 @@ def test_every_client_satisfies_the_provider_protocol() -> None:
 
     providers: list[Provider] = [RunPodProvider("k"), VastProvider("k"), StaticProvider([])]
     assert [p.name for p in providers if isinstance(p, Provider)] == ["runpod", "vastai", "static"]
+
+
+def test_build_provider_names_the_field_on_a_bad_kind_and_builds_each_kind() -> None:
+    from llmserve.burst.providers import build_provider
+
+    with pytest.raises(ValueError, match="provider must be one of runpod, vastai, static, got 'lambda'"):
+        build_provider("lambda", "k")
+    with pytest.raises(ValueError, match="static needs at least one endpoint"):
+        build_provider("static")
+    built = [build_provider("runpod", "k", base_url="http://127.0.0.1:1"), build_provider("vastai", "k"),
+             build_provider("static", static_endpoints=[StaticEndpoint("https://x", "k")])]  # fmt: skip
+    assert [p.name for p in built] == ["runpod", "vastai", "static"]

@@ -32,6 +32,12 @@ def admin_routes(fake: FakeProvider) -> list[web.RouteDef]:
         outage = body.pop("outage", fake.cloud.faults.get("outage"))
         fake.cloud.faults.update(body)
         await fake.set_outage(outage)
+        if body.get("no_balance"):
+            # Both providers stop running instances when the balance reaches zero (RunPod billing.mdx,
+            # Vast pricing.mdx); they are paused, not gone, and Vast keeps billing their disk.
+            for instance in list(fake.cloud.instances.values()):
+                if instance["status"] == c.RUNNING:
+                    await fake.stop_under_us(instance, c.PAUSED)
         return web.json_response(fake.cloud.faults)
 
     async def clock(request: web.Request) -> web.Response:
