@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from llmserve.burst import runpod
+from llmserve.burst import runpod, vastai
 from llmserve.burst.runpod import DEFAULT_PROXY_URL_TEMPLATE, RunPodProvider
 from llmserve.burst.static import StaticEndpoint, StaticProvider
 from llmserve.burst.types import Provider
@@ -32,7 +32,7 @@ def build_provider(
         )
     if kind == "vastai":
         return VastProvider(
-            api_key, timeout_seconds=timeout_seconds, **({"base_url": base_url} if base_url else {})
+            api_key, timeout_seconds=timeout_seconds, base_url=base_url or vastai.DEFAULT_BASE_URL
         )
     if kind == "static":
         if not static_endpoints:
