@@ -117,7 +117,11 @@ async def test_rented_engine_serves_over_tls_only_with_its_key_and_bills_until_t
     client, instance, secrets = await created(fake, fake.api)
     assert instance.phase is Phase.PROVISIONING and instance.endpoint is None
     assert (await client.get(instance.id)).phase is Phase.PROVISIONING
-    fake.advance(30)
+    fake.advance(25)  # RunPod shows STARTING late in provisioning; Vast's "loading" is still provisioning
+    assert (await client.get(instance.id)).phase is (
+        Phase.STARTING if fake.api == "runpod" else Phase.PROVISIONING
+    )
+    fake.advance(5)
     running = await until(client, instance.id, Phase.RUNNING)
     engine = await serving(fake, running, secrets)
     reply = await engine.chat.completions.create(
@@ -383,6 +387,31 @@ async def test_full_outage_is_transient_for_reads_and_never_leaves_a_duplicate(
     assert create_down.value.kind is (ErrorKind.TRANSIENT if outage == "refuse" else ErrorKind.AMBIGUOUS)
     fake.faults(outage=None)
     assert await client.list_owned(CLUSTER) == []  # the caller's resolution: list, then adopt or retry
+    await client.aclose()
+
+
+@pytest.mark.parametrize("fake", ["runpod"], indirect=True)
+async def test_fake_runpod_lifecycle_actions_follow_the_documented_status_rules(
+    fake: FakeProviderProcess,
+) -> None:
+    client, instance, secrets = await created(fake, "runpod")
+    fake.advance(30)
+    await until(client, instance.id, Phase.RUNNING)
+    auth = {"Authorization": f"Bearer {fake.account_key}"}
+    async with httpx.AsyncClient(base_url=fake.api_url, headers=auth) as api:
+        stopped = await api.post(f"/v2/pods/{instance.id}/action", json={"action": "stop"})
+        assert (stopped.status_code, stopped.json()["status"], stopped.json()["cost"]) == (200, "EXITED", 0.0)
+        again = await api.post(f"/v2/pods/{instance.id}/action", json={"action": "stop"})
+        assert again.status_code == 409 and again.headers["Content-Type"].startswith(
+            "application/problem+json"
+        )
+        bogus = await api.post(f"/v2/pods/{instance.id}/action", json={"action": "reset"})  # v1 only
+        assert bogus.status_code == 422 and bogus.json()["errors"]
+        started = await api.post(f"/v2/pods/{instance.id}/action", json={"action": "start"})
+        assert started.json()["status"] == "RUNNING"
+    engine = await serving(fake, await until(client, instance.id, Phase.RUNNING), secrets)
+    assert [m.id async for m in engine.models.list()] == ["llama"]
+    await client.terminate(instance.id)
     await client.aclose()
 
 

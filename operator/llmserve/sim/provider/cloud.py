@@ -118,6 +118,13 @@ class Cloud:
         self.save()
         return instance
 
+    def starting(self, instance: dict[str, Any]) -> bool:
+        """The last third of provisioning: the machine is found and the image is being pulled/started."""
+        if instance["status"] != PROVISIONING or instance["stuck"]:
+            return False
+        span = float(instance["ready_at"]) - float(instance["created_at"])
+        return self.clock.now() >= float(instance["created_at"]) + span * 2 / 3
+
     def visible(self, instance: dict[str, Any]) -> bool:
         return bool(instance["status"] != TERMINATED and self.clock.now() >= float(instance["hidden_until"]))
 

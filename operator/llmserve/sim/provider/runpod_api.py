@@ -58,7 +58,7 @@ def iso(epoch: float | None) -> str | None:
 def render_pod(fake: FakeProvider, pod: dict[str, Any]) -> dict[str, Any]:
     status = {c.PROVISIONING: "PROVISIONING", c.RUNNING: "RUNNING", c.EXITED: "EXITED", c.PAUSED: "EXITED",
               c.TERMINATED: "TERMINATED"}[pod["status"]]  # fmt: skip
-    if pod["status"] == c.PROVISIONING and pod.get("starting"):
+    if fake.cloud.starting(pod):
         status = "STARTING"
     running = status == "RUNNING"
     runtime = None
@@ -149,6 +149,33 @@ def routes(fake: FakeProvider) -> list[web.RouteDef]:
         await fake.terminate_instance(pod)
         return web.Response(status=204, headers=RATE_LIMIT_HEADERS)
 
+    async def action(request: web.Request) -> web.Response:
+        """start | stop | restart | terminate (llmserve never stops: a stopped pod bills its volume)."""
+        pod = fake.cloud.live(request.match_info["id"])
+        if pod is None:
+            return problem(404, "pod not found")
+        try:
+            verb = (await request.json()).get("action")
+        except (ValueError, AttributeError):
+            verb = None
+        if verb not in ("start", "stop", "restart", "terminate"):
+            return problem(
+                422,
+                "Request validation failed.",
+                ["$.action: must be one of start, stop, restart, terminate"],
+            )
+        status = render_pod(fake, pod)["status"]
+        if verb == "terminate":
+            await fake.terminate_instance(pod)
+            return web.Response(status=204, headers=RATE_LIMIT_HEADERS)
+        if verb not in render_pod(fake, pod)["actions"]:
+            return problem(409, f"action {verb} is not valid for a pod in status {status}")
+        if verb in ("stop", "restart"):
+            await fake.stop_under_us(pod, c.EXITED)
+        if verb in ("start", "restart"):
+            await fake.restart_instance(pod)
+        return web.json_response(render_pod(fake, pod), headers=RATE_LIMIT_HEADERS)
+
     async def catalog(request: web.Request) -> web.Response:
         include = request.query.get("include", "")
         product = request.query.get("product", "")
@@ -175,6 +202,7 @@ def routes(fake: FakeProvider) -> list[web.RouteDef]:
         web.post("/v2/pods", create_pod),
         web.get("/v2/pods/{id}", get_pod),
         web.delete("/v2/pods/{id}", delete_pod),
+        web.post("/v2/pods/{id}/action", action),
         web.get("/v2/catalog/gpus", catalog),
     ]
 

@@ -71,6 +71,13 @@ class FakeProvider:
         self.cloud.set_status(instance, status, instance.get("storage_usd_per_hour", 0.0))
         log.info("event=instance_stopped_under_us id=%s status=%s", instance["id"], status)
 
+    async def restart_instance(self, instance: dict[str, Any]) -> None:
+        """A stopped instance starts again on the same host: a new engine, billed in full again."""
+        if instance.get("engine", True):
+            await asyncio.to_thread(self.engines.start, instance)
+        instance["started_at"] = self.cloud.clock.now()
+        self.cloud.set_status(instance, c.RUNNING)
+
     async def drop_connection(self, request: web.Request) -> web.StreamResponse:
         """The create happened; the answer is lost (the client sees the connection close)."""
         log.info("event=create_response_dropped")
@@ -85,10 +92,8 @@ class FakeProvider:
             status = instance["status"]
             if status == c.PROVISIONING and not instance["stuck"] and now >= instance["ready_at"]:
                 if instance.get("engine", True):
-                    instance["starting"] = True
                     await asyncio.to_thread(self.engines.start, instance)
                 instance["started_at"] = now
-                instance.pop("starting", None)
                 self.cloud.set_status(instance, c.RUNNING)
             elif (
                 status == c.RUNNING

@@ -50,7 +50,7 @@ def _matches(value: Any, condition: Any) -> bool:
 
 def render_instance(fake: FakeProvider, instance: dict[str, Any]) -> dict[str, Any]:
     status = instance["status"]
-    actual = {c.PROVISIONING: "loading" if instance.get("starting") else None, c.RUNNING: "running",
+    actual = {c.PROVISIONING: "loading" if fake.cloud.starting(instance) else None, c.RUNNING: "running",
               c.EXITED: "exited", c.PAUSED: "exited", c.TERMINATED: "exited"}[status]  # fmt: skip
     ports = None
     if status == c.RUNNING and instance.get("engine_port"):
