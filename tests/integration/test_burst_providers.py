@@ -115,6 +115,7 @@ async def test_rented_engine_serves_over_tls_only_with_its_key_and_bills_until_t
     fake: FakeProviderProcess,
 ) -> None:
     client, instance, secrets = await created(fake, fake.api)
+    assert (await client.check_account()).ok
     assert instance.phase is Phase.PROVISIONING and instance.endpoint is None
     assert (await client.get(instance.id)).phase is Phase.PROVISIONING
     fake.advance(25)  # RunPod shows STARTING late in provisioning; Vast's "loading" is still provisioning
