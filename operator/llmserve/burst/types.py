@@ -88,12 +88,17 @@ class LaunchSpec:
     name: str  # deterministic: see `instance_name`
     cluster_id: str
     image: str
-    args: tuple[str, ...]
-    env: dict[str, str]  # OWNER_ENV is added by the client; values may be secret: never logged
+    # repr=False: args carry --api-key and env may carry tokens; a logged spec must not show them.
+    args: tuple[str, ...] = field(repr=False)
+    env: dict[str, str] = field(repr=False)  # OWNER_ENV is added by the client; never logged
     port: int
     gpu_type: str
     gpus: int
     max_usd_per_hour: float  # the highest price accepted for the whole instance
+    disk_gb: int = 50  # container disk; the image and model weights live here
+    # Secret files the container needs before the engine starts (path -> text, e.g. a TLS key).
+    # Only providers without a TLS proxy (Vast.ai) use them; contents are never logged.
+    files: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

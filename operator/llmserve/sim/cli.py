@@ -23,6 +23,7 @@ USAGE = """usage: llmserve sim engine [MODEL] [--model MODEL] [options]
 
 subcommands:
   engine    serve a simulated vLLM replica (OpenAI API, /health, /metrics)
+  provider  a fake RunPod or Vast.ai account whose instances run simulated engines (see --help)
 """
 
 
@@ -33,6 +34,10 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     if argv[0] == "engine":
         return engine_main(argv[1:])
+    if argv[0] == "provider":
+        from llmserve.sim.provider.server import main as provider_main
+
+        return provider_main(argv[1:])
     print(f"llmserve sim: unknown subcommand {argv[0]!r}\n\n{USAGE}", end="", file=sys.stderr)
     return 2
 
@@ -79,6 +84,13 @@ def build_engine_parser() -> argparse.ArgumentParser:
         help="max_tokens (run to max_tokens), lognormal, or lognormal:MEDIAN:SIGMA",
     )
     p.add_argument("--log-level", default=os.environ.get("LLMSERVE_LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("VLLM_API_KEY"),
+        help="as vLLM: /v1/* requires `Authorization: Bearer KEY` (env VLLM_API_KEY); never logged",
+    )
+    p.add_argument("--ssl-certfile", help="serve HTTPS with this PEM certificate (as vLLM)")
+    p.add_argument("--ssl-keyfile", help="the PEM private key of --ssl-certfile")
     return p
 
 
@@ -98,6 +110,8 @@ def parse_engine_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str
         parser.error(str(error))
     if namespace.time_scale <= 0:
         parser.error(f"--time-scale must be positive, got {namespace.time_scale}")
+    if bool(namespace.ssl_certfile) != bool(namespace.ssl_keyfile):
+        parser.error("--ssl-certfile and --ssl-keyfile must be given together")
     return namespace, unknown
 
 
@@ -179,6 +193,9 @@ def simulator_options(args: argparse.Namespace) -> SimulatorOptions:
         output_lengths=args.output_length_distribution,
         gpu_memory_utilization=args.gpu_memory_utilization,
         kv_cache_dtype=args.kv_cache_dtype,
+        api_key=args.api_key or None,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     )
 
 

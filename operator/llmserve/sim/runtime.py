@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from llmserve.sim.auth import api_key_middleware, server_ssl_context
 from llmserve.sim.batching import Engine, EngineConfig
 from llmserve.sim.live import LiveEngine
 from llmserve.sim.metrics import EngineMetrics
@@ -37,6 +38,9 @@ class SimulatorOptions:
     output_lengths: OutputLengthDistribution = field(default_factory=OutputLengthDistribution)
     gpu_memory_utilization: float = 0.9
     kv_cache_dtype: str = "auto"
+    api_key: str | None = field(default=None, repr=False)  # vLLM --api-key: /v1/* needs it
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
 
 
 @dataclass
@@ -51,7 +55,8 @@ class RunningSimulator:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.options.host}:{self.port}"
+        scheme = "https" if self.options.ssl_certfile else "http"
+        return f"{scheme}://{self.options.host}:{self.port}"
 
     async def stop(self) -> bool:
         """Stop admitting, wait out the grace period for in-flight requests, close. True if all finished."""
@@ -95,21 +100,27 @@ async def start_simulator(
     )
     server = SimServer(settings, live, metrics, OutputLengthSampler(options.output_lengths, options.seed))
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the request.
+    app = server.build_app()
+    if options.api_key:
+        app.middlewares.append(api_key_middleware(options.api_key))
     runner = web.AppRunner(
-        server.build_app(),
+        app,
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
     )
     await runner.setup()
-    site = web.TCPSite(runner, options.host, options.port)
+    ssl_context = None
+    if options.ssl_certfile:
+        ssl_context = server_ssl_context(options.ssl_certfile, options.ssl_keyfile or options.ssl_certfile)
+    site = web.TCPSite(runner, options.host, options.port, ssl_context=ssl_context)
     await site.start()
     port = int(runner.addresses[0][1])
     server.start_loading()
     loop_task = asyncio.create_task(live.run(), name="engine-loop")
     log.info(
         "event=engine_started host=%s port=%d %s max_num_seqs=%d max_num_batched_tokens=%d max_model_len=%d "
-        "kv_blocks=%d time_scale=%g",
+        "kv_blocks=%d time_scale=%g api_key=%s tls=%s",
         options.host,
         port,
         profile.describe(),
@@ -118,5 +129,7 @@ async def start_simulator(
         config.max_model_len,
         engine.total_kv_blocks,
         options.time_scale,
+        "set" if options.api_key else "none",
+        ssl_context is not None,
     )
     return RunningSimulator(options, server, runner, loop_task, port)

@@ -1,0 +1,1 @@
+"""A fake GPU cloud provider (RunPod v2 or Vast.ai shapes) for burst tests: `llmserve sim provider`."""
