@@ -1,4 +1,4 @@
-"""Token usage from OpenAI responses, including server-sent event streams read chunk by chunk (pure)."""
+"""Token usage from OpenAI, Responses API and Anthropic answers, including SSE streams read chunk by chunk (pure)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,51 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-def _usage_of(payload: Any) -> Usage | None:
-    usage = payload.get("usage") if isinstance(payload, dict) else None
-    if not isinstance(usage, dict):
+# Where the usage object sits: top level (chat, completions, embeddings, Responses and Anthropic
+# answers, Anthropic's message_delta), or inside the object a stream event carries (the Responses API's
+# response.completed / response.incomplete, Anthropic's message_start).
+_USAGE_CONTAINERS = ("response", "message")
+# Anthropic counts cached prompt tokens apart from input_tokens; they were still part of the prompt.
+_EXTRA_PROMPT_FIELDS = ("cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def _count(usage: dict[str, Any], *fields: str) -> int | None:
+    for name in fields:
+        value = usage.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _partial_usage_of(payload: Any) -> tuple[int | None, int | None] | None:
+    """(prompt, completion) tokens from an answer or stream event in any of the three formats; a count
+    the object does not carry is None (Anthropic's message_start has no final output count)."""
+    if not isinstance(payload, dict):
         return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    return Usage(prompt if isinstance(prompt, int) else 0, completion if isinstance(completion, int) else 0)
+    usage = payload.get("usage")
+    if not isinstance(usage, dict):
+        inner = [payload.get(name) for name in _USAGE_CONTAINERS]
+        usage = next(
+            (i["usage"] for i in inner if isinstance(i, dict) and isinstance(i.get("usage"), dict)), None
+        )
+        if usage is None:
+            return None
+    prompt = _count(usage, "prompt_tokens", "input_tokens")
+    if prompt is not None:
+        prompt += sum(_count(usage, name) or 0 for name in _EXTRA_PROMPT_FIELDS)
+    return prompt, _count(usage, "completion_tokens", "output_tokens")
+
+
+def _usage_of(payload: Any, previous: Usage | None = None) -> Usage | None:
+    partial = _partial_usage_of(payload)
+    if partial is None:
+        return None
+    base = previous or Usage()
+    prompt, completion = partial
+    return Usage(
+        base.prompt_tokens if prompt is None else prompt,
+        base.completion_tokens if completion is None else completion,
+    )
 
 
 def usage_from_body(body: bytes) -> Usage | None:
@@ -89,7 +128,7 @@ class SseUsageTap:
                 payload = json.loads(line[5:])
             except ValueError:
                 continue
-            usage = _usage_of(payload)
+            usage = _usage_of(payload, self.usage)
             if usage is not None:
                 self.usage = usage
                 return self.strip_usage_chunk and payload.get("choices") == []
