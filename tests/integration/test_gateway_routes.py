@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,8 @@ import yaml
 
 from hack.devcluster.processes import free_port
 from llmserve.gateway.response_ids import tag_in
-from tests.integration.test_gateway import Process
+from tests.integration.test_gateway import Process, engine_gauge
+from tests.support.cluster import wait_for
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 KEYS = {
@@ -30,20 +32,20 @@ KEYS = {
 MAX_BODY_BYTES = 64 * 1024
 
 
-def engine(port: int, served_names: list[str], log_dir: Path, store: bool) -> Process:
+def engine(port: int, served_names: list[str], log_dir: Path, store: bool, time_scale: float = 50) -> Process:
     # vLLM keeps Responses API objects only with this variable set; the simulator honours it too.
     prefix = ["env", f"VLLM_ENABLE_RESPONSES_API_STORE={int(store)}"]
     args = [
         *prefix, sys.executable, "-m", "llmserve.cli", "sim", "engine", "--host", "127.0.0.1",
-        "--port", str(port), "--model", MODEL, "--served-model-name", *served_names, "--time-scale", "50",
+        "--port", str(port), "--model", MODEL, "--served-model-name", *served_names, "--time-scale", str(time_scale),
         "--load-seconds", "0", "--output-length-distribution", "max_tokens",
     ]  # fmt: skip
     return Process(args, log_dir / f"engine-{port}.log", f"http://127.0.0.1:{port}/health")
 
 
 class Gateway:
-    def __init__(self, port: int, log_path: Path) -> None:
-        self.port, self.log_path = port, log_path
+    def __init__(self, port: int, log_path: Path, fragile_port: int) -> None:
+        self.port, self.log_path, self.fragile_port = port, log_path, fragile_port
         self.root = f"http://127.0.0.1:{port}"
         self.base_url = f"{self.root}/v1"
 
@@ -75,12 +77,13 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     logs = tmp_path_factory.mktemp("gateway-routes")
-    stores, plain = [free_port(), free_port()], free_port()
+    stores, plain, fragile = [free_port(), free_port()], free_port(), free_port()
     config = {
         "models": [
             {"name": "llama", "backends": [f"http://127.0.0.1:{p}" for p in stores]},
             {"name": "nostore", "backends": [f"http://127.0.0.1:{plain}"]},
             {"name": "other", "backends": [f"http://127.0.0.1:{plain}"]},
+            {"name": "fragile", "backends": [f"http://127.0.0.1:{fragile}"]},
         ],
         "keys": [
             {"name": "team-a", "key": KEYS["team-a"]},
@@ -103,13 +106,21 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     )  # fmt: skip
     try:
         process.start()
-        yield Gateway(port, process.log_path)
+        yield Gateway(port, process.log_path, fragile)
     finally:
         process.stop()
         for e in engines:
             e.stop()
     log_text = process.log_path.read_text()
     assert not [k for k in KEYS.values() if k in log_text], "an API key was written to the gateway log"
+
+
+@pytest.fixture
+def fragile(gateway: Gateway, tmp_path: Path) -> Iterator[Process]:
+    """A slow replica of `fragile` that a test may kill."""
+    replica = engine(gateway.fragile_port, ["fragile"], tmp_path, store=False, time_scale=1).start()
+    yield replica
+    replica.stop()
 
 
 # -- Responses API -------------------------------------------------------------------------------
@@ -406,3 +417,74 @@ def test_bad_input_on_the_new_routes_gets_a_json_4xx_never_a_500(
         assert error["code"] == code
     if path.startswith("/v1/messages"):
         assert reply.json()["type"] == "error", "Anthropic's clients read errors in Anthropic's shape"
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+
+def test_a_replica_dying_mid_stream_gives_the_openai_client_an_error_on_a_response(
+    gateway: Gateway, fragile: Process
+) -> None:
+    stream = gateway.openai().responses.create(
+        model="fragile", input="x", max_output_tokens=2000, stream=True
+    )
+    received = 0
+    with pytest.raises(openai.APIError, match="mid-stream"):
+        for _ in stream:
+            received += 1
+            if received == 6:
+                fragile.kill()
+    assert 6 <= received < 2000
+
+
+def test_a_replica_dying_mid_stream_gives_the_anthropic_client_an_error_on_a_message(
+    gateway: Gateway, fragile: Process
+) -> None:
+    received = 0
+    with pytest.raises(anthropic.APIError, match="mid-stream"):
+        with gateway.anthropic().messages.stream(
+            model="fragile", max_tokens=2000, messages=[{"role": "user", "content": "x"}]
+        ) as stream:
+            for _ in stream.text_stream:
+                received += 1
+                if received == 5:
+                    fragile.kill()
+    assert 5 <= received < 2000
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/responses", {"model": "fragile", "input": "x", "max_output_tokens": 4000, "stream": True}),
+        ("/v1/responses", {"model": "fragile", "input": "x", "max_output_tokens": 4000}),
+        (
+            "/v1/messages",
+            {
+                "model": "fragile",
+                "max_tokens": 4000,
+                "messages": [{"role": "user", "content": "x"}],
+                "stream": True,
+            },
+        ),
+    ],
+    ids=["responses-streamed", "responses-unstreamed", "messages-streamed"],
+)
+async def test_a_client_that_disconnects_cancels_the_engine_request(
+    gateway: Gateway, fragile: Process, path: str, body: dict[str, Any]
+) -> None:
+    def running() -> float:
+        return engine_gauge(gateway.fragile_port, "vllm:num_requests_running")
+
+    async def call() -> None:
+        async with httpx.AsyncClient(timeout=60) as http:
+            async with http.stream(
+                "POST", gateway.root + path, json=body, headers=gateway.headers()
+            ) as reply:
+                async for _ in reply.aiter_bytes():
+                    pass
+
+    task = asyncio.create_task(call())
+    await asyncio.to_thread(wait_for, lambda: running() == 1, 10, 0.05, "engine running the request")
+    task.cancel()  # closes the client's connection
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.to_thread(wait_for, lambda: running() == 0, 10, 0.05, "engine request aborted")
