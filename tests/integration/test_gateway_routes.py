@@ -180,6 +180,9 @@ def test_a_stored_response_is_invisible_to_another_key_and_to_made_up_ids(gatewa
         reply = httpx.get(f"{gateway.base_url}/responses/{made_up}", headers=gateway.headers())
         assert reply.status_code == 404 and reply.json()["error"]["code"] == "response_not_found"
         assert made_up not in reply.text
+    # The access log names the route, not the id a caller put in the path.
+    assert "x" * 3000 not in wait_for(lambda: gateway.log_path.read_text(), 5, 0.1, "gateway log")
+    assert "path=/v1/responses/{response_id}" in gateway.log_path.read_text()
 
 
 def test_a_response_made_where_nothing_is_stored_is_not_found_by_the_engine(gateway: Gateway) -> None:

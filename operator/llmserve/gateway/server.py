@@ -289,7 +289,7 @@ class Gateway:
             access_log.info(
                 "event=request method=%s path=%s model=%s key=%s status=%s stream=%s backend=%s attempts=%d "
                 "duration_ms=%.1f ttft_ms=%s prompt_tokens=%s completion_tokens=%s error=%s",
-                request.method, request.path, model, key.name, status, stream, outcome.backend or "-",
+                request.method, _route_of(request), model, key.name, status, stream, outcome.backend or "-",
                 outcome.attempts, elapsed * 1000,
                 "-" if outcome.first_byte_seconds is None else f"{outcome.first_byte_seconds * 1000:.1f}",
                 usage.prompt_tokens if usage else "-", usage.completion_tokens if usage else "-",
@@ -304,6 +304,12 @@ def _reason(err: GatewayError) -> str:
         400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "unknown_model",
         413: "body_too_large", 429: "rate_limited",
     }.get(err.status, err.code or "upstream_error")  # fmt: skip
+
+
+def _route_of(request: web.Request) -> str:
+    """The matched route's template (`/v1/responses/{response_id}`): ids and caller-chosen bytes in a
+    path stay out of the log."""
+    return request.match_info.route.resource.canonical if request.match_info.route.resource else "-"
 
 
 def _refuse(route: RefusedRoute) -> Any:
