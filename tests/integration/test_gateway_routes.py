@@ -260,6 +260,39 @@ def test_tokenize_and_detokenize_round_trip_and_agree_with_usage(gateway: Gatewa
     assert httpx.post(f"{gateway.root}/tokenize", json={"model": "llama", "prompt": "x"}).status_code == 401
 
 
+# -- pooling -------------------------------------------------------------------------------------
+
+
+def test_embeddings_score_and_rerank_pass_through_the_gateway_and_are_metered(gateway: Gateway) -> None:
+    before = gateway.tokens("metered")
+    client = gateway.openai("metered")
+    # The openai client asks for base64 by default and decodes it; float is asked for explicitly.
+    packed = client.embeddings.create(model="llama", input=["first text", "second text"])
+    floats = client.embeddings.create(model="llama", input="first text", encoding_format="float")
+    assert len(packed.data) == 2 and packed.data[0].embedding == pytest.approx(
+        floats.data[0].embedding, abs=1e-6
+    )
+    assert packed.usage.prompt_tokens > 0
+    headers = gateway.headers("metered")
+    scored = httpx.post(
+        f"{gateway.base_url}/score", json={"model": "llama", "text_1": "a cat", "text_2": ["a cat", "a car"]},
+        headers=headers,
+    ).json()  # fmt: skip
+    assert [d["index"] for d in scored["data"]] == [0, 1] and scored["data"][0]["score"] == pytest.approx(1.0)
+    ranked = httpx.post(
+        f"{gateway.base_url}/rerank",
+        json={"model": "llama", "query": "a cat", "documents": ["a car", "a cat", "a hat"], "top_n": 2},
+        headers=headers,
+    ).json()
+    assert ranked["results"][0]["index"] == 1 and len(ranked["results"]) == 2
+    prompt = (
+        packed.usage.prompt_tokens + floats.usage.prompt_tokens
+        + scored["usage"]["prompt_tokens"] + ranked["usage"]["prompt_tokens"]
+    )  # fmt: skip
+    after = gateway.tokens("metered")
+    assert after["prompt"] - before["prompt"] == prompt and after["completion"] == before["completion"]
+
+
 # -- metering and limits -------------------------------------------------------------------------
 
 
@@ -387,6 +420,11 @@ BAD_INPUT = [
     ("POST", "/detokenize", {"model": "llama", "tokens": [-1]}, 400, None),
     ("POST", "/detokenize", {"model": "llama", "tokens": "abc"}, 400, None),
     ("POST", "/detokenize", {"model": "llama", "tokens": [2**64]}, 400, None),
+    ("POST", "/v1/embeddings", {"model": "llama", "input": 5}, 400, None),
+    ("POST", "/v1/embeddings", {"model": "llama", "input": "x", "encoding_format": "hex"}, 400, None),
+    ("POST", "/v1/score", {"model": "llama", "text_1": ["a", "b"], "text_2": ["c"]}, 400, None),
+    ("POST", "/v1/rerank", {"model": "llama", "query": "", "documents": ["x"]}, 400, None),
+    ("POST", "/v1/rerank", {"model": "llama", "query": "q", "documents": ["x"], "top_n": -1}, 400, None),
     ("POST", "/sleep", {}, 403, "route_not_exposed"),
     ("POST", "/v1/load_lora_adapter", {"lora_name": "x"}, 403, "route_not_exposed"),
     ("POST", "/inference/v1/generate", {}, 403, "route_not_exposed"),

@@ -123,3 +123,20 @@ def test_a_streamed_message_reports_input_first_and_output_last() -> None:
     ]  # fmt: skip
     assert stream[0]["message"]["usage"] == {"input_tokens": prompt_tokens, "output_tokens": 0}
     assert stream[4]["usage"]["output_tokens"] == 3 and stream[4]["delta"]["stop_reason"] == "max_tokens"
+
+
+def test_pooling_answers_are_deterministic_and_shaped_like_vllms() -> None:
+    from llmserve.sim.pooling_api import embeddings, rerank, score
+
+    first = embeddings({"model": "llama", "input": ["a", "b"]}, NAMES)
+    again = embeddings({"input": "a", "dimensions": 8}, NAMES)
+    assert [d["index"] for d in first["data"]] == [0, 1] and first["usage"]["prompt_tokens"] == 4
+    assert first["data"][0]["embedding"][:8] != again["data"][0]["embedding"]  # renormalised at 8
+    assert len(again["data"][0]["embedding"]) == 8
+    pairs = score({"queries": "q", "documents": ["q", "z"]}, NAMES)["data"]
+    assert pairs[0]["score"] == pytest.approx(1.0) and 0 <= pairs[1]["score"] < 1
+    ranked = rerank({"query": "q", "documents": ["z", "q"], "top_n": 1}, NAMES)
+    assert [r["index"] for r in ranked["results"]] == [1]
+    with pytest.raises(ApiError) as err:
+        score({"text_1": ["a", "b"], "text_2": ["c", "d", "e"]}, NAMES)
+    assert err.value.param == "text_1"

@@ -1,4 +1,4 @@
-"""The simulator's Responses API, Anthropic Messages and tokenizer routes, run on the shared engine."""
+"""The simulator's Responses API, Anthropic Messages, tokenizer and pooling routes, on the shared engine."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import json
 import os
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from llmserve.sim import anthropic_api, responses_api, tokenizer
+from llmserve.sim import anthropic_api, pooling_api, responses_api, tokenizer
 from llmserve.sim.live import RequestStream
 from llmserve.sim.openai_api import ApiError
 from llmserve.sim.tokens import filler_text
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 # honours the same variable and keeps the newest STORE_LIMIT.
 STORE_ENV = "VLLM_ENABLE_RESPONSES_API_STORE"
 STORE_LIMIT = 10_000
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
@@ -43,7 +44,21 @@ class ApiRoutes:
             web.post("/v1/messages/count_tokens", self.count_tokens),
             web.post("/tokenize", self.tokenize),
             web.post("/detokenize", self.detokenize),
+            web.post("/v1/embeddings", self._answered_by(pooling_api.embeddings)),
+            web.post("/v1/score", self._answered_by(pooling_api.score)),
+            web.post("/v1/rerank", self._answered_by(pooling_api.rerank)),
         ]
+
+    def _answered_by(self, answer: Callable[[object, list[str]], dict[str, Any]]) -> Handler:
+        """A route answered at once from the body (pooling: no generation to wait for)."""
+
+        async def handler(request: web.Request) -> web.Response:
+            try:
+                return web.json_response(answer(await self._body(request), self._names))
+            except ApiError as error:
+                return web.json_response(error.body(), status=error.status)
+
+        return handler
 
     # -- shared ------------------------------------------------------------------------------
 
