@@ -382,6 +382,7 @@ BAD_INPUT = [
     ("POST", "/v1/responses", ["not", "an", "object"], 400, "invalid_json"),
     ("POST", "/v1/responses", {"model": "llama", "input": "x" * MAX_BODY_BYTES}, 413, "body_too_large"),
     ("POST", "/v1/responses", {"model": "llama", "input": 5}, 400, None),
+    ("POST", "/v1/responses", b"\x1f\x8b not gzip", 400, "invalid_body"),
     ("POST", "/v1/responses", {"model": "llama", "input": [1, 2]}, 400, None),
     ("POST", "/v1/responses", {"model": "llama", "input": "x", "max_output_tokens": -1}, 400, None),
     ("POST", "/v1/responses", {"model": "llama", "input": "x", "stream": "yes"}, 400, None),
@@ -448,7 +449,11 @@ def test_bad_input_on_the_new_routes_gets_a_json_4xx_never_a_500(
         gateway.root + path,
         content=content,
         json=None if isinstance(body, bytes) or body is None else body,
-        headers={**gateway.headers(), "Content-Type": "application/json"},
+        headers={
+            **gateway.headers(),
+            "Content-Type": "application/json",
+            **({"Content-Encoding": "gzip"} if code == "invalid_body" else {}),
+        },
         timeout=30,
     )
     assert reply.status_code == status, reply.text

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp.web_protocol
 from aiohttp import web
 
 from llmserve.gateway.auth import ANONYMOUS, ApiKey, KeyStore, auth_required, bearer_token
@@ -221,6 +222,11 @@ class Gateway:
         except web.HTTPRequestEntityTooLarge:
             raise GatewayError(
                 413, f"Request body is larger than the {limit}-byte limit.", code="body_too_large"
+            ) from None
+        except aiohttp.web_protocol.RequestPayloadError:
+            # e.g. a Content-Encoding the body is not in: the caller's mistake, not the gateway's
+            raise GatewayError(
+                400, "Request body could not be read (check its Content-Encoding).", code="invalid_body"
             ) from None
         try:
             payload = json.loads(raw)
