@@ -139,6 +139,6 @@ REFUSED: tuple[RefusedRoute, ...] = (
 
 
 def refusal_message(route: RefusedRoute) -> str:
-    return f"{route.method} {route.path} is {route.why}." if route.status == 403 else (
-        f"{route.method} {route.path} is not available through the gateway: {route.why}."
-    )  # fmt: skip
+    if route.status == 403:
+        return f"{route.method} {route.path} is {route.why}."
+    return f"{route.method} {route.path} is not available through the gateway: {route.why}."
