@@ -1,4 +1,4 @@
-"""Token usage from OpenAI, Responses API and Anthropic answers, including SSE streams read chunk by chunk (pure)."""
+"""Token usage from OpenAI, Responses API and Anthropic answers, streamed (SSE, any chunking) or not (pure)."""
 
 from __future__ import annotations
 

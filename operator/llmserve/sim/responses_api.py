@@ -1,4 +1,4 @@
-"""The Responses API's wire format as vLLM serves it: request checks, response objects, SSE events (no I/O)."""
+"""The Responses API wire format as vLLM serves it: request checks, response objects, SSE events."""
 
 from __future__ import annotations
 
