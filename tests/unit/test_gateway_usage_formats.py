@@ -67,3 +67,18 @@ def test_anthropic_cached_prompt_tokens_still_count_as_prompt() -> None:
 def test_counts_that_are_not_integers_are_ignored() -> None:
     body = {"usage": {"input_tokens": "12", "output_tokens": True}}
     assert usage_from_body(json.dumps(body).encode()) == Usage(0, 0)
+
+
+def test_a_caller_schema_holding_usage_null_cannot_hide_a_streamed_responses_usage() -> None:
+    # Responses events echo the request's text format and tools; a schema there may say "usage": null.
+    schema = {"format": {"type": "json_schema", "schema": {"properties": {"usage": None}}}}
+    chunks = [
+        event("response.created", {"response": {"text": schema, "usage": None}}),
+        event(
+            "response.completed",
+            {"response": {"text": schema, "usage": {"input_tokens": 8, "output_tokens": 2}}},
+        ),
+    ]
+    for size in (3, 10_000):
+        _, usage = tapped(chunks, size)
+        assert usage == Usage(8, 2), size

@@ -8,6 +8,7 @@ from typing import Any
 
 _EVENT_END = b"\n\n"
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
+_USAGE_OBJECT = (b'"usage":{', b'"usage": {')
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,12 @@ class SseUsageTap:
     def _inspect(self, event: bytes) -> bool:
         """Records usage found in one event; True when it is a usage-only chunk to strip."""
         self.events += 1
-        if b'"usage"' not in event or any(null in event for null in _NULL_USAGE):
+        if b'"usage"' not in event:
+            return False
+        # Skip events whose usage is null, unless a usage object is there too: a caller-supplied JSON
+        # schema or tool echoed in every Responses event may hold `"usage": null`, and must not hide
+        # the real usage of response.completed from metering.
+        if any(null in event for null in _NULL_USAGE) and not any(o in event for o in _USAGE_OBJECT):
             return False
         for line in event.splitlines():
             if not line.startswith(b"data:"):
