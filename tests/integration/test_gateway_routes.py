@@ -44,8 +44,9 @@ def engine(port: int, served_names: list[str], log_dir: Path, store: bool, time_
 
 
 class Gateway:
-    def __init__(self, port: int, log_path: Path, fragile_port: int) -> None:
+    def __init__(self, port: int, log_path: Path, fragile_port: int, config_path: Path) -> None:
         self.port, self.log_path, self.fragile_port = port, log_path, fragile_port
+        self.config_path = config_path
         self.root = f"http://127.0.0.1:{port}"
         self.base_url = f"{self.root}/v1"
 
@@ -106,7 +107,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     )  # fmt: skip
     try:
         process.start()
-        yield Gateway(port, process.log_path, fragile)
+        yield Gateway(port, process.log_path, fragile, config_path)
     finally:
         process.stop()
         for e in engines:
@@ -164,6 +165,27 @@ def test_stored_responses_are_read_and_continued_on_the_replica_that_holds_them(
         assert follow_up.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
     with pytest.raises(openai.BadRequestError, match="Cannot cancel a synchronous response"):
         client.responses.cancel(first.id)  # the holder answers; any other replica would say 404
+
+
+def test_another_gateway_replica_finds_the_same_stored_response_without_shared_state(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    port = free_port()
+    second = Process(
+        [sys.executable, "-m", "llmserve.cli", "gateway", "--static", str(gateway.config_path), "--port", str(port)],
+        tmp_path / "second-gateway.log", f"http://127.0.0.1:{port}/health",
+    ).start()  # fmt: skip
+    try:
+        other = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEYS["team-a"], max_retries=0)
+        for _ in range(4):
+            created = gateway.openai().responses.create(model="llama", input="Remember", max_output_tokens=3)
+            assert other.responses.retrieve(created.id).output_text == created.output_text
+            follow_up = other.responses.create(
+                model="llama", input="go on", previous_response_id=created.id, max_output_tokens=2
+            )
+            assert follow_up.previous_response_id == created.id
+    finally:
+        second.stop()
 
 
 def test_a_stored_response_is_invisible_to_another_key_and_to_made_up_ids(gateway: Gateway) -> None:
