@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -32,6 +33,19 @@ class ProxySettings:
     request_timeout_seconds: float = 0.0  # whole upstream exchange; 0 = no limit
     max_attempts: int = 3  # backends tried before giving up
     eject_seconds: float = 5.0  # a backend that refused a connection is avoided this long
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """How one request differs from a plain POST to any replica (the Responses API and Anthropic routes)."""
+
+    method: str = "POST"
+    pinned: Backend | None = None  # the replica holding state the request needs; no other will do
+    body_for_backend: Callable[[Backend], bytes] | None = None  # e.g. an id that leads back to the replica
+    error_style: str = "openai"  # shape of a mid-stream error event
+
+
+_PLAIN = Forwarding()
 
 
 @dataclass
@@ -101,6 +115,7 @@ class Proxy:
         strip_usage_chunk: bool,
         started: float,
         outcome: Outcome,
+        forwarding: Forwarding = _PLAIN,
     ) -> web.StreamResponse:
         """Sends the request to the least-loaded backend, moving on to another on connect failures and
         503s before the first byte; raises GatewayError when no backend could take it."""
@@ -108,7 +123,10 @@ class Proxy:
         tried: set[str] = set()
         last_problem = "no ready replica"
         for _ in range(self.settings.max_attempts):
-            current = self.registry.route(model) or route
+            if forwarding.pinned is not None:
+                current = ModelRoute(model, (forwarding.pinned,))
+            else:
+                current = self.registry.route(model) or route
             backend = self.pick(current, tried)
             if backend is None:
                 break
@@ -120,9 +138,12 @@ class Proxy:
             load.outstanding += 1
             gauge = self.metrics.backend_in_flight.labels(model, backend.label)
             gauge.inc()
+            attempt_body = (
+                body if forwarding.body_for_backend is None else forwarding.body_for_backend(backend)
+            )
             try:
                 return await self._attempt(
-                    request, backend, body, stream, strip_usage_chunk, started, outcome
+                    request, backend, attempt_body, stream, strip_usage_chunk, started, outcome, forwarding
                 )
             except _Retry as retry:
                 last_problem = f"{backend.label}: {retry}"
@@ -156,14 +177,19 @@ class Proxy:
         strip_usage_chunk: bool,
         started: float,
         outcome: Outcome,
+        forwarding: Forwarding = _PLAIN,
     ) -> web.StreamResponse:
         headers = {"Content-Type": "application/json", **dict(backend.headers)}
         request_id = request.headers.get("X-Request-Id")
         if request_id:
             headers["X-Request-Id"] = request_id
-        url = backend.url.rstrip("/") + request.rel_url.path
+        # POSTs carry everything in the body; a GET's query (e.g. ?stream=true) is part of the request.
+        path = request.rel_url.path if forwarding.method == "POST" else request.rel_url.raw_path_qs
+        url = backend.url.rstrip("/") + path
         try:
-            upstream = await self.session.post(url, data=body, headers=headers, timeout=self.timeout)
+            upstream = await self.session.request(
+                forwarding.method, url, data=body, headers=headers, timeout=self.timeout
+            )
         except _CONNECT_TIMEOUT as err:
             self._eject(backend)
             raise _Retry("connect_timeout", repr(err)) from err
@@ -183,7 +209,9 @@ class Proxy:
                 raise _Retry("status_503", "replica answered 503")
             content_type = upstream.headers.get("Content-Type", "")
             if stream and upstream.status == 200 and content_type.startswith("text/event-stream"):
-                return await self._stream(request, upstream, strip_usage_chunk, started, outcome)
+                return await self._stream(
+                    request, upstream, strip_usage_chunk, started, outcome, forwarding.error_style
+                )
             return await self._whole(upstream, started, outcome)
         finally:
             # A fully read answer returns its connection to the pool; anything else (client gone,
@@ -218,6 +246,7 @@ class Proxy:
         strip_usage_chunk: bool,
         started: float,
         outcome: Outcome,
+        error_style: str = "openai",
     ) -> web.StreamResponse:
         # Nothing is sent to the client before the first chunk arrives, so a replica that dies between
         # its response head and its first token is still retried elsewhere.
@@ -250,7 +279,7 @@ class Proxy:
         except (aiohttp.ClientError, TimeoutError) as err:
             outcome.usage = tap.usage
             outcome.error_reason = "upstream_broken_stream"
-            await self._fail_stream(request, response, err)
+            await self._fail_stream(request, response, err, error_style)
             return response
         rest = tap.flush()
         if rest:
@@ -260,7 +289,7 @@ class Proxy:
         return response
 
     async def _fail_stream(
-        self, request: web.Request, response: web.StreamResponse, err: BaseException
+        self, request: web.Request, response: web.StreamResponse, err: BaseException, style: str = "openai"
     ) -> None:
         """Tells the client the stream broke: an SSE error event (which OpenAI SDKs raise), then the
         connection is closed without the final chunk so plain HTTP clients see a truncated body too."""
@@ -269,7 +298,7 @@ class Proxy:
             502, "The replica failed mid-stream; the output is incomplete.", code="upstream_error"
         )
         try:
-            await response.write(error.sse_event())
+            await response.write(error.sse_event(style))
         except ConnectionError:
             pass
         if request.transport is not None:

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp.web_protocol
 from aiohttp import web
 
 from llmserve.gateway.auth import ANONYMOUS, ApiKey, KeyStore, auth_required, bearer_token
@@ -16,15 +17,23 @@ from llmserve.gateway.errors import GatewayError, error_body
 from llmserve.gateway.hold import Holder
 from llmserve.gateway.limits import RateLimiter
 from llmserve.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from llmserve.gateway.proxy import Outcome, Proxy
+from llmserve.gateway.proxy import Forwarding, Outcome, Proxy
 from llmserve.gateway.registry import Registry
+from llmserve.gateway.responses_api import create_forwarding, stored_response_holder
+from llmserve.gateway.routes import (
+    PROXIED,
+    PROXIED_BY_PATH,
+    REFUSED,
+    RESPONSE_BY_ID_PATH,
+    RESPONSE_CANCEL_PATH,
+    ProxiedRoute,
+    RefusedRoute,
+    refusal_message,
+)
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("llmserve.gateway.access")
 
-# Endpoints whose streamed answers can carry usage (so the gateway can ask for it to meter tokens).
-_USAGE_STREAM_PATHS = {"/v1/chat/completions", "/v1/completions"}
-_PROXIED_PATHS = sorted(_USAGE_STREAM_PATHS | {"/v1/embeddings", "/v1/score", "/v1/rerank"})
 _UNKNOWN_MODEL = "_unknown"  # metric label for refused requests, so callers cannot grow label sets
 
 
@@ -57,8 +66,12 @@ class Gateway:
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
         app.router.add_get("/v1/models", self.models)
-        for path in _PROXIED_PATHS:
-            app.router.add_post(path, self.proxied)
+        for proxied in PROXIED:  # routes.py: what vLLM serves and what the gateway does with it
+            app.router.add_post(proxied.path, self.proxied)
+        app.router.add_get(RESPONSE_BY_ID_PATH, self.stored_response)
+        app.router.add_post(RESPONSE_CANCEL_PATH, self.stored_response)
+        for refused in REFUSED:
+            app.router.add_route(refused.method, refused.path, _refuse(refused))
         if self.settings.serve_metrics:
             app.router.add_get("/metrics", self.metrics_endpoint)
         return app
@@ -70,11 +83,12 @@ class Gateway:
     def authenticate(self, request: web.Request) -> ApiKey:
         if not self.auth_required:
             return ANONYMOUS
-        token = bearer_token(request.headers.get("Authorization"))
-        if token is None:
+        # Anthropic's clients send the key as x-api-key.
+        token = bearer_token(request.headers.get("Authorization")) or request.headers.get("X-Api-Key")
+        if not token:
             raise GatewayError(
                 401,
-                "Missing API key: send it as 'Authorization: Bearer <key>'.",
+                "Missing API key: send it as 'Authorization: Bearer <key>' (or 'x-api-key: <key>').",
                 code="missing_api_key",
             )
         key = self.keys.authenticate(token)
@@ -107,34 +121,71 @@ class Gateway:
     async def proxied(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         outcome = Outcome()
+        spec = PROXIED_BY_PATH[request.path]
         key, model, stream = ANONYMOUS, _UNKNOWN_MODEL, False
         try:
             key = self.authenticate(request)
             raw, payload = await self._read_json(request)
             model = self._model_of(payload, key)
-            refusal = self.limiter.admit(key, started)
-            if refusal is not None:
-                self.metrics.rate_limited.labels(key.name, refusal.limit).inc()
-                raise GatewayError(
-                    429,
-                    f"Rate limit reached for API key {key.name!r}: {refusal.limit.replace('_', ' ')}. "
-                    f"Retry in {refusal.retry_after_seconds:.1f}s.",
-                    code="rate_limit_exceeded",
-                    retry_after_seconds=refusal.retry_after_seconds,
-                )
+            forwarding = Forwarding(error_style=spec.errors)
+            if spec.usage == "responses":
+                forwarding = create_forwarding(payload, key, model, self.registry.routes)
+            self._admit(key, started)
             stream = payload.get("stream") is True
-            body, strip_usage = self._upstream_body(request, raw, payload, stream)
-            return await self._serve(request, model, body, stream, strip_usage, started, outcome)
+            body, strip_usage = self._upstream_body(spec, raw, payload, stream)
+            return await self._serve(request, model, body, stream, strip_usage, started, outcome, forwarding)
         except GatewayError as err:
             outcome.status = err.status
             outcome.error_reason = outcome.error_reason or _reason(err)
-            return err.response()
+            return err.response(spec.errors)
         except (asyncio.CancelledError, ConnectionError):
             outcome.status = 499  # client closed the request (nginx's convention)
             outcome.error_reason = "client_disconnected"
             raise
         finally:
+            if spec.usage == "none":
+                outcome.usage = None  # tokenizer routes: counted as requests, not as tokens served
             self._account(request, key, model, stream, started, outcome)
+
+    async def stored_response(self, request: web.Request) -> web.StreamResponse:
+        """GET /v1/responses/{id} and POST .../cancel, on the replica that holds the response."""
+        started = time.monotonic()
+        outcome = Outcome()
+        key, model = ANONYMOUS, _UNKNOWN_MODEL
+        stream = request.method == "GET" and request.query.get("stream", "").lower() == "true"
+        try:
+            key = self.authenticate(request)
+            model, backend = stored_response_holder(
+                request.match_info["response_id"], key, self.registry.routes
+            )
+            self._admit(key, started)
+            route = self.registry.route(model)
+            assert route is not None
+            forwarding = Forwarding(method=request.method, pinned=backend)
+            return await self.proxy.forward(request, route, b"", stream, False, started, outcome, forwarding)
+        except GatewayError as err:
+            outcome.status = err.status
+            outcome.error_reason = outcome.error_reason or _reason(err)
+            return err.response()
+        except (asyncio.CancelledError, ConnectionError):
+            outcome.status = 499
+            outcome.error_reason = "client_disconnected"
+            raise
+        finally:
+            outcome.usage = None  # its tokens were metered when it was created
+            self._account(request, key, model, stream, started, outcome)
+
+    def _admit(self, key: ApiKey, now: float) -> None:
+        refusal = self.limiter.admit(key, now)
+        if refusal is not None:
+            self.metrics.rate_limited.labels(key.name, refusal.limit).inc()
+            raise GatewayError(
+                429,
+                f"Rate limit reached for API key {key.name!r}: {refusal.limit.replace('_', ' ')}. "
+                f"Retry in {refusal.retry_after_seconds:.1f}s.",
+                code="rate_limit_exceeded",
+                retry_after_seconds=refusal.retry_after_seconds,
+            )
 
     async def _serve(
         self,
@@ -145,14 +196,18 @@ class Gateway:
         strip_usage: bool,
         started: float,
         outcome: Outcome,
+        forwarding: Forwarding,
     ) -> web.StreamResponse:
         route = self.registry.route(model)
         assert route is not None
         gauge = self.metrics.model_in_flight.labels(model, route.namespace or "", route.llmserve or "")
         gauge.inc()
         try:
-            route = await self.holder.wait_for_replica(route)
-            return await self.proxy.forward(request, route, body, stream, strip_usage, started, outcome)
+            if forwarding.pinned is None:  # a pinned replica exists already: nothing to wait for
+                route = await self.holder.wait_for_replica(route)
+            return await self.proxy.forward(
+                request, route, body, stream, strip_usage, started, outcome, forwarding
+            )
         finally:
             gauge.dec()
 
@@ -167,6 +222,11 @@ class Gateway:
         except web.HTTPRequestEntityTooLarge:
             raise GatewayError(
                 413, f"Request body is larger than the {limit}-byte limit.", code="body_too_large"
+            ) from None
+        except aiohttp.web_protocol.RequestPayloadError:
+            # e.g. a Content-Encoding the body is not in: the caller's mistake, not the gateway's
+            raise GatewayError(
+                400, "Request body could not be read (check its Content-Encoding).", code="invalid_body"
             ) from None
         try:
             payload = json.loads(raw)
@@ -201,11 +261,11 @@ class Gateway:
 
     @staticmethod
     def _upstream_body(
-        request: web.Request, raw: bytes, payload: dict[str, Any], stream: bool
+        spec: ProxiedRoute, raw: bytes, payload: dict[str, Any], stream: bool
     ) -> tuple[bytes, bool]:
         """The body to send on: the client's bytes unchanged, except that streams are asked for usage
         (to meter tokens), whose chunk is removed again on the way back if the client did not ask."""
-        if not stream or request.path not in _USAGE_STREAM_PATHS:
+        if not stream or not spec.stream_usage_option:
             return raw, False
         options = payload.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
@@ -235,7 +295,7 @@ class Gateway:
             access_log.info(
                 "event=request method=%s path=%s model=%s key=%s status=%s stream=%s backend=%s attempts=%d "
                 "duration_ms=%.1f ttft_ms=%s prompt_tokens=%s completion_tokens=%s error=%s",
-                request.method, request.path, model, key.name, status, stream, outcome.backend or "-",
+                request.method, _route_of(request), model, key.name, status, stream, outcome.backend or "-",
                 outcome.attempts, elapsed * 1000,
                 "-" if outcome.first_byte_seconds is None else f"{outcome.first_byte_seconds * 1000:.1f}",
                 usage.prompt_tokens if usage else "-", usage.completion_tokens if usage else "-",
@@ -244,10 +304,25 @@ class Gateway:
 
 
 def _reason(err: GatewayError) -> str:
+    if err.code in ("response_not_found", "previous_response_not_found"):
+        return "unknown_response"
     return {
         400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "unknown_model",
         413: "body_too_large", 429: "rate_limited",
     }.get(err.status, err.code or "upstream_error")  # fmt: skip
+
+
+def _route_of(request: web.Request) -> str:
+    """The matched route's template (`/v1/responses/{response_id}`): ids and caller-chosen bytes in a
+    path stay out of the log."""
+    return request.match_info.route.resource.canonical if request.match_info.route.resource else "-"
+
+
+def _refuse(route: RefusedRoute) -> Any:
+    async def refuse(request: web.Request) -> web.Response:
+        return GatewayError(route.status, refusal_message(route), code=route.code).response()
+
+    return refuse
 
 
 @web.middleware

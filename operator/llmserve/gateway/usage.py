@@ -1,4 +1,4 @@
-"""Token usage from OpenAI responses, including server-sent event streams read chunk by chunk (pure)."""
+"""Token usage from OpenAI, Responses API and Anthropic answers, streamed (SSE, any chunking) or not (pure)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 _EVENT_END = b"\n\n"
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
+_USAGE_OBJECT = (b'"usage":{', b'"usage": {')
 
 
 @dataclass(frozen=True)
@@ -20,12 +21,51 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-def _usage_of(payload: Any) -> Usage | None:
-    usage = payload.get("usage") if isinstance(payload, dict) else None
-    if not isinstance(usage, dict):
+# Where the usage object sits: top level (chat, completions, embeddings, Responses and Anthropic
+# answers, Anthropic's message_delta), or inside the object a stream event carries (the Responses API's
+# response.completed / response.incomplete, Anthropic's message_start).
+_USAGE_CONTAINERS = ("response", "message")
+# Anthropic counts cached prompt tokens apart from input_tokens; they were still part of the prompt.
+_EXTRA_PROMPT_FIELDS = ("cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def _count(usage: dict[str, Any], *fields: str) -> int | None:
+    for name in fields:
+        value = usage.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _partial_usage_of(payload: Any) -> tuple[int | None, int | None] | None:
+    """(prompt, completion) tokens from an answer or stream event in any of the three formats; a count
+    the object does not carry is None (Anthropic's message_start has no final output count)."""
+    if not isinstance(payload, dict):
         return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    return Usage(prompt if isinstance(prompt, int) else 0, completion if isinstance(completion, int) else 0)
+    usage = payload.get("usage")
+    if not isinstance(usage, dict):
+        inner = [payload.get(name) for name in _USAGE_CONTAINERS]
+        usage = next(
+            (i["usage"] for i in inner if isinstance(i, dict) and isinstance(i.get("usage"), dict)), None
+        )
+        if usage is None:
+            return None
+    prompt = _count(usage, "prompt_tokens", "input_tokens")
+    if prompt is not None:
+        prompt += sum(_count(usage, name) or 0 for name in _EXTRA_PROMPT_FIELDS)
+    return prompt, _count(usage, "completion_tokens", "output_tokens")
+
+
+def _usage_of(payload: Any, previous: Usage | None = None) -> Usage | None:
+    partial = _partial_usage_of(payload)
+    if partial is None:
+        return None
+    base = previous or Usage()
+    prompt, completion = partial
+    return Usage(
+        base.prompt_tokens if prompt is None else prompt,
+        base.completion_tokens if completion is None else completion,
+    )
 
 
 def usage_from_body(body: bytes) -> Usage | None:
@@ -80,7 +120,12 @@ class SseUsageTap:
     def _inspect(self, event: bytes) -> bool:
         """Records usage found in one event; True when it is a usage-only chunk to strip."""
         self.events += 1
-        if b'"usage"' not in event or any(null in event for null in _NULL_USAGE):
+        if b'"usage"' not in event:
+            return False
+        # Skip events whose usage is null, unless a usage object is there too: a caller-supplied JSON
+        # schema or tool echoed in every Responses event may hold `"usage": null`, and must not hide
+        # the real usage of response.completed from metering.
+        if any(null in event for null in _NULL_USAGE) and not any(o in event for o in _USAGE_OBJECT):
             return False
         for line in event.splitlines():
             if not line.startswith(b"data:"):
@@ -89,7 +134,7 @@ class SseUsageTap:
                 payload = json.loads(line[5:])
             except ValueError:
                 continue
-            usage = _usage_of(payload)
+            usage = _usage_of(payload, self.usage)
             if usage is not None:
                 self.usage = usage
                 return self.strip_usage_chunk and payload.get("choices") == []

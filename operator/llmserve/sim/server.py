@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from llmserve.sim.api_routes import ApiRoutes
 from llmserve.sim.batching import FinishReason
 from llmserve.sim.live import LiveEngine, RequestStream
 from llmserve.sim.metrics import CONTENT_TYPE_LATEST, EngineMetrics
@@ -93,6 +94,7 @@ class SimServer:
                 web.get("/metrics", self.metrics_endpoint),
             ]
         )
+        app.add_routes(ApiRoutes(self).routes())  # Responses API, Anthropic Messages, tokenizer
         return app
 
     # -- plain endpoints -----------------------------------------------------------------------
