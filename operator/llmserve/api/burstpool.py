@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from llmserve.api.base import ApiModel, Condition
-from llmserve.api.llmserve import GROUP, VERSION, Rule
 from llmserve.api.llmserve import ObjectMeta as _NamespacedMeta
+from llmserve.api.llmserve import Rule
 
 KIND = "BurstPool"
 PLURAL = "burstpools"
@@ -280,7 +280,7 @@ class BurstPool(ApiModel):
     model_config = ApiModel.model_config | {"extra": "ignore"}
 
     api_version: Literal["llmserve.dev/v1alpha1"] = Field(
-        default=f"{GROUP}/{VERSION}", description="API version."
+        default="llmserve.dev/v1alpha1", description="API version."
     )
     kind: Literal["BurstPool"] = Field(default="BurstPool", description="Kind.")
     metadata: ClusterObjectMeta = Field(description="Standard object metadata.")
