@@ -58,3 +58,24 @@ def test_create_refused_above_the_hourly_cap_or_the_month_budget() -> None:
     assert "monthlyBudget" in create_refusal(caps, 0, 2, 98.5)
     assert over_budget(caps, burn_usd_per_hour=5, spent_usd=96)
     assert not over_budget(caps, burn_usd_per_hour=0, spent_usd=100)
+
+
+def test_a_price_rise_seen_late_is_billed_from_when_the_price_was_last_confirmed() -> None:
+    from llmserve.api.burstpool import InstanceStatus
+    from llmserve.burst.budget import back_bill_price_rise
+
+    status = BurstPoolStatus()
+    record = InstanceStatus(
+        name="n",
+        owner="ai/a",
+        slot=0,
+        phase="Running",
+        usd_per_hour=2.0,
+        created=rfc3339(T0),
+        price_seen=rfc3339(T0),
+    )
+    # An outage hid the rise for two hours: the integration so far used 2.0 USD/h.
+    added = back_bill_price_rise(status, record, 3.0, T0 + timedelta(hours=2))
+    assert added == pytest.approx(2.0)
+    assert status.spent_this_month_usd == pytest.approx(2.0)
+    assert back_bill_price_rise(status, record, 3.0, T0 + timedelta(hours=3)) == 0  # confirmed since

@@ -219,6 +219,10 @@ class InstanceStatus(ApiModel):
     max_usd_per_hour: float = Field(
         default=0, ge=0, description="The preference's price cap when it was created."
     )
+    price_seen: str | None = Field(
+        default=None,
+        description="When the provider last confirmed usdPerHour (RFC 3339); a rise is billed from here.",
+    )
     endpoint: str | None = Field(default=None, description="Base URL once reachable.")
     created: str = Field(description="When the intent was recorded (RFC 3339).")
     ready_since: str | None = Field(default=None, description="When it first served (RFC 3339).")

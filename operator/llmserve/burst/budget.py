@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from llmserve.api.burstpool import BurstPoolStatus, ModelBurstStatus
+from llmserve.api.burstpool import BurstPoolStatus, InstanceStatus, ModelBurstStatus
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -105,3 +105,29 @@ def create_refusal(caps: Caps, burn_usd_per_hour: float, offer_usd_per_hour: flo
 def over_budget(caps: Caps, burn_usd_per_hour: float, spent_usd: float) -> bool:
     """True when the running burn can no longer be afforded for the reserve time: instances must go."""
     return burn_usd_per_hour > 0 and spent_usd + caps.reserve_usd(burn_usd_per_hour) > caps.monthly_budget_usd
+
+
+def back_bill_price_rise(
+    status: BurstPoolStatus, record: InstanceStatus, new_usd_per_hour: float, now: datetime
+) -> float:
+    """Tops up the spend when a price is found higher than recorded; returns the USD added.
+
+    The rise may have happened any time since the price was last seen (an outage or a revoked key can
+    hide it for long), and the integration so far used the old price: assuming the worst keeps the
+    ledger at or above what the provider bills. Only this month's part counts (the old month is closed).
+    """
+    seen = parse_time(record.price_seen)
+    added = 0.0
+    if seen is not None and new_usd_per_hour > record.usd_per_hour and now > seen:
+        start = max(seen, month_start(now))
+        added = (
+            (new_usd_per_hour - record.usd_per_hour)
+            * max(0.0, (now - start).total_seconds())
+            / SECONDS_PER_HOUR
+        )
+        status.spent_this_month_usd += added
+        for model in status.models:
+            if model.owner == record.owner:
+                model.spent_this_month_usd += added
+    record.price_seen = rfc3339(now)
+    return added

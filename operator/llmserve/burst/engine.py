@@ -21,7 +21,15 @@ from llmserve.api.burstpool import (
     InstanceStatus,
     ModelBurstStatus,
 )
-from llmserve.burst.budget import Billing, Caps, create_refusal, integrate_spend, parse_time, rfc3339
+from llmserve.burst.budget import (
+    Billing,
+    Caps,
+    back_bill_price_rise,
+    create_refusal,
+    integrate_spend,
+    parse_time,
+    rfc3339,
+)
 from llmserve.burst.planner import REQUESTED, Demand, decide_model, is_active, ordered_offers, price_drains
 from llmserve.burst.pool_status import PoolHealth, finish_status
 from llmserve.burst.reaper import Reaper, Wanted
@@ -207,6 +215,7 @@ class PoolController:
             if record.id is None:
                 match = next((i for i in listed if i.name == record.name and i.id not in recorded_ids), None)
                 if match is not None:
+                    back_bill_price_rise(status, record, match.usd_per_hour, now)
                     self._follow(record, match)
                     record.id = match.id
                     recorded_ids.add(match.id)
@@ -234,6 +243,7 @@ class PoolController:
             if instance.phase is Phase.TERMINATED:
                 self._forget(status, record, "terminated", result)
                 continue
+            back_bill_price_rise(status, record, instance.usd_per_hour, now)
             self._follow(record, instance)
             if record.ready_since is None and record.terminating_since is None and await self.probe(record):
                 record.ready_since = rfc3339(now)
@@ -431,6 +441,7 @@ class PoolController:
                 usd_per_hour=offer.usd_per_hour,
                 max_usd_per_hour=preference.max_usd_per_hour,
                 created=rfc3339(now),
+                price_seen=rfc3339(now),
             )
             model.next_slot += 1
             status.instances.append(record)
