@@ -78,4 +78,5 @@ def test_a_price_rise_seen_late_is_billed_from_when_the_price_was_last_confirmed
     added = back_bill_price_rise(status, record, 3.0, T0 + timedelta(hours=2))
     assert added == pytest.approx(2.0)
     assert status.spent_this_month_usd == pytest.approx(2.0)
+    record.usd_per_hour = 3.0  # what the controller records next
     assert back_bill_price_rise(status, record, 3.0, T0 + timedelta(hours=3)) == 0  # confirmed since
