@@ -167,19 +167,19 @@ POOL_RULES = [
         lambda s: s.provider == "static" or s.credentials_secret is not None,
     ),
     Rule(
-        "self.provider == 'static' || size(self.gpuPreferences) > 0",
+        "self.provider == 'static' || (has(self.gpuPreferences) && size(self.gpuPreferences) > 0)",
         "gpuPreferences needs at least one entry for provider runpod and vastai",
         ".gpuPreferences",
         lambda s: s.provider == "static" or len(s.gpu_preferences) > 0,
     ),
     Rule(
-        "self.provider != 'static' || size(self.staticEndpoints) > 0",
+        "self.provider != 'static' || (has(self.staticEndpoints) && size(self.staticEndpoints) > 0)",
         "staticEndpoints needs at least one entry for provider static",
         ".staticEndpoints",
         lambda s: s.provider != "static" or len(s.static_endpoints) > 0,
     ),
     Rule(
-        "self.provider == 'static' || size(self.staticEndpoints) == 0",
+        "self.provider == 'static' || !has(self.staticEndpoints) || size(self.staticEndpoints) == 0",
         "staticEndpoints is only for provider static",
         ".staticEndpoints",
         lambda s: s.provider == "static" or len(s.static_endpoints) == 0,
@@ -191,7 +191,7 @@ POOL_RULES = [
         lambda s: s.cloud_type is None or s.provider == "runpod",
     ),
     Rule(
-        "self.gpuPreferences.all(p, p.maxUsdPerHour <= self.maxHourlySpend)",
+        "!has(self.gpuPreferences) || self.gpuPreferences.all(p, p.maxUsdPerHour <= self.maxHourlySpend)",
         "every gpuPreferences[].maxUsdPerHour must be at most maxHourlySpend, or the offer could never be taken",
         ".gpuPreferences",
         lambda s: all(p.max_usd_per_hour <= s.max_hourly_spend for p in s.gpu_preferences),
