@@ -199,7 +199,8 @@ def burstpool_crd() -> JsonSchema:
                 "plural": burstpool_api.PLURAL,
                 "singular": burstpool_api.SINGULAR,
                 "shortNames": burstpool_api.SHORT_NAMES,
-                "categories": ["llmserve"],
+                # No "llmserve" category: it is also LLMServe's singular name, and a category spanning two
+                # kinds makes `kubectl get llmserve NAME` fail with "you must specify only one resource".
             },
             "versions": [
                 {

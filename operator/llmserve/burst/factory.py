@@ -32,6 +32,17 @@ def base_url_override(provider: str) -> str | None:
     return os.environ.get(f"LLMSERVE_BURST_{provider.upper()}_URL") or None
 
 
+def _plugin(provider: str) -> ProviderConstructor | None:
+    """LLMSERVE_BURST_PLUGIN_<PROVIDER>=module:callable swaps in another client (an out-of-tree provider,
+    or the in-process test double the cluster tests plug into a real operator process)."""
+    target = os.environ.get(f"LLMSERVE_BURST_PLUGIN_{provider.upper()}")
+    if not target:
+        return None
+    module_name, _, attr = target.partition(":")
+    constructor: ProviderConstructor = getattr(importlib.import_module(module_name), attr)
+    return constructor
+
+
 def make_provider(spec: BurstPoolSpec, api_key: str) -> Provider:
     """A client for the pool's provider. Raises ProviderError(invalid) when no client is installed for it.
 
@@ -39,6 +50,9 @@ def make_provider(spec: BurstPoolSpec, api_key: str) -> Provider:
     """
     if spec.provider in _registered:
         return _registered[spec.provider](spec, api_key)
+    plugin = _plugin(spec.provider)
+    if plugin is not None:
+        return plugin(spec, api_key)
     module_name, class_name = CLIENTS[spec.provider]
     try:
         client_class = getattr(importlib.import_module(module_name), class_name)
