@@ -109,7 +109,12 @@ def test_unschedulable_replicas_are_rented_and_deleting_the_llmserve_leaves_none
     )
     assert condition(obj, "BurstAllowed")["status"] == "True"
     assert condition(obj, "BudgetExhausted")["status"] == "False"
-    managers = {m["manager"] for m in obj["metadata"]["managedFields"] if m.get("subresource") == "status"}
+    full = json.loads(
+        cluster.kubectl(
+            "get", "llmserve", "llama", "-n", namespace, "-o", "json", "--show-managed-fields"
+        ).stdout
+    )
+    managers = {m["manager"] for m in full["metadata"]["managedFields"] if m.get("subresource") == "status"}
     assert "llmserve-burst" in managers
 
     bp = cluster.get("burstpool", "itest-rent")
