@@ -17,7 +17,6 @@ from typing import Protocol
 from llmserve.api.burstpool import (
     BurstPoolSpec,
     BurstPoolStatus,
-    GpuPreference,
     InstanceStatus,
     ModelBurstStatus,
 )
@@ -25,24 +24,20 @@ from llmserve.burst.budget import (
     Billing,
     Caps,
     back_bill_price_rise,
-    create_refusal,
     integrate_spend,
     parse_time,
     rfc3339,
 )
-from llmserve.burst.planner import REQUESTED, Demand, decide_model, is_active, ordered_offers, price_drains
+from llmserve.burst.planner import Demand, decide_model, is_active, price_drains
 from llmserve.burst.pool_status import PoolHealth, finish_status
+from llmserve.burst.provision import NoOffer, OfferList, Provisioner, Stopped, follow
 from llmserve.burst.reaper import Reaper, Wanted
 from llmserve.burst.types import (
     ErrorKind,
     Instance,
-    LaunchSpec,
-    Offer,
-    OfferQuery,
     Phase,
     Provider,
     ProviderError,
-    instance_name,
 )
 
 log = logging.getLogger(__name__)
@@ -126,6 +121,14 @@ class PoolController:
         self.unrecorded_burn_usd_per_hour = 0.0  # ours, listed, wanted by no status: it bills all the same
         self.caps = Caps(
             spec.max_hourly_spend, spec.monthly_budget, reserve_seconds=spec.drain_seconds + 300.0
+        )
+        self.provisioner = Provisioner(
+            spec=spec,
+            cluster_id=cluster_id,
+            provider=provider,
+            store=store,
+            caps=self.caps,
+            launch_env=launch_env,
         )
 
     # -- the step --------------------------------------------------------------------------------------
@@ -216,7 +219,7 @@ class PoolController:
                 match = next((i for i in listed if i.name == record.name and i.id not in recorded_ids), None)
                 if match is not None:
                     back_bill_price_rise(status, record, match.usd_per_hour, now)
-                    self._follow(record, match)
+                    follow(record, match)
                     record.id = match.id
                     recorded_ids.add(match.id)
                     result.events.append(
@@ -244,7 +247,7 @@ class PoolController:
                 self._forget(status, record, "terminated", result)
                 continue
             back_bill_price_rise(status, record, instance.usd_per_hour, now)
-            self._follow(record, instance)
+            follow(record, instance)
             if record.ready_since is None and record.terminating_since is None and await self.probe(record):
                 record.ready_since = rfc3339(now)
                 created = parse_time(record.created)
@@ -254,14 +257,6 @@ class PoolController:
             i.usd_per_hour for i in listed if i.id not in recorded_ids and i.phase is not Phase.TERMINATED
         )
         return True
-
-    @staticmethod
-    def _follow(record: InstanceStatus, instance: Instance) -> None:
-        record.phase = instance.phase.value
-        record.usd_per_hour = instance.usd_per_hour
-        record.endpoint = instance.endpoint or record.endpoint
-        record.gpu_type = instance.gpu_type or record.gpu_type
-        record.gpus = instance.gpus or record.gpus
 
     def _forget(self, status: BurstPoolStatus, record: InstanceStatus, why: str, result: StepResult) -> None:
         status.instances.remove(record)
@@ -355,7 +350,7 @@ class PoolController:
             if instance.phase is Phase.TERMINATED:
                 self._forget(status, record, "terminated", result)
             else:
-                self._follow(record, instance)
+                follow(record, instance)
         return True
 
     # -- create: intent first, cheapest fitting offer, within budget -----------------------------------
@@ -373,117 +368,38 @@ class PoolController:
     async def _create(
         self, status: BurstPoolStatus, demands: Mapping[str, Demand], now: datetime, result: StepResult
     ) -> None:
-        offers: list[tuple[GpuPreference, Offer]] | None = None
+        offers: OfferList | None = None
         for owner, demand in demands.items():
             active = sum(1 for r in status.instances if r.owner == owner and is_active(r))
-            missing = result.wanted.get(owner, 0) - active
-            for _ in range(max(0, missing)):
+            for _ in range(max(0, result.wanted.get(owner, 0) - active)):
                 if sum(1 for r in status.instances if r.terminating_since is None) >= self.spec.max_instances:
                     result.budget_refusals.setdefault(
                         owner, f"the pool runs maxInstances {self.spec.max_instances}"
                     )
                     break
                 if offers is None:
-                    offers = await self._offers(now, result)
-                    if offers is None:
+                    try:
+                        offers = await self.provisioner.offers()
+                    except ProviderError as err:
+                        self._failed(err, "list offers", now, result)
                         return
-                outcome = await self._create_one(status, demand, offers, now, result)
-                if outcome == "stop":
+                outcome = await self.provisioner.create_one(
+                    status, demand, offers, lambda: self._burn(status), now
+                )
+                if isinstance(outcome, Stopped):
+                    self._failed(outcome.error, outcome.action, now, result, owner)
                     return
-                if outcome == "none":
+                if isinstance(outcome, NoOffer):
+                    if outcome.refusal:
+                        result.budget_refusals[owner] = outcome.refusal
                     break
-
-    async def _offers(self, now: datetime, result: StepResult) -> list[tuple[GpuPreference, Offer]] | None:
-        found: list[tuple[GpuPreference, list[Offer]]] = []
-        for preference in self.spec.gpu_preferences:
-            query = OfferQuery(
-                gpu_type=preference.gpu_type,
-                gpus=preference.gpus_per_replica,
-                max_usd_per_hour=preference.max_usd_per_hour,
-                regions=tuple(self.spec.regions),
-                cloud_type=self.spec.cloud_type,
-            )
-            try:
-                found.append((preference, await self.provider.list_offers(query)))
-            except ProviderError as err:
-                if err.kind is ErrorKind.CAPACITY:
-                    continue
-                self._failed(err, f"list offers for {preference.gpu_type}", now, result)
-                return None
-        return ordered_offers(found)
-
-    async def _create_one(
-        self,
-        status: BurstPoolStatus,
-        demand: Demand,
-        offers: list[tuple[GpuPreference, Offer]],
-        now: datetime,
-        result: StepResult,
-    ) -> str:
-        """ "created", "none" (no offer fits: try again next step) or "stop" (no more calls this step)."""
-        refusal = ""
-        for preference, offer in list(offers):
-            why = create_refusal(
-                self.caps, self._burn(status), offer.usd_per_hour, status.spent_this_month_usd
-            )
-            if why:
-                refusal = refusal or why
-                continue
-            model = next(m for m in status.models if m.owner == demand.owner)
-            record = InstanceStatus(
-                name=instance_name(self.cluster_id, demand.owner, model.next_slot),
-                owner=demand.owner,
-                slot=model.next_slot,
-                phase=REQUESTED,
-                gpu_type=offer.gpu_type,
-                gpus=offer.gpus,
-                offer_id=offer.offer_id,
-                usd_per_hour=offer.usd_per_hour,
-                max_usd_per_hour=preference.max_usd_per_hour,
-                created=rfc3339(now),
-                price_seen=rfc3339(now),
-            )
-            model.next_slot += 1
-            status.instances.append(record)
-            await self.store.save(status)  # the intent is on record before the money is spent
-            env = dict(demand.env) | (await self.launch_env(record) if self.launch_env else {})
-            spec = LaunchSpec(
-                name=record.name,
-                cluster_id=self.cluster_id,
-                image=self.spec.image or demand.image,
-                args=demand.args,
-                env=env,
-                port=demand.port,
-                gpu_type=offer.gpu_type,
-                gpus=offer.gpus,
-                max_usd_per_hour=preference.max_usd_per_hour,
-            )
-            try:
-                instance = await self.provider.create(spec, offer)
-            except ProviderError as err:
-                if err.kind is ErrorKind.AMBIGUOUS:  # it may exist: the intent stays, listing resolves it
-                    self._failed(err, f"create {record.name}", now, result, demand.owner)
-                    return "stop"
-                status.instances.remove(record)  # nothing was created
-                await self.store.save(status)
-                if err.kind is ErrorKind.CAPACITY:
-                    offers.remove((preference, offer))
-                    continue
-                self._failed(err, f"create {record.name}", now, result, demand.owner)
-                return "stop"
-            record.id = instance.id
-            self._follow(record, instance)
-            await self.store.save(status)
-            self.health.balance_problem, self.create_backoff_seconds = "", 0.0
-            result.created.append(record)
-            message = (
-                f"rented {record.name} ({offer.gpus}x {offer.gpu_type} at {offer.usd_per_hour:.2f} USD/h)"
-            )
-            result.events.append(BurstEvent("Normal", "BurstScaleUp", message, demand.owner))
-            return "created"
-        if refusal:
-            result.budget_refusals[demand.owner] = refusal
-        return "none"
+                self.health.balance_problem, self.create_backoff_seconds = "", 0.0
+                result.created.append(outcome.record)
+                o = outcome.offer
+                message = (
+                    f"rented {outcome.record.name} ({o.gpus}x {o.gpu_type} at {o.usd_per_hour:.2f} USD/h)"
+                )
+                result.events.append(BurstEvent("Normal", "BurstScaleUp", message, owner))
 
     # -- reap ------------------------------------------------------------------------------------------
 
