@@ -192,3 +192,51 @@ def test_deleting_a_pool_with_a_revoked_key_waits_and_finishes_once_restored(
                     json.dumps({"stringData": {"apiKey": KEY}}))  # fmt: skip
     wait_for(lambda: cluster.get("burstpool", "itest-revoke") is None, timeout=90, message="pool gone")
     assert live_instances() == []
+
+
+def test_budget_reached_refuses_the_create_and_the_model_keeps_serving_locally(
+    cluster: ClusterHandle, burst_operator: dict[str, Any], namespace: str
+) -> None:
+    # A budget too small for even the reserve of one A100: no create at all.
+    apply_pool(
+        cluster,
+        pool(
+            "itest-budget",
+            gpuPreferences=[{"gpuType": "A100", "maxUsdPerHour": 1.5}],
+            maxHourlySpend=1.5,
+            monthlyBudget=0.01,
+        ),
+    )
+    manifest = llmserve(
+        replicas=5,
+        maxReplicas=6,
+        autoscaling={"enabled": False},
+        resources={"gpus": 2, "gpuProduct": "NVIDIA-H100-80GB-HBM3"},  # 2 nodes x 4 GPUs: room for 4 of 5
+        burst={"pool": "itest-budget", "maxReplicas": 1, "unschedulableSeconds": 0},
+    )
+    cluster.apply(manifest, namespace)
+
+    def exhausted() -> dict[str, Any] | None:
+        obj = cluster.get("llmserve", "llama", namespace)
+        return obj if condition(obj, "BudgetExhausted").get("status") == "True" else None
+
+    obj = wait_for(exhausted, timeout=90, message="BudgetExhausted=True on the LLMServe")
+    assert "monthlyBudget" in condition(obj, "BudgetExhausted")["message"]
+    ready = wait_for(
+        lambda: (
+            (o := cluster.get("llmserve", "llama", namespace))
+            and condition(o, "Ready").get("status") == "True"
+            and o
+        ),
+        timeout=60,
+        message="served by local replicas",
+    )
+    assert ready["status"]["readyReplicas"] >= 1
+    bp = cluster.get("burstpool", "itest-budget")
+    assert bp is not None and condition(bp, "BudgetAvailable")["status"] == "False"
+    assert not bp["status"].get("instances")
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=BudgetExhausted"
+    ).stdout
+    assert "BudgetExhausted" in events
+    cluster.kubectl("delete", "llmserve", "llama", "-n", namespace, "--wait=false")
