@@ -39,6 +39,7 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "EndpointSlice": ("discovery.k8s.io/v1", "endpointslices"),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
     "LLMServe": (LLMSERVE_API, PLURAL),
+    "BurstPool": (LLMSERVE_API, "burstpools"),
     "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions"),
 }
 

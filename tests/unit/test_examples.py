@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from llmserve.api import LLMServe
+from llmserve.api.burstpool import BurstPool
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
@@ -17,3 +18,5 @@ def test_example_llmserves_validate_against_the_models(path: Path) -> None:
     for document in documents:
         if document.get("kind") == "LLMServe":
             LLMServe.model_validate(document)
+        elif document.get("kind") == "BurstPool":
+            BurstPool.model_validate(document)

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from llmserve.api import burstpool as burstpool_api
 from llmserve.api import llmserve as llmserve_api
 
 JsonSchema = dict[str, Any]
@@ -108,6 +109,10 @@ def llmserve_crd() -> JsonSchema:
         ("Queue", "number", ".status.autoscaling.queueDepthPerReplica", 1),
         ("KV", "number", ".status.autoscaling.kvCacheUtilization", 1),
         ("Message", "string", f"{ready}.message", 1),
+        ("Local", "integer", ".status.burst.localReadyReplicas", 1),
+        ("Burst", "integer", ".status.burst.replicas", 1),
+        ("BurstReady", "integer", ".status.burst.readyReplicas", 1),
+        ("Rented-USD", "number", ".status.burst.spentThisMonthUsd", 1),
     ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -148,8 +153,74 @@ def llmserve_crd() -> JsonSchema:
     }
 
 
+def burstpool_crd() -> JsonSchema:
+    """The cluster-scoped BurstPool CRD, with a status subresource and money columns."""
+    spec = structural_schema(burstpool_api.BurstPoolSpec)
+    spec["x-kubernetes-validations"] = [rule.to_validation() for rule in burstpool_api.POOL_RULES]
+    status = structural_schema(burstpool_api.BurstPoolStatus)
+    conditions = status["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    schema = {
+        "type": "object",
+        "description": burstpool_api.BurstPool.__doc__,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+    ready = '.status.conditions[?(@.type=="Ready")]'
+    columns = [
+        ("Provider", "string", ".spec.provider", 0),
+        ("Instances", "integer", ".status.instanceCount", 0),
+        ("Ready", "integer", ".status.readyInstances", 0),
+        ("USD/h", "number", ".status.burnRateUsdPerHour", 0),
+        ("Spent", "number", ".status.spentThisMonthUsd", 0),
+        ("Budget", "number", ".spec.monthlyBudget", 0),
+        ("Status", "string", f"{ready}.reason", 0),
+        ("Age", "date", ".metadata.creationTimestamp", 0),
+        ("Max-USD/h", "number", ".spec.maxHourlySpend", 1),
+        ("Message", "string", f"{ready}.message", 1),
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{burstpool_api.PLURAL}.{llmserve_api.GROUP}"},
+        "spec": {
+            "group": llmserve_api.GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": burstpool_api.KIND,
+                "listKind": f"{burstpool_api.KIND}List",
+                "plural": burstpool_api.PLURAL,
+                "singular": burstpool_api.SINGULAR,
+                "shortNames": burstpool_api.SHORT_NAMES,
+                # No "llmserve" category: it is also LLMServe's singular name, and a category spanning two
+                # kinds makes `kubectl get llmserve NAME` fail with "you must specify only one resource".
+            },
+            "versions": [
+                {
+                    "name": llmserve_api.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": n, "type": t, "jsonPath": p, **({"priority": pr} if pr else {})}
+                        for n, t, p, pr in columns
+                    ],
+                }
+            ],
+        },
+    }
+
+
 def all_crds() -> list[JsonSchema]:
-    return [llmserve_crd()]
+    return [llmserve_crd(), burstpool_crd()]
 
 
 def render_yaml(crd: JsonSchema) -> str:

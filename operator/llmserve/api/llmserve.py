@@ -21,6 +21,7 @@ DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 DEFAULT_SIMULATOR_IMAGE = "ghcr.io/llmserve/llmserve:0.1.0"
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 _QUANTITY = r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 
 
@@ -170,6 +171,33 @@ class ModelCacheSpec(ApiModel):
     read_only: bool = Field(default=False, description="Mount the claim read-only.")
 
 
+class BurstSpec(ApiModel):
+    """Renting replicas from a BurstPool when the cluster's GPUs run out."""
+
+    pool: str = Field(
+        pattern=_DNS_SUBDOMAIN,
+        max_length=253,
+        description="Name of the cluster-scoped BurstPool to rent from.",
+    )
+    max_replicas: int = Field(
+        default=1, ge=1, le=100, description="Most burst replicas this model rents at once."
+    )
+    unschedulable_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=86400,
+        description="How long a local replica must stay Unschedulable for lack of GPUs before one is rented "
+        "(leaves room for a cluster autoscaler to add nodes first).",
+    )
+    scale_in_delay_seconds: int = Field(
+        default=120,
+        ge=0,
+        le=86400,
+        description="How long fewer burst replicas must be wanted before the surplus is drained. A local replica "
+        "becoming Ready drains one burst replica at once.",
+    )
+
+
 class LLMServeSpec(ApiModel):
     """Desired state of an LLMServe."""
 
@@ -190,6 +218,9 @@ class LLMServeSpec(ApiModel):
         default_factory=AutoscalingSpec, description="Autoscaling from queue depth and KV-cache use."
     )
     model_cache: ModelCacheSpec | None = Field(default=None, description="Optional model-cache volume.")
+    burst: BurstSpec | None = Field(
+        default=None, description="Rent replicas from a BurstPool when local replicas cannot be scheduled."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> LLMServeSpec:
@@ -276,6 +307,28 @@ class ScaleStatus(ApiModel):
     )
 
 
+class BurstReplicasStatus(ApiModel):
+    """Local and rented replicas apart, and what the rented ones cost (written by the burst controller)."""
+
+    pool: str | None = Field(default=None, description="The BurstPool rented from.")
+    local_desired_replicas: int = Field(default=0, ge=0, description="Replicas the Deployment asks for.")
+    local_ready_replicas: int = Field(default=0, ge=0, description="Local replicas passing readiness.")
+    unschedulable_replicas: int = Field(
+        default=0, ge=0, description="Local replicas Unschedulable longer than burst.unschedulableSeconds."
+    )
+    desired_replicas: int = Field(default=0, ge=0, description="Burst replicas wanted now.")
+    replicas: int = Field(
+        default=0, ge=0, description="Burst replicas rented (any phase, draining excluded)."
+    )
+    ready_replicas: int = Field(default=0, ge=0, description="Burst replicas serving.")
+    burn_rate_usd_per_hour: float = Field(
+        default=0, ge=0, description="USD/hour of this model's rented replicas."
+    )
+    spent_this_month_usd: float = Field(
+        default=0, ge=0, description="USD this model's rented replicas cost this month."
+    )
+
+
 class LLMServeStatus(ApiModel):
     """Observed state of an LLMServe."""
 
@@ -297,6 +350,7 @@ class LLMServeStatus(ApiModel):
     )
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded.")
     autoscaling: ScaleStatus | None = Field(default=None, description="Autoscaler observations.")
+    burst: BurstReplicasStatus | None = Field(default=None, description="Burst replicas (local vs rented).")
 
 
 class ObjectMeta(ApiModel):

@@ -46,7 +46,7 @@ class _QuietRoutineHandlers(logging.Filter):
 def run_operator(namespaces: list[str], liveness_port: int, metrics_port: int, verbose: bool) -> int:
     """Blocks running the operator until SIGTERM/SIGINT."""
     import llmserve.controller.autoscaling  # noqa: F401  (registers the autoscaler daemon)
-    from llmserve.controller import handlers  # noqa: F401  (registers the handlers)
+    from llmserve.controller import burst, handlers  # noqa: F401  (registers the handlers)
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

@@ -1,0 +1,121 @@
+"""The burst controller's Kubernetes writes: pool status, LLMServe status.burst, per-instance key Secrets.
+
+Every status write is a server-side apply of /status under the field manager `llmserve-burst`, so the
+burst controller owns exactly its fields and never races the reconciler or the autoscaler.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from typing import Any
+
+from llmserve import kube
+from llmserve.api.base import Condition
+from llmserve.api.burstpool import KIND as POOL_KIND
+from llmserve.api.burstpool import BurstPoolStatus, InstanceStatus
+from llmserve.api.llmserve import GROUP, VERSION, BurstReplicasStatus
+from llmserve.api.llmserve import KIND as LLMSERVE_KIND
+
+FIELD_MANAGER = "llmserve-burst"
+INSTANCE_LABEL = f"{GROUP}/burst-instance"
+POOL_LABEL = f"{GROUP}/burst-pool"
+API_KEY_ENV = "VLLM_API_KEY"  # vLLM reads its --api-key from here, so the key is not in the args
+
+Obj = dict[str, Any]
+
+
+class KubePoolStore:
+    """The StatusStore of one BurstPool: its /status, read fresh before each step (never from a cache)."""
+
+    def __init__(self, pool: str) -> None:
+        self.pool = pool
+
+    async def load(self) -> BurstPoolStatus:
+        body = await kube.retry(lambda: kube.get(POOL_KIND, None, self.pool))
+        if body is None:
+            raise kube.KubeError(f"BurstPool {self.pool} is gone", 404)
+        return BurstPoolStatus.model_validate(body.get("status") or {})
+
+    async def save(self, status: BurstPoolStatus) -> None:
+        manifest = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": POOL_KIND,
+            "metadata": {"name": self.pool},
+            "status": status.to_wire(),
+        }
+        await kube.retry(lambda: kube.apply(manifest, FIELD_MANAGER, "status"))
+
+
+async def write_llmserve_burst_status(
+    namespace: str, name: str, burst: BurstReplicasStatus, conditions: list[Condition]
+) -> None:
+    """Applies status.burst and the burst conditions of one LLMServe (404: it was deleted meanwhile)."""
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": LLMSERVE_KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "status": {"burst": burst.to_wire(), "conditions": [c.to_wire() for c in conditions]},
+    }
+    try:
+        await kube.retry(lambda: kube.apply(manifest, FIELD_MANAGER, "status"))
+    except kube.KubeError as err:
+        if err.status != 404:
+            raise
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def secret_name(instance_name: str) -> str:
+    return f"burst-{instance_name}"
+
+
+async def instance_api_key_env(operator_namespace: str, pool: Obj, record: InstanceStatus) -> dict[str, str]:
+    """The per-instance API key (made once, kept in a Secret owned by the pool) as the engine's env.
+
+    The Secret exists before the create call, so the gateway can read the key of any instance that
+    status records, including one adopted after a lost create response.
+    """
+    name = secret_name(record.name)
+    existing = await kube.retry(lambda: kube.get("Secret", operator_namespace, name))
+    if existing is not None:
+        key = base64.b64decode(existing["data"]["apiKey"]).decode()
+        return {API_KEY_ENV: key}
+    key = secrets.token_urlsafe(32)
+    meta = pool["metadata"]
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": operator_namespace,
+            "labels": {INSTANCE_LABEL: record.name, POOL_LABEL: meta["name"]},
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": POOL_KIND,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                }
+            ],
+        },
+        "type": "Opaque",
+        "data": {"apiKey": _b64(key), "owner": _b64(record.owner)},
+    }
+    await kube.retry(lambda: kube.apply(manifest, FIELD_MANAGER))
+    return {API_KEY_ENV: key}
+
+
+async def delete_instance_secret(operator_namespace: str, instance_name: str) -> None:
+    await kube.retry(lambda: kube.delete("Secret", operator_namespace, secret_name(instance_name)))
+
+
+async def read_credentials(operator_namespace: str, secret: str, key: str) -> str | None:
+    """The provider API key, or None when the Secret or key is missing (the caller says which in a condition)."""
+    body = await kube.retry(lambda: kube.get("Secret", operator_namespace, secret))
+    data = (body or {}).get("data") or {}
+    if key not in data:
+        return None
+    return base64.b64decode(data[key]).decode().strip()
