@@ -30,6 +30,28 @@ class SecretKeyRef(ApiModel):
     key: str = Field(default="HF_TOKEN", min_length=1, description="Key inside the Secret.")
 
 
+class ModelShapeSpec(ApiModel):
+    """A model's architecture, from its config.json, for the KV-cache fit check of models the built-in table
+    does not know."""
+
+    parameters_billions: float = Field(
+        gt=0,
+        le=100000,
+        description="Parameter count in billions (all experts of a mixture-of-experts model).",
+    )
+    num_layers: int = Field(ge=1, le=10000, description="num_hidden_layers in config.json.")
+    num_kv_heads: int = Field(ge=1, le=10000, description="num_key_value_heads in config.json.")
+    head_dim: int = Field(
+        ge=1, le=65536, description="head_dim in config.json, or hidden_size / num_attention_heads."
+    )
+    max_position_embeddings: int | None = Field(
+        default=None,
+        ge=1,
+        description="Context length the model supports (max_position_embeddings); the fit check's "
+        "--max-model-len when the engine args do not set one.",
+    )
+
+
 class ModelSpec(ApiModel):
     """What the engine loads and the name clients ask for."""
 
@@ -50,6 +72,11 @@ class ModelSpec(ApiModel):
     hf_token_secret: SecretKeyRef | None = Field(
         default=None,
         description="Secret holding a Hugging Face token, exported to the engine as HF_TOKEN.",
+    )
+    shape: ModelShapeSpec | None = Field(
+        default=None,
+        description="The model's architecture, for the CapacityFit check of a model the operator's built-in "
+        "table does not know. Overrides the table when set.",
     )
 
 
@@ -98,6 +125,12 @@ class ResourcesSpec(ApiModel):
     )
     shm_size: str = Field(
         default="8Gi", pattern=_QUANTITY, description="Size of the in-memory /dev/shm volume."
+    )
+    gpu_memory: str | None = Field(
+        default=None,
+        pattern=_QUANTITY,
+        description="Memory of one GPU (e.g. 48Gi), for the CapacityFit check when gpuProduct is unset or not "
+        "in the operator's built-in table.",
     )
 
 
