@@ -108,6 +108,7 @@ def llmserve_crd() -> JsonSchema:
         ("Queue", "number", ".status.autoscaling.queueDepthPerReplica", 1),
         ("KV", "number", ".status.autoscaling.kvCacheUtilization", 1),
         ("Message", "string", f"{ready}.message", 1),
+        ("USD/Mtok", "number", ".status.cost.usdPerMillionOutputTokens", 1),
     ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -308,6 +308,58 @@ class ScaleStatus(ApiModel):
     )
 
 
+class SpendStatus(ApiModel):
+    """GPU-hours held and what they cost."""
+
+    gpu_hours: float = Field(
+        default=0, ge=0, description="GPU-hours held (pods scheduled, or instances rented)."
+    )
+    usd: float = Field(default=0, ge=0, description="Their cost in US dollars.")
+
+
+class CostMonthStatus(ApiModel):
+    """One calendar month (UTC) of GPU time, money and output tokens."""
+
+    month: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}$", description="The month, YYYY-MM (UTC).")
+    local: SpendStatus = Field(
+        default_factory=SpendStatus,
+        description="Local GPUs: every scheduled replica's GPUs at the platform's price for its GPU product.",
+    )
+    rented: SpendStatus = Field(
+        default_factory=SpendStatus, description="Rented (burst) GPUs at the provider's hourly price."
+    )
+    total_usd: float = Field(default=0, ge=0, description="local.usd + rented.usd.")
+    output_tokens: int = Field(default=0, ge=0, description="Tokens the engines generated (their counters).")
+    usd_per_million_output_tokens: float | None = Field(
+        default=None, ge=0, description="totalUsd per million output tokens; unset until a token is served."
+    )
+
+
+class EngineTokenCounter(ApiModel):
+    """The last output-token counter read from one engine: the baseline for the next reading."""
+
+    pod: str = Field(description="Replica pod (or burst instance) name.")
+    output_tokens: float = Field(ge=0, description="Its vllm:generation_tokens_total when last read.")
+
+
+class CostStatus(CostMonthStatus):
+    """What this LLMServe cost this month, written by the cost meter (field manager llmserve-cost)."""
+
+    prices_are_examples: bool = Field(
+        default=False,
+        description="True while the operator uses its example GPU prices: set the chart's cost.usdPerGpuHour.",
+    )
+    last_update_time: str | None = Field(default=None, description="When the meter last advanced (RFC 3339).")
+    engine_counters: list[EngineTokenCounter] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Counter baselines, kept here so an operator restart neither loses nor recounts tokens.",
+    )
+    previous_month: CostMonthStatus | None = Field(
+        default=None, description="The month before, as it closed."
+    )
+
+
 class LLMServeStatus(ApiModel):
     """Observed state of an LLMServe."""
 
@@ -329,6 +381,9 @@ class LLMServeStatus(ApiModel):
     )
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded.")
     autoscaling: ScaleStatus | None = Field(default=None, description="Autoscaler observations.")
+    cost: CostStatus | None = Field(
+        default=None, description="GPU-hours, dollars and output tokens this month (UTC)."
+    )
 
 
 class ObjectMeta(ApiModel):

@@ -46,7 +46,8 @@ class _QuietRoutineHandlers(logging.Filter):
 def run_operator(namespaces: list[str], liveness_port: int, metrics_port: int, verbose: bool) -> int:
     """Blocks running the operator until SIGTERM/SIGINT."""
     import llmserve.controller.autoscaling
-    import llmserve.controller.capacityfit  # noqa: F401  (registers the CapacityFit check)
+    import llmserve.controller.capacityfit
+    import llmserve.controller.cost  # noqa: F401  (registers the cost meter and its price settings)
     from llmserve.controller import handlers  # noqa: F401  (registers the handlers)
 
     logging.basicConfig(

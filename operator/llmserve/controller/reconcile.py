@@ -161,7 +161,7 @@ def _previous_conditions(status: Obj) -> list[Condition]:
 
 def _same_status(previous: Obj, current: Obj) -> bool:
     # lastTransitionTime is carried over for unchanged conditions, so a plain comparison is exact.
-    keys = (set(previous) | set(current)) - {"autoscaling"}
+    keys = (set(previous) | set(current)) - {"autoscaling", "cost"}  # other writers' fields
     return all(previous.get(k) == current.get(k) for k in keys)
 
 
