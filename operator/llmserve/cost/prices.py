@@ -57,7 +57,13 @@ def price_book(environ: Mapping[str, str]) -> PriceBook:
     if not isinstance(parsed, dict):
         raise PriceError(f"{PRICES_ENV} must be a JSON object of gpu product -> USD per GPU-hour")
     prices: dict[str, float] = {}
-    for product, value in parsed.items():
+    for product, given in parsed.items():
+        value = given
+        if isinstance(given, str):  # `helm --set cost.usdPerGpuHour.X=1.9` passes floats as strings
+            try:
+                value = float(given)
+            except ValueError:
+                value = given
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
