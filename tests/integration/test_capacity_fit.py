@@ -58,8 +58,13 @@ def test_a_batch_that_fits_an_h100_is_quiet_and_the_same_on_an_l4_is_not(
     obj = wait_ready(cluster, namespace, "roomy", 1)
     # The reconciler's own status writes keep the condition, and it was applied under its own manager.
     assert condition(obj, "CapacityFit")["reason"] == "Fits"
+    full = json.loads(
+        cluster.kubectl(
+            "get", "llmserve", "roomy", "-n", namespace, "-o", "json", "--show-managed-fields"
+        ).stdout
+    )
     managers = {
-        (m["manager"], m["operation"], m.get("subresource")) for m in obj["metadata"]["managedFields"]
+        (m["manager"], m["operation"], m.get("subresource")) for m in full["metadata"]["managedFields"]
     }
     assert ("llmserve-capacityfit", "Apply", "status") in managers
     quiet = [e for e in events_of(cluster, namespace, "roomy") if e["type"] == "Warning"]
