@@ -85,3 +85,17 @@ def test_quantities() -> None:
     assert quantity_bytes("48Gi") == 48 * 1024**3
     assert quantity_bytes("40G") == 40 * 10**9
     assert quantity_bytes("1.5Ti") == int(1.5 * 1024**4)
+
+
+def test_an_unset_batch_is_checked_at_the_engines_own_default() -> None:
+    """vLLM picks 1024 sequences on an H100 (256 on an A100 or a 24 GiB GPU); the simulator always 256."""
+    vllm_h100 = fit_for_spec(spec(engine={"args": ["--max-model-len=8192"]}))
+    assert vllm_h100.result is not None and vllm_h100.result.max_num_seqs == 1024
+    assert vllm_h100.message.endswith("[--max-num-seqs is not set: vLLM's default on this GPU is 1024]")
+    vllm_a100 = fit_for_spec(
+        spec(engine={"args": ["--max-model-len=8192"]}, resources={"gpuProduct": "NVIDIA-A100-SXM4-80GB"})
+    )
+    assert vllm_a100.result is not None and vllm_a100.result.max_num_seqs == 256
+    simulated = fit_for_spec(spec(engine={"kind": "simulator", "args": ["--max-model-len=8192"]}))
+    assert simulated.result is not None and simulated.result.max_num_seqs == 256
+    assert "the simulator's default is 256" in simulated.message

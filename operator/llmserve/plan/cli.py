@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,14 @@ from typing import Any
 
 from llmserve.plan.capacity import CapacityPlan, PlanError, Workload, plan_capacity
 from llmserve.plan.engineargs import EngineArgError, parse_memory_flags
-from llmserve.plan.fit import DEFAULT_MAX_NUM_SEQS, FitResult, ServingConfig, check_fit, gib
+from llmserve.plan.fit import (
+    DEFAULT_MAX_NUM_SEQS,
+    FitResult,
+    ServingConfig,
+    check_fit,
+    gib,
+    vllm_default_max_num_seqs,
+)
 from llmserve.plan.load import LoadShape, TraceError, daily_curve, read_azure_trace, shape_from_trace
 from llmserve.plan.rentbuy import FleetPolicy, Option, RentBuyPlan, local_price, plan_rent_vs_buy
 from llmserve.plan.shapes import GPU_MEMORY, MODEL_SHAPES, find_gpu_memory, find_model_shape
@@ -34,7 +42,10 @@ def _serving_arguments(parser: argparse.ArgumentParser) -> None:
         help="tensor-parallel size",
     )
     parser.add_argument(
-        "--max-num-seqs", type=int, default=DEFAULT_MAX_NUM_SEQS, help="vLLM batch slots per replica"
+        "--max-num-seqs",
+        type=int,
+        help="vLLM batch slots per replica (default: vLLM's for the GPU: 1024 on >= 70 GiB GPUs other "
+        "than A100, else 256)",
     )
     parser.add_argument("--max-model-len", type=int, help="context window (default: the model's)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
@@ -49,6 +60,11 @@ def _config(args: argparse.Namespace) -> ServingConfig:
         ["--quantization", args.quantization] if args.quantization else []
     )
     flags = parse_memory_flags(engine)
+    if args.max_num_seqs is None:
+        gpu = find_gpu_memory(args.gpu)
+        args.max_num_seqs = (
+            vllm_default_max_num_seqs(args.gpu, gpu.memory_bytes) if gpu else DEFAULT_MAX_NUM_SEQS
+        )
     if args.tp < 1 or args.max_num_seqs < 1:
         raise PlanError("--gpus-per-replica and --max-num-seqs must be at least 1")
     if not 0 < args.gpu_memory_utilization <= 1:
@@ -318,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PlanError, TraceError, EngineArgError) as err:
         print(f"llmserve plan {args.question}: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `llmserve plan ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ImportError as err:
         print(
             f"llmserve plan {args.question}: --plot needs matplotlib ({err}); pip install 'llmserve[plot]'",

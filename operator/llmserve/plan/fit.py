@@ -10,7 +10,10 @@ from llmserve.sim.profiles import GIB, Efficiency, ModelSpec
 # Peak activations, CUDA graphs and non-torch allocations vLLM profiles before it sizes the KV cache;
 # the same reserve the simulator's profiles use, so the check and the simulated engine agree.
 ACTIVATION_RESERVE_BYTES = Efficiency().activation_reserve_bytes
-DEFAULT_MAX_NUM_SEQS = 256  # vLLM's default batch on GPUs under 70 GiB, and the simulator's everywhere
+DEFAULT_MAX_NUM_SEQS = (
+    256  # vLLM's default batch on GPUs under 70 GiB and A100s, and the simulator's everywhere
+)
+LARGE_GPU_MAX_NUM_SEQS = 1024  # vLLM's API-server default on >= 70 GiB GPUs other than A100
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 TIMES = "\u00d7"  # the multiplication sign, for messages people read
 
@@ -32,6 +35,13 @@ class ServingConfig:
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
     weight_bytes_per_parameter: float = 2.0
     kv_bytes_per_element: float = 2.0
+
+
+def vllm_default_max_num_seqs(gpu_product: str, gpu_memory_bytes: int) -> int:
+    """What `vllm serve` picks without --max-num-seqs (EngineArgs.get_batch_defaults, vLLM 0.10-0.11)."""
+    if gpu_memory_bytes >= 70 * GIB and "a100" not in gpu_product.lower():
+        return LARGE_GPU_MAX_NUM_SEQS
+    return DEFAULT_MAX_NUM_SEQS
 
 
 def kv_bytes_per_token(model: ModelSpec, kv_bytes_per_element: float = 2.0) -> float:

@@ -8,7 +8,13 @@ from typing import Literal
 
 from llmserve.api.llmserve import LLMServeSpec
 from llmserve.plan.engineargs import EngineArgError, parse_memory_flags
-from llmserve.plan.fit import FitResult, ServingConfig, check_fit
+from llmserve.plan.fit import (
+    DEFAULT_MAX_NUM_SEQS,
+    FitResult,
+    ServingConfig,
+    check_fit,
+    vllm_default_max_num_seqs,
+)
 from llmserve.plan.shapes import find_gpu_memory, find_model_shape
 from llmserve.sim.profiles import ModelSpec
 
@@ -88,13 +94,23 @@ def fit_for_spec(spec: LLMServeSpec) -> SpecFit:
     if not max_model_len:
         return SpecFit("Unknown", "ContextUnknown", "could not check: set --max-model-len in spec.engine.args or "
                        "spec.model.shape.maxPositionEmbeddings")  # fmt: skip
+    if flags.max_num_seqs is not None:
+        max_num_seqs, defaulted = flags.max_num_seqs, ""
+    elif spec.engine.kind == "vllm":
+        max_num_seqs = vllm_default_max_num_seqs(product, memory_bytes)
+        defaulted = f" [--max-num-seqs is not set: vLLM's default on this GPU is {max_num_seqs}]"
+    else:
+        max_num_seqs = DEFAULT_MAX_NUM_SEQS
+        defaulted = f" [--max-num-seqs is not set: the simulator's default is {max_num_seqs}]"
     config = ServingConfig(
         tensor_parallel_size=flags.tensor_parallel_size or spec.resources.gpus,
         gpu_memory_utilization=flags.gpu_memory_utilization or 0.9,
         max_model_len=max_model_len,
-        max_num_seqs=flags.max_num_seqs or ServingConfig().max_num_seqs,
+        max_num_seqs=max_num_seqs,
         weight_bytes_per_parameter=flags.weight_bytes_per_parameter,
         kv_bytes_per_element=flags.kv_bytes_per_element,
     )
     result = check_fit(model, product, memory_bytes, config)
-    return SpecFit("True" if result.fits else "False", str(result.verdict), result.message, result)
+    return SpecFit(
+        "True" if result.fits else "False", str(result.verdict), result.message + defaulted, result
+    )
