@@ -109,3 +109,21 @@ def test_an_unknown_model_is_not_blocked_and_says_it_could_not_check(
     cluster.apply(described, namespace)
     wait_for(lambda: condition(cluster.get("llmserve", "private", namespace), "CapacityFit").get("reason") == "Fits",
              timeout=30, message="CapacityFit Fits once the shape is given")  # fmt: skip
+
+
+def test_without_a_gpu_product_the_nodes_gpus_are_checked(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
+) -> None:
+    unpinned = llmserve(
+        "anywhere",
+        model={"name": "meta-llama/Llama-3.1-8B-Instruct", "servedName": "anywhere"},
+        engine={"kind": "simulator", "args": ARGS_8K_32},
+        resources={"gpus": 1},
+    )
+    cluster.apply(unpinned, namespace)
+    fit = fit_condition(cluster, namespace, "anywhere")
+    # The dev cluster's fake nodes are labelled nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3.
+    assert (fit["status"], fit["reason"]) == ("True", "Fits")
+    assert fit["message"].startswith(
+        "spec.resources.gpuProduct is not set; on the cluster's smallest GPU (NVIDIA-H100-80GB-HBM3): KV for 32"
+    )

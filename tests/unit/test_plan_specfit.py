@@ -99,3 +99,15 @@ def test_an_unset_batch_is_checked_at_the_engines_own_default() -> None:
     simulated = fit_for_spec(spec(engine={"kind": "simulator", "args": ["--max-model-len=8192"]}))
     assert simulated.result is not None and simulated.result.max_num_seqs == 256
     assert "the simulator's default is 256" in simulated.message
+
+
+def test_without_a_gpu_product_the_smallest_gpu_in_the_cluster_is_checked() -> None:
+    unpinned = LLMServeSpec.model_validate({"model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
+                                            "engine": {"args": ["--max-model-len=8192", "--max-num-seqs=32"]}})  # fmt: skip
+    fit = fit_for_spec(unpinned, ["NVIDIA-H100-80GB-HBM3", "NVIDIA-L4", "ACME-X1", "NVIDIA-L4"])
+    assert fit.reason == "BatchDoesNotFit"
+    assert fit.message.startswith(
+        "spec.resources.gpuProduct is not set; on the cluster's smallest GPU (NVIDIA-L4): KV for 32"
+    )
+    assert fit_for_spec(unpinned, ["NVIDIA-H100-80GB-HBM3"]).status == "True"
+    assert fit_for_spec(unpinned, ["ACME-X1"]).reason == "GpuUnknown"

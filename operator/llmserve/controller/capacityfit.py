@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 
+from llmserve import kube
 from llmserve.api.base import Condition, now_utc
 from llmserve.controller import metrics
 from llmserve.controller.handlers import RESOURCE
@@ -38,6 +39,21 @@ def _current(body: Obj) -> Obj:
     return {}
 
 
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+async def cluster_gpu_products() -> list[str]:
+    """The GPU products the cluster's nodes carry (GPU feature discovery's label); [] if unreadable."""
+    try:
+        nodes = await kube.retry(
+            lambda: kube.list_objects("Node", label_selector=GPU_PRODUCT_LABEL), attempts=3
+        )
+    except kube.KubeError as err:
+        log.warning("event=capacity_fit_nodes_unreadable status=%s error=%r", err.status, str(err))
+        return []
+    return [n["metadata"]["labels"][GPU_PRODUCT_LABEL] for n in nodes]
+
+
 @kopf.on.resume(*RESOURCE, id="capacity-fit")
 @kopf.on.create(*RESOURCE, id="capacity-fit")
 @kopf.on.update(*RESOURCE, field="spec", id="capacity-fit")
@@ -46,7 +62,8 @@ async def check_capacity_fit(body: kopf.Body, namespace: str | None, name: str, 
     spec, _error = parse_spec(dict(body.get("spec", {})))
     if spec is None or namespace is None:
         return  # the reconciler reports InvalidSpec
-    fit = fit_for_spec(spec)
+    unpinned = spec.resources.gpu_product is None and spec.resources.gpu_memory is None
+    fit = fit_for_spec(spec, await cluster_gpu_products() if unpinned else ())
     generation = int(body.get("metadata", {}).get("generation") or 0)
     previous = _current(dict(body))
     condition = carry_transition_time([previous] if previous else [], fit_condition(fit, generation))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,8 +60,12 @@ def _model_shape(spec: LLMServeSpec) -> ModelSpec | None:
     )
 
 
-def fit_for_spec(spec: LLMServeSpec) -> SpecFit:
-    """Never raises for a valid spec: what cannot be checked is Unknown with the reason and the fix."""
+def fit_for_spec(spec: LLMServeSpec, cluster_gpu_products: Sequence[str] = ()) -> SpecFit:
+    """Never raises for a valid spec: what cannot be checked is Unknown with the reason and the fix.
+
+    Without spec.resources.gpuProduct the replica may land on any GPU node: the check then uses the
+    smallest GPU among `cluster_gpu_products` (the nodes' nvidia.com/gpu.product labels) it knows.
+    """
     if spec.resources.gpus < 1:
         return SpecFit("Unknown", "NoGpus", "spec.resources.gpus is 0: there is no GPU memory to check")
     model = _model_shape(spec)
@@ -72,11 +77,17 @@ def fit_for_spec(spec: LLMServeSpec) -> SpecFit:
             "(parametersBillions, numLayers, numKvHeads, headDim from its config.json) to check it",
         )
     product = spec.resources.gpu_product or ""
+    where = ""
+    known_in_cluster = [g for g in map(find_gpu_memory, sorted(set(cluster_gpu_products))) if g is not None]
     if spec.resources.gpu_memory:
         memory_bytes = quantity_bytes(spec.resources.gpu_memory)
         product = product or f"{spec.resources.gpu_memory} GPU"
     elif (gpu := find_gpu_memory(product)) is not None:
         memory_bytes = gpu.memory_bytes
+    elif not product and known_in_cluster:
+        smallest = min(known_in_cluster, key=lambda g: g.memory_bytes)
+        product, memory_bytes = smallest.product, smallest.memory_bytes
+        where = f"spec.resources.gpuProduct is not set; on the cluster's smallest GPU ({product}): "
     else:
         what = (
             f"GPU product {product} is not in the operator's table"
@@ -111,6 +122,5 @@ def fit_for_spec(spec: LLMServeSpec) -> SpecFit:
         kv_bytes_per_element=flags.kv_bytes_per_element,
     )
     result = check_fit(model, product, memory_bytes, config)
-    return SpecFit(
-        "True" if result.fits else "False", str(result.verdict), result.message + defaulted, result
-    )
+    message = where + result.message + defaulted
+    return SpecFit("True" if result.fits else "False", str(result.verdict), message, result)
