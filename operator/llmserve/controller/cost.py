@@ -204,7 +204,9 @@ async def meter_once(
     return state
 
 
-@kopf.daemon(*RESOURCE, id="cost-meter", cancellation_timeout=5.0)  # type: ignore[arg-type]
+# The first pass waits a little: a new LLMServe gets its children, conditions and kopf's annotations
+# written in its first second, and an extra status write then only makes those writers retry.
+@kopf.daemon(*RESOURCE, id="cost-meter", cancellation_timeout=5.0, initial_delay=min(INTERVAL_SECONDS, 5.0))  # type: ignore[arg-type]
 async def cost_daemon(
     body: kopf.Body,
     namespace: str,
