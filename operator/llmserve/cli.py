@@ -1,4 +1,4 @@
-"""Command-line entry point: `llmserve operator | gateway | sim ... | crds`."""
+"""Command-line entry point: `llmserve operator | gateway | sim ... | plan ... | crds`."""
 
 from __future__ import annotations
 
@@ -27,8 +27,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser(
         "gateway", help="OpenAI-compatible gateway (see `llmserve gateway --help`)", add_help=False
     )
+    sub.add_parser(
+        "plan", help="KV fit, capacity and rent-vs-buy planning (see `llmserve plan --help`)", add_help=False
+    )
 
-    if args and args[0] in ("sim", "gateway"):
+    if args and args[0] in ("sim", "gateway", "plan"):
         return _delegate(args[0], args[1:])
     parsed = parser.parse_args(args)
     if parsed.command == "crds":
@@ -53,6 +56,10 @@ def _delegate(command: str, rest: list[str]) -> int:
         from llmserve.sim.cli import main as sim_main
 
         return sim_main(rest)
+    if command == "plan":
+        from llmserve.plan.cli import main as plan_main
+
+        return plan_main(rest)
     from llmserve.gateway.cli import main as gateway_main
 
     return gateway_main(rest)

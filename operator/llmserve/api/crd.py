@@ -113,6 +113,7 @@ def llmserve_crd() -> JsonSchema:
         ("Burst", "integer", ".status.burst.replicas", 1),
         ("BurstReady", "integer", ".status.burst.readyReplicas", 1),
         ("Rented-USD", "number", ".status.burst.spentThisMonthUsd", 1),
+        ("USD/Mtok", "number", ".status.cost.usdPerMillionOutputTokens", 1),
     ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -32,6 +32,28 @@ class SecretKeyRef(ApiModel):
     key: str = Field(default="HF_TOKEN", min_length=1, description="Key inside the Secret.")
 
 
+class ModelShapeSpec(ApiModel):
+    """A model's architecture, from its config.json, for the KV-cache fit check of models the built-in table
+    does not know."""
+
+    parameters_billions: float = Field(
+        gt=0,
+        le=100000,
+        description="Parameter count in billions (all experts of a mixture-of-experts model).",
+    )
+    num_layers: int = Field(ge=1, le=10000, description="num_hidden_layers in config.json.")
+    num_kv_heads: int = Field(ge=1, le=10000, description="num_key_value_heads in config.json.")
+    head_dim: int = Field(
+        ge=1, le=65536, description="head_dim in config.json, or hidden_size / num_attention_heads."
+    )
+    max_position_embeddings: int | None = Field(
+        default=None,
+        ge=1,
+        description="Context length the model supports (max_position_embeddings); the fit check's "
+        "--max-model-len when the engine args do not set one.",
+    )
+
+
 class ModelSpec(ApiModel):
     """What the engine loads and the name clients ask for."""
 
@@ -52,6 +74,11 @@ class ModelSpec(ApiModel):
     hf_token_secret: SecretKeyRef | None = Field(
         default=None,
         description="Secret holding a Hugging Face token, exported to the engine as HF_TOKEN.",
+    )
+    shape: ModelShapeSpec | None = Field(
+        default=None,
+        description="The model's architecture, for the CapacityFit check of a model the operator's built-in "
+        "table does not know. Overrides the table when set.",
     )
 
 
@@ -100,6 +127,12 @@ class ResourcesSpec(ApiModel):
     )
     shm_size: str = Field(
         default="8Gi", pattern=_QUANTITY, description="Size of the in-memory /dev/shm volume."
+    )
+    gpu_memory: str | None = Field(
+        default=None,
+        pattern=_QUANTITY,
+        description="Memory of one GPU (e.g. 48Gi), for the CapacityFit check when gpuProduct is unset or not "
+        "in the operator's built-in table.",
     )
 
 
@@ -329,6 +362,58 @@ class BurstReplicasStatus(ApiModel):
     )
 
 
+class SpendStatus(ApiModel):
+    """GPU-hours held and what they cost."""
+
+    gpu_hours: float = Field(
+        default=0, ge=0, description="GPU-hours held (pods scheduled, or instances rented)."
+    )
+    usd: float = Field(default=0, ge=0, description="Their cost in US dollars.")
+
+
+class CostMonthStatus(ApiModel):
+    """One calendar month (UTC) of GPU time, money and output tokens."""
+
+    month: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}$", description="The month, YYYY-MM (UTC).")
+    local: SpendStatus = Field(
+        default_factory=SpendStatus,
+        description="Local GPUs: every scheduled replica's GPUs at the platform's price for its GPU product.",
+    )
+    rented: SpendStatus = Field(
+        default_factory=SpendStatus, description="Rented (burst) GPUs at the provider's hourly price."
+    )
+    total_usd: float = Field(default=0, ge=0, description="local.usd + rented.usd.")
+    output_tokens: int = Field(default=0, ge=0, description="Tokens the engines generated (their counters).")
+    usd_per_million_output_tokens: float | None = Field(
+        default=None, ge=0, description="totalUsd per million output tokens; unset until a token is served."
+    )
+
+
+class EngineTokenCounter(ApiModel):
+    """The last output-token counter read from one engine: the baseline for the next reading."""
+
+    pod: str = Field(description="Replica pod (or burst instance) name.")
+    output_tokens: float = Field(ge=0, description="Its vllm:generation_tokens_total when last read.")
+
+
+class CostStatus(CostMonthStatus):
+    """What this LLMServe cost this month, written by the cost meter (field manager llmserve-cost)."""
+
+    prices_are_examples: bool = Field(
+        default=False,
+        description="True while the operator uses its example GPU prices: set the chart's cost.usdPerGpuHour.",
+    )
+    last_update_time: str | None = Field(default=None, description="When the meter last advanced (RFC 3339).")
+    engine_counters: list[EngineTokenCounter] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Counter baselines, kept here so an operator restart neither loses nor recounts tokens.",
+    )
+    previous_month: CostMonthStatus | None = Field(
+        default=None, description="The month before, as it closed."
+    )
+
+
 class LLMServeStatus(ApiModel):
     """Observed state of an LLMServe."""
 
@@ -351,6 +436,9 @@ class LLMServeStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded.")
     autoscaling: ScaleStatus | None = Field(default=None, description="Autoscaler observations.")
     burst: BurstReplicasStatus | None = Field(default=None, description="Burst replicas (local vs rented).")
+    cost: CostStatus | None = Field(
+        default=None, description="GPU-hours, dollars and output tokens this month (UTC)."
+    )
 
 
 class ObjectMeta(ApiModel):

@@ -45,7 +45,9 @@ class _QuietRoutineHandlers(logging.Filter):
 
 def run_operator(namespaces: list[str], liveness_port: int, metrics_port: int, verbose: bool) -> int:
     """Blocks running the operator until SIGTERM/SIGINT."""
-    import llmserve.controller.autoscaling  # noqa: F401  (registers the autoscaler daemon)
+    import llmserve.controller.autoscaling  # registers the autoscaler daemon
+    import llmserve.controller.capacityfit
+    import llmserve.controller.cost  # noqa: F401  (registers the cost meter and its price settings)
     from llmserve.controller import burst, handlers  # noqa: F401  (registers the handlers)
 
     logging.basicConfig(

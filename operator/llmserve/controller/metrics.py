@@ -92,3 +92,48 @@ def forget_autoscaler(key: tuple[str, str]) -> None:
             AUTOSCALER_RESCALES.remove(*key, direction)
         except KeyError:
             pass
+
+
+# -- capacity fit and cost (controller/capacityfit.py, controller/cost.py) -----------------------------
+
+CAPACITY_FIT_FULL_SEQUENCES = Gauge(
+    "llmserve_capacity_fit_full_context_sequences",
+    "Sequences of --max-model-len tokens one replica's KV cache holds at once (0: the model or context does not fit).",
+    _LABELS,
+)
+CAPACITY_FIT_BATCH_SLOTS = Gauge(
+    "llmserve_capacity_fit_batch_slots", "--max-num-seqs the fit check compared them with.", _LABELS
+)
+_COST_LABELS = (*_LABELS, "source")  # source: local (owned GPUs) or rented (burst instances)
+COST_GPU_HOURS = Gauge(
+    "llmserve_cost_gpu_hours", "GPU-hours held this calendar month (UTC), by source.", _COST_LABELS
+)
+COST_USD = Gauge("llmserve_cost_usd", "Dollars spent this calendar month (UTC), by source.", _COST_LABELS)
+COST_OUTPUT_TOKENS = Gauge(
+    "llmserve_cost_output_tokens", "Output tokens the engines produced this calendar month (UTC).", _LABELS
+)
+COST_USD_PER_MILLION_OUTPUT_TOKENS = Gauge(
+    "llmserve_cost_usd_per_million_output_tokens",
+    "This month's dollars (local + rented) over its output tokens, per million.",
+    _LABELS,
+)
+COST_GPU_PRICE = Gauge(
+    "llmserve_cost_local_usd_per_gpu_hour",
+    "The platform's price of one local GPU-hour, by nvidia.com/gpu.product.",
+    ("gpu_product",),
+)
+
+
+def forget_cost(key: tuple[str, str]) -> None:
+    for metric in (CAPACITY_FIT_FULL_SEQUENCES, CAPACITY_FIT_BATCH_SLOTS, COST_OUTPUT_TOKENS,
+                   COST_USD_PER_MILLION_OUTPUT_TOKENS):  # fmt: skip
+        try:
+            metric.remove(*key)
+        except KeyError:
+            pass
+    for source in ("local", "rented"):
+        for metric in (COST_GPU_HOURS, COST_USD):
+            try:
+                metric.remove(*key, source)
+            except KeyError:
+                pass

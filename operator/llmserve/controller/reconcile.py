@@ -161,8 +161,8 @@ def _previous_conditions(status: Obj) -> list[Condition]:
 
 def _same_status(previous: Obj, current: Obj) -> bool:
     # lastTransitionTime is carried over for unchanged conditions, so a plain comparison is exact.
-    # status.burst belongs to the burst controller (field manager llmserve-burst).
-    keys = (set(previous) | set(current)) - {"autoscaling", "burst"}
+    # Other writers' fields: status.autoscaling (autoscaler), status.burst (burst controller), status.cost.
+    keys = (set(previous) | set(current)) - {"autoscaling", "burst", "cost"}
     return all(previous.get(k) == current.get(k) for k in keys)
 
 
