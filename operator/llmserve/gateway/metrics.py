@@ -109,6 +109,28 @@ class GatewayMetrics:
             ["namespace", "llmserve"],
             registry=r,
         )
+        # Routing (see docs/gateway.md#routing).
+        self.routed = Counter(
+            "llmserve_gateway_routing_decisions",
+            "Backend choices by outcome: placed (a free slot), affine (the prompt prefix's replica), "
+            "on_full (a full replica while another had room; only the power-of-two router does this), "
+            "all_full (every replica full: the engine queues it).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.queued = Gauge(
+            "llmserve_gateway_queued_requests",
+            "Requests waiting in the gateway for a free batch slot (every replica full).",
+            ["model"],
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "llmserve_gateway_queue_duration_seconds",
+            "How long requests waited in the gateway for a free batch slot.",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

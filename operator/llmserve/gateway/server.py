@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from llmserve.gateway.affinity import prefix_key
 from llmserve.gateway.auth import ANONYMOUS, ApiKey, KeyStore, auth_required, bearer_token
 from llmserve.gateway.errors import GatewayError, error_body
 from llmserve.gateway.hold import Holder
@@ -18,6 +19,7 @@ from llmserve.gateway.limits import RateLimiter
 from llmserve.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from llmserve.gateway.proxy import Outcome, Proxy
 from llmserve.gateway.registry import Registry
+from llmserve.gateway.routing import Policy
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("llmserve.gateway.access")
@@ -123,8 +125,13 @@ class Gateway:
                     retry_after_seconds=refusal.retry_after_seconds,
                 )
             stream = payload.get("stream") is True
+            affinity = (
+                prefix_key(request.path, payload) if self.proxy.settings.policy is Policy.PREFIX else None
+            )
             body, strip_usage = self._upstream_body(request, raw, payload, stream)
-            return await self._serve(request, model, body, stream, strip_usage, started, outcome)
+            return await self._serve(
+                request, model, body, stream, strip_usage, started, outcome, affinity, key.name
+            )
         except GatewayError as err:
             outcome.status = err.status
             outcome.error_reason = outcome.error_reason or _reason(err)
@@ -145,6 +152,8 @@ class Gateway:
         strip_usage: bool,
         started: float,
         outcome: Outcome,
+        affinity_key: int | None = None,
+        caller: str = "",
     ) -> web.StreamResponse:
         route = self.registry.route(model)
         assert route is not None
@@ -152,7 +161,9 @@ class Gateway:
         gauge.inc()
         try:
             route = await self.holder.wait_for_replica(route)
-            return await self.proxy.forward(request, route, body, stream, strip_usage, started, outcome)
+            return await self.proxy.forward(
+                request, route, body, stream, strip_usage, started, outcome, affinity_key, caller
+            )
         finally:
             gauge.dec()
 
