@@ -97,7 +97,8 @@ async def stream(session: aiohttp.ClientSession, url: str, path: str, body: dict
             await resp.read()
             return ""
         async for line in resp.content:
-            if not line.startswith(b"data: {"):
+            # The first chat chunk only announces the assistant's role: not a token.
+            if not line.startswith(b"data: {") or b'"role":"assistant"' in line:
                 continue
             if record.first is None:
                 record.first = time.monotonic() - origin

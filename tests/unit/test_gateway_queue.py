@@ -84,3 +84,29 @@ async def test_room_that_appears_without_a_release_is_noticed() -> None:
     await asyncio.sleep(0.05)
     slots.free = 1
     assert await asyncio.wait_for(task, 2) > 0
+
+
+async def test_waiters_keep_their_place_while_they_wait_across_rechecks() -> None:
+    queue, slots = SlotQueue(QueueSettings(timeout_seconds=5)), Slots(0)
+    served: list[int] = []
+
+    async def request(index: int) -> None:
+        await queue.wait_for_slot("m", "a", slots.has_room)
+        slots.take()
+        served.append(index)
+
+    tasks = []
+    for index in range(4):
+        tasks.append(asyncio.create_task(request(index)))
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)  # several re-checks with no room
+    slots.free = 2  # two slots free at once: both next waiters go, in order
+    queue.release("m")
+    queue.release("m")
+    await asyncio.sleep(0.05)
+    assert served == [0, 1]
+    slots.free = 2
+    queue.release("m")
+    queue.release("m")
+    await asyncio.gather(*tasks)
+    assert served == [0, 1, 2, 3]

@@ -33,7 +33,7 @@ class GatewayMetrics:
             "llmserve_gateway_errors",
             "Requests that failed or were refused, by reason "
             "(unauthorized, forbidden, unknown_model, bad_request, body_too_large, rate_limited, "
-            "model_scaling_up, upstream_unavailable, upstream_timeout, upstream_broken_body, "
+            "model_scaling_up, replicas_busy, upstream_unavailable, upstream_timeout, upstream_broken_body, "
             "upstream_broken_stream, client_disconnected).",
             ["model", "reason"],
             registry=r,

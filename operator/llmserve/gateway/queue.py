@@ -51,30 +51,26 @@ class SlotQueue:
             raise self._busy(model, f"{self.waiting(model)} requests are already waiting")
         started = time.monotonic()
         queue = self._models.setdefault(model, _ModelQueue())
-        front = False
-        future: asyncio.Future[None] | None = None
+        future = self._enqueue(queue, key, front=False)
         try:
             async with asyncio.timeout(self.settings.timeout_seconds):
                 while True:
-                    future = self._enqueue(queue, key, front)
                     try:
                         await asyncio.wait_for(asyncio.shield(future), _RECHECK_SECONDS)
                     except TimeoutError:
                         if not (self._is_next(queue, future) and has_room()):
-                            self._remove(queue, key, future)
-                            front = True
-                            continue
+                            continue  # keep our place in line
                     self._remove(queue, key, future)
                     if has_room():
                         return time.monotonic() - started
-                    front = True  # woken, but the slot went elsewhere: keep our place
+                    # Woken, but another request took the slot first: back to the head of the line.
+                    future = self._enqueue(queue, key, front=True)
         except TimeoutError:
             raise self._busy(
                 model, f"no replica freed a batch slot within {self.settings.timeout_seconds:g}s"
             ) from None
         finally:
-            if future is not None:
-                self._remove(queue, key, future)  # cancelled (client gone) or timed out
+            self._remove(queue, key, future)  # no-op once served; else cancelled (client gone) or timed out
             if not queue.size:
                 self._models.pop(model, None)
 
@@ -86,10 +82,11 @@ class SlotQueue:
         for _ in range(len(queue.turn)):
             key = queue.turn[0]
             queue.turn.rotate(-1)
-            waiters = queue.by_key.get(key)
-            if waiters and not waiters[0].done():
-                waiters[0].set_result(None)
-                return
+            # The first waiter of this key not woken yet (an earlier release may not have run it yet).
+            for waiter in queue.by_key.get(key, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
 
     def _enqueue(self, queue: _ModelQueue, key: str, front: bool) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
