@@ -223,7 +223,23 @@ def test_completions_share_a_key_by_their_first_characters_and_other_endpoints_h
     path = "/v1/completions"
     shared = "x" * 2000
     assert prefix_key(path, {"prompt": shared + "a"}) == prefix_key(path, {"prompt": shared + "b"})
-    assert prefix_key(path, {"prompt": "short a"}) != prefix_key(path, {"prompt": "short b"})
-    assert prefix_key(path, {"prompt": [1, 2, 3]}) is not None
+    assert prefix_key(path, {"prompt": "a" * 300}) != prefix_key(path, {"prompt": "b" * 300})
+    assert prefix_key(path, {"prompt": list(range(100))}) is not None
+
+
+def test_short_prompts_have_no_key_so_least_load_spreads_them() -> None:
+    assert prefix_key("/v1/completions", {"prompt": "x"}) is None
+    assert prefix_key("/v1/completions", {"prompt": [1, 2, 3]}) is None
+    assert prefix_key("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}) is None
+    # A conversation that began short gets its key once its history is long enough to be worth caching.
+    path = "/v1/chat/completions"
+    grown = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a" * 400}]
+    turn2 = [*grown, {"role": "user", "content": "more"}]
+    turn3 = [*turn2, {"role": "assistant", "content": "b" * 300}, {"role": "user", "content": "and?"}]
+    key = prefix_key(path, {"messages": turn2})
+    assert key is not None and key == prefix_key(path, {"messages": turn3})
+    # Another conversation that also opened with "hi" is told apart by its first answer.
+    other = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "c" * 400}, turn2[-1]]
+    assert prefix_key(path, {"messages": other}) != key
     assert prefix_key("/v1/embeddings", {"input": "x"}) is None
     assert prefix_key("/v1/chat/completions", {"messages": "not a list"}) is None
