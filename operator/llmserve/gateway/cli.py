@@ -19,7 +19,9 @@ from llmserve.gateway.hold import Holder, HoldSettings
 from llmserve.gateway.limits import RateLimiter
 from llmserve.gateway.metrics import GatewayMetrics
 from llmserve.gateway.proxy import Proxy, ProxySettings
+from llmserve.gateway.queue import QueueSettings, SlotQueue
 from llmserve.gateway.registry import Registry
+from llmserve.gateway.routing import DEFAULT_BATCH_SLOTS, DEFAULT_LOAD_FACTOR, Policy
 from llmserve.gateway.scrape import Scraper
 from llmserve.gateway.server import Gateway, ServerSettings
 from llmserve.gateway.static import StaticSource
@@ -57,12 +59,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scrape-interval", type=float, default=1.0, help="seconds between engine /metrics scrapes"
     )
+    p.add_argument("--routing", type=Policy, choices=list(Policy), default=Policy.PREFIX,
+                   help="prefix (affinity with bounded load, else least load; default), least-load, "
+                   "or power-of-two (the original router, for comparison)")  # fmt: skip
+    p.add_argument("--default-batch-slots", type=_positive_int, default=DEFAULT_BATCH_SLOTS,
+                   help="a replica's batch slots when its --max-num-seqs is unknown (default 256)")  # fmt: skip
+    p.add_argument("--prefix-load-factor", type=float, default=DEFAULT_LOAD_FACTOR,
+                   help="prefix affinity yields once a replica holds more than this x its share of the load")  # fmt: skip
+    p.add_argument("--queue-when-full", action=argparse.BooleanOptionalAction, default=False,
+                   help="when every replica's batch is full, wait in the gateway for the first free slot "
+                   "(fair across keys) instead of queueing in one engine")  # fmt: skip
+    p.add_argument("--queue-size", type=int, default=256, help="requests queued per model before 503")
+    p.add_argument("--queue-timeout", type=float, default=60.0, help="longest wait for a free slot, then 503")
     p.add_argument("--metrics-port", type=int, default=0,
                    help="serve /metrics on this port instead of the API port")  # fmt: skip
     p.add_argument("--metrics-host", default="127.0.0.1", help="address of --metrics-port")
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def is_loopback(host: str) -> bool:
@@ -126,10 +147,15 @@ async def run(args: argparse.Namespace) -> int:
 
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+        queue = (
+            SlotQueue(QueueSettings(args.queue_size, args.queue_timeout)) if args.queue_when_full else None
+        )
         proxy = Proxy(
             registry, session,
-            ProxySettings(args.connect_timeout, args.read_timeout, args.request_timeout, args.max_attempts),
-            metrics,
+            ProxySettings(args.connect_timeout, args.read_timeout, args.request_timeout, args.max_attempts,
+                          policy=args.routing, default_batch_slots=args.default_batch_slots,
+                          load_factor=args.prefix_load_factor),
+            metrics, queue=queue,
         )  # fmt: skip
         scaler = KubeScaler(metrics) if use_kubernetes else None
         holder = Holder(registry, scaler, HoldSettings(args.hold_timeout, args.hold_queue), metrics)
@@ -154,8 +180,9 @@ async def run(args: argparse.Namespace) -> int:
             for task in tasks:
                 task.cancel()
             return 2
-        log.info("event=gateway_started host=%s port=%d auth=%s models=%d", args.host, args.port,
-                 "required" if gateway.auth_required else "off", len(registry.routes))  # fmt: skip
+        log.info("event=gateway_started host=%s port=%d auth=%s models=%d routing=%s queue_when_full=%s",
+                 args.host, args.port, "required" if gateway.auth_required else "off", len(registry.routes),
+                 args.routing, args.queue_when_full)  # fmt: skip
         await _wait_for_signal()
         log.info("event=gateway_stopping grace_seconds=%.0f", SHUTDOWN_GRACE_SECONDS)
         for runner in runners:

@@ -30,6 +30,20 @@ def served_name(llmserve: Obj) -> str:
     return str(model.get("servedName") or llmserve["metadata"]["name"])
 
 
+def batch_slots(llmserve: Obj) -> int | None:
+    """--max-num-seqs from the LLMServe's engine args (`--max-num-seqs=N` or `--max-num-seqs N`)."""
+    args = ((llmserve.get("spec") or {}).get("engine") or {}).get("args") or []
+    for index, arg in enumerate(args):
+        value = None
+        if isinstance(arg, str) and arg.startswith("--max-num-seqs="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--max-num-seqs" and index + 1 < len(args):
+            value = args[index + 1]
+        if value is not None:
+            return int(value) if str(value).isdigit() and int(value) > 0 else None
+    return None
+
+
 def ready_urls(endpoint_slice: Obj) -> list[str]:
     """Base URLs of the slice's ready endpoints (a missing `ready` condition means ready, as in the API)."""
     ports = endpoint_slice.get("ports") or []
@@ -96,7 +110,10 @@ class ClusterView:
         routes = []
         for name, obj in chosen.items():
             namespace, resource = self._key(obj)
-            backends = tuple(Backend(url) for url in sorted(set(urls.get((namespace, resource), []))))
+            slots = batch_slots(obj)
+            backends = tuple(
+                Backend(url, batch_slots=slots) for url in sorted(set(urls.get((namespace, resource), [])))
+            )
             routes.append(ModelRoute(name, backends, namespace, resource))
         return routes
 

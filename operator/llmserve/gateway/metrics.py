@@ -33,7 +33,7 @@ class GatewayMetrics:
             "llmserve_gateway_errors",
             "Requests that failed or were refused, by reason "
             "(unauthorized, forbidden, unknown_model, bad_request, body_too_large, rate_limited, "
-            "model_scaling_up, upstream_unavailable, upstream_timeout, upstream_broken_body, "
+            "model_scaling_up, replicas_busy, upstream_unavailable, upstream_timeout, upstream_broken_body, "
             "upstream_broken_stream, client_disconnected).",
             ["model", "reason"],
             registry=r,
@@ -107,6 +107,28 @@ class GatewayMetrics:
             "llmserve_gateway_scale_from_zero",
             "Scale-ups to one replica requested by the gateway for held requests.",
             ["namespace", "llmserve"],
+            registry=r,
+        )
+        # Routing (see docs/gateway.md#routing).
+        self.routed = Counter(
+            "llmserve_gateway_routing_decisions",
+            "Backend choices by outcome: placed (a free slot), affine (the prompt prefix's replica), "
+            "on_full (a full replica while another had room; only the power-of-two router does this), "
+            "all_full (every replica full: the engine queues it).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.queued = Gauge(
+            "llmserve_gateway_queued_requests",
+            "Requests waiting in the gateway for a free batch slot (every replica full).",
+            ["model"],
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "llmserve_gateway_queue_duration_seconds",
+            "How long requests waited in the gateway for a free batch slot.",
+            ["model"],
+            buckets=TTFT_BUCKETS,
             registry=r,
         )
 

@@ -13,8 +13,16 @@ from aiohttp import web
 
 from llmserve.gateway.errors import GatewayError
 from llmserve.gateway.metrics import GatewayMetrics
+from llmserve.gateway.queue import SlotQueue
 from llmserve.gateway.registry import Backend, ModelRoute, Registry
-from llmserve.gateway.routing import Candidate, choose
+from llmserve.gateway.routing import (
+    DEFAULT_BATCH_SLOTS,
+    DEFAULT_LOAD_FACTOR,
+    Candidate,
+    Choice,
+    Policy,
+    route,
+)
 from llmserve.gateway.usage import SseUsageTap, Usage, usage_from_body
 
 log = logging.getLogger(__name__)
@@ -33,6 +41,9 @@ class ProxySettings:
     request_timeout_seconds: float = 0.0  # whole upstream exchange; 0 = no limit
     max_attempts: int = 3  # backends tried before giving up
     eject_seconds: float = 5.0  # a backend that refused a connection is avoided this long
+    policy: Policy = Policy.PREFIX
+    default_batch_slots: int = DEFAULT_BATCH_SLOTS  # when neither the LLMServe nor the file says
+    load_factor: float = DEFAULT_LOAD_FACTOR  # prefix affinity's bound on a replica's share of load
 
 
 @dataclass(frozen=True)
@@ -75,36 +86,64 @@ class Proxy:
         settings: ProxySettings,
         metrics: GatewayMetrics,
         rng: random.Random | None = None,
+        queue: SlotQueue | None = None,
     ) -> None:
         self.registry, self.session, self.settings, self.metrics = registry, session, settings, metrics
         self.rng = rng or random.Random()
+        self.queue = queue  # None: when every replica is full, the engines queue
         self.timeout = aiohttp.ClientTimeout(
             total=settings.request_timeout_seconds or None,
             sock_connect=settings.connect_timeout_seconds,
             sock_read=settings.read_timeout_seconds or None,
         )
 
-    def pick(self, route: ModelRoute, exclude: set[str]) -> Backend | None:
+    def candidates(self, route: ModelRoute, exclude: set[str]) -> dict[str, tuple[Backend, Candidate]]:
+        """Each backend with what the gateway knows of it right now."""
         now = time.monotonic()
-        by_url = {b.url: b for b in route.backends if b.url not in exclude}
-        candidates = []
-        for url in by_url:
-            load = self.registry.loads.get(url)
-            if load is None:
-                candidates.append(Candidate(url, 0))
+        out: dict[str, tuple[Backend, Candidate]] = {}
+        for backend in route.backends:
+            if backend.url in exclude or backend.url in out:
                 continue
-            candidates.append(
+            slots = backend.batch_slots or self.settings.default_batch_slots
+            load = self.registry.loads.get(backend.url)
+            if load is None:
+                out[backend.url] = (backend, Candidate(backend.url, 0, capacity=slots))
+                continue
+            out[backend.url] = (
+                backend,
                 Candidate(
-                    url,
+                    backend.url,
                     load.outstanding,
                     load.scraped_running,
                     load.scraped_waiting,
                     load.kv_usage_fraction,
                     ejected=load.ejected_until > now,
-                )
+                    capacity=slots,
+                    others_in_flight=load.others_in_flight,
+                ),
             )
-        chosen = choose(candidates, self.rng)
-        return None if chosen is None else by_url[chosen.key]
+        return out
+
+    def has_room(self, model: str) -> bool:
+        """Some replica of the model has a free batch slot (what the gateway queue waits for)."""
+        current = self.registry.route(model)
+        if current is None:
+            return False
+        return any(c.has_room and not c.ejected for _, c in self.candidates(current, set()).values())
+
+    def pick(self, route: ModelRoute, exclude: set[str], affinity_key: int | None = None) -> Backend | None:
+        by_url = self.candidates(route, exclude)
+        choice = _route(self.settings, [c for _, c in by_url.values()], self.rng, affinity_key)
+        if choice is None:
+            return None
+        if choice.placed_on_full:
+            outcome = "on_full"
+        elif not choice.candidate.has_room:
+            outcome = "all_full"
+        else:
+            outcome = "affine" if choice.affine else "placed"
+        self.metrics.routed.labels(route.served_name, outcome).inc()
+        return by_url[choice.candidate.key][0]
 
     async def forward(
         self,
@@ -116,18 +155,34 @@ class Proxy:
         started: float,
         outcome: Outcome,
         forwarding: Forwarding = _PLAIN,
+        affinity_key: int | None = None,
+        caller: str = "",
     ) -> web.StreamResponse:
-        """Sends the request to the least-loaded backend, moving on to another on connect failures and
-        503s before the first byte; raises GatewayError when no backend could take it."""
+        """Sends the request to the backend routing picks, moving on to another on connect failures and
+        503s before the first byte; raises GatewayError when no backend could take it. With the gateway
+        queue on, a request first waits (fairly across callers) for a free batch slot."""
         model = route.served_name
         tried: set[str] = set()
         last_problem = "no ready replica"
+        if (
+            self.queue is not None
+            and self.settings.policy is not Policy.POWER_OF_TWO
+            and forwarding.pinned is None  # a stored response lives on one replica: no choice to wait for
+        ):
+            queued = self.metrics.queued.labels(model)
+            queued.inc()
+            try:
+                waited = await self.queue.wait_for_slot(model, caller, lambda: self.has_room(model))
+            finally:
+                queued.dec()
+            if waited:
+                self.metrics.queue_seconds.labels(model).observe(waited)
         for _ in range(self.settings.max_attempts):
             if forwarding.pinned is not None:
                 current = ModelRoute(model, (forwarding.pinned,))
             else:
                 current = self.registry.route(model) or route
-            backend = self.pick(current, tried)
+            backend = self.pick(current, tried, affinity_key)
             if backend is None:
                 break
             tried.add(backend.url)
@@ -158,6 +213,8 @@ class Proxy:
             finally:
                 load.outstanding -= 1
                 gauge.dec()
+                if self.queue is not None:
+                    self.queue.release(model)
         log.warning(
             "event=no_replica_took_request model=%s tried=%d last=%r", model, len(tried), last_problem
         )
@@ -306,3 +363,9 @@ class Proxy:
 
     def _eject(self, backend: Backend) -> None:
         self.registry.load(backend).ejected_until = time.monotonic() + self.settings.eject_seconds
+
+
+def _route(
+    settings: ProxySettings, candidates: list[Candidate], rng: random.Random, affinity_key: int | None
+) -> Choice | None:
+    return route(settings.policy, candidates, rng, affinity_key, settings.load_factor)

@@ -17,6 +17,7 @@ class Backend:
     url: str  # base URL without /v1, e.g. http://10.244.1.5:8000
     headers: tuple[tuple[str, str], ...] = ()  # sent upstream, e.g. an instance's Authorization
     source: str = "pod"  # pod | static | burst
+    batch_slots: int | None = None  # the engine's --max-num-seqs when known (LLMServe args, static file)
 
     @property
     def label(self) -> str:
@@ -42,6 +43,7 @@ class BackendLoad:
     scraped_running: float = 0.0
     scraped_waiting: float = 0.0
     kv_usage_fraction: float = 0.0
+    others_in_flight: float = 0.0  # engine's running + waiting minus our own in-flight, at the last scrape
     ejected_until: float = 0.0  # monotonic time; connect failures keep a backend out of rotation briefly
 
 

@@ -79,3 +79,6 @@ class Scraper:
         state.scraped_running = load.running
         state.scraped_waiting = load.waiting
         state.kv_usage_fraction = load.kv_usage_fraction
+        # What other clients (other gateway replicas, direct callers) have there: this gateway's own
+        # count is exact and current, the rest is only known as of this scrape.
+        state.others_in_flight = max(0.0, load.running + load.waiting - state.outstanding)

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp.web_protocol
 from aiohttp import web
 
+from llmserve.gateway.affinity import prefix_key
 from llmserve.gateway.auth import ANONYMOUS, ApiKey, KeyStore, auth_required, bearer_token
 from llmserve.gateway.errors import GatewayError, error_body
 from llmserve.gateway.hold import Holder
@@ -30,6 +31,7 @@ from llmserve.gateway.routes import (
     RefusedRoute,
     refusal_message,
 )
+from llmserve.gateway.routing import Policy
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("llmserve.gateway.access")
@@ -132,8 +134,13 @@ class Gateway:
                 forwarding = create_forwarding(payload, key, model, self.registry.routes)
             self._admit(key, started)
             stream = payload.get("stream") is True
+            affinity = (
+                prefix_key(request.path, payload) if self.proxy.settings.policy is Policy.PREFIX else None
+            )
             body, strip_usage = self._upstream_body(spec, raw, payload, stream)
-            return await self._serve(request, model, body, stream, strip_usage, started, outcome, forwarding)
+            return await self._serve(
+                request, model, body, stream, strip_usage, started, outcome, forwarding, affinity, key.name
+            )
         except GatewayError as err:
             outcome.status = err.status
             outcome.error_reason = outcome.error_reason or _reason(err)
@@ -197,6 +204,8 @@ class Gateway:
         started: float,
         outcome: Outcome,
         forwarding: Forwarding,
+        affinity_key: int | None = None,
+        caller: str = "",
     ) -> web.StreamResponse:
         route = self.registry.route(model)
         assert route is not None
@@ -206,7 +215,7 @@ class Gateway:
             if forwarding.pinned is None:  # a pinned replica exists already: nothing to wait for
                 route = await self.holder.wait_for_replica(route)
             return await self.proxy.forward(
-                request, route, body, stream, strip_usage, started, outcome, forwarding
+                request, route, body, stream, strip_usage, started, outcome, forwarding, affinity_key, caller
             )
         finally:
             gauge.dec()

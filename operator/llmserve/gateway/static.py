@@ -24,7 +24,15 @@ class StaticConfig:
     keys: list[ApiKey]
 
 
-def _backend(raw: Any, where: str) -> Backend:
+def _batch_slots(raw: Any, where: str) -> int | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
+        raise ValueError(f"{where}.maxNumSeqs: expected the engine's --max-num-seqs, an integer >= 1")
+    return raw
+
+
+def _backend(raw: Any, where: str, model_slots: int | None = None) -> Backend:
     if isinstance(raw, str):
         raw = {"url": raw}
     if not isinstance(raw, dict) or not isinstance(raw.get("url"), str) or "://" not in raw["url"]:
@@ -36,6 +44,7 @@ def _backend(raw: Any, where: str) -> Backend:
         url=raw["url"].rstrip("/"),
         headers=tuple((str(k), str(v)) for k, v in headers.items()),
         source="static",
+        batch_slots=_batch_slots(raw.get("maxNumSeqs"), where) or model_slots,
     )
 
 
@@ -60,8 +69,9 @@ def parse_config(document: Any) -> StaticConfig:
         where = f"models[{index}]"
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
             raise ValueError(f"{where}.name: expected the served model name clients send")
+        slots = _batch_slots(raw.get("maxNumSeqs"), where)
         backends = tuple(
-            _backend(b, f"{where}.backends[{i}]") for i, b in enumerate(raw.get("backends") or [])
+            _backend(b, f"{where}.backends[{i}]", slots) for i, b in enumerate(raw.get("backends") or [])
         )
         routes.append(ModelRoute(raw["name"], backends))
     keys = []

@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from llmserve.sim.prefix_cache import PrefixCache
 from llmserve.sim.profiles import Profile, blocks_for_tokens
 
 
@@ -31,6 +32,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 8192
     max_model_len: int = 131072
     block_size: int = 16
+    enable_prefix_caching: bool = True  # vLLM v1's default
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,9 @@ class StepResult:
     num_prompt_tokens: int
     time_to_first_token_seconds: list[float] = field(default_factory=list)
     inter_token_seconds: list[float] = field(default_factory=list)
+    # Prefix cache lookups of the requests admitted this step (vllm:prefix_cache_queries / _hits).
+    num_prefix_cache_query_tokens: int = 0
+    num_prefix_cache_hit_tokens: int = 0
 
     @property
     def end_time(self) -> float:
@@ -110,6 +115,9 @@ class _Request:
     first_scheduled_time: float | None = None
     first_token_time: float | None = None
     last_token_time: float = 0.0
+    block_hashes: tuple[int, ...] = ()  # the prompt's full blocks, for the prefix cache
+    held_hashes: list[int] = field(default_factory=list)  # cached blocks this request references
+    num_hashed_blocks: int = 0  # leading prompt blocks already offered to the cache
 
     @property
     def num_tokens(self) -> int:
@@ -138,6 +146,8 @@ class Engine:
         self._running: list[_Request] = []
         self._requests: dict[str, _Request] = {}
         self.num_preemptions_total = 0
+        self._prefix = PrefixCache() if config.enable_prefix_caching else None
+        self._query_tokens = self._hit_tokens = 0  # this step's prefix cache lookups
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -178,6 +188,7 @@ class Engine:
         max_output_tokens: int,
         now: float,
         stop_after_tokens: int | None = None,
+        block_hashes: tuple[int, ...] = (),
     ) -> None:
         """Queue a request. It stops with "stop" after `stop_after_tokens` if that comes before the cap."""
         if request_id in self._requests:
@@ -191,6 +202,7 @@ class Engine:
             )
         stop_after = max_output_tokens if stop_after_tokens is None else max(1, stop_after_tokens)
         request = _Request(request_id, prompt_tokens, max_output_tokens, stop_after, arrival_time=now)
+        request.block_hashes = block_hashes
         self._requests[request_id] = request
         self._waiting.append(request)
 
@@ -231,8 +243,9 @@ class Engine:
             not preempted and self._waiting and budget > 0 and len(self._running) < self.config.max_num_seqs
         ):
             request = self._waiting[0]
-            new_tokens = min(request.pending_tokens, budget)
-            if not self._allocate(request, new_tokens):
+            hit_blocks = self._cached_prefix_blocks(request)
+            new_tokens = min(request.pending_tokens - hit_blocks * self.config.block_size, budget)
+            if not self._allocate(request, new_tokens, hit_blocks):
                 break
             self._waiting.popleft()
             self._running.append(request)
@@ -241,7 +254,9 @@ class Engine:
             scheduled.append((request, new_tokens))
             budget -= new_tokens
 
-        return self._execute(now, scheduled, preempted)
+        result = self._execute(now, scheduled, preempted)
+        self._query_tokens = self._hit_tokens = 0
+        return result
 
     def _execute(self, now: float, scheduled: list[tuple[_Request, int]], preempted: list[str]) -> StepResult:
         prefill_tokens = 0
@@ -264,6 +279,7 @@ class Engine:
         prompt_tokens_counted = 0
         for request, new_tokens in scheduled:
             request.num_computed_tokens += new_tokens
+            self._cache_computed_blocks(request)
             if request.pending_tokens > 0:
                 continue  # a prefill chunk that did not reach the end of the prompt
             request.num_output_tokens += 1
@@ -291,6 +307,8 @@ class Engine:
             num_prompt_tokens=prompt_tokens_counted,
             time_to_first_token_seconds=ttfts,
             inter_token_seconds=itls,
+            num_prefix_cache_query_tokens=self._query_tokens,
+            num_prefix_cache_hit_tokens=self._hit_tokens,
         )
 
     def _finish_reason(self, request: _Request) -> FinishReason | None:
@@ -320,19 +338,60 @@ class Engine:
             num_preemptions=request.num_preemptions,
         )
 
-    def _allocate(self, request: _Request, new_tokens: int) -> bool:
-        needed = blocks_for_tokens(request.num_computed_tokens + new_tokens, self.config.block_size)
-        extra = needed - request.num_blocks
-        if extra > self._free_blocks:
+    def _allocate(self, request: _Request, new_tokens: int, hit_blocks: int = 0) -> bool:
+        """Blocks for `new_tokens` more tokens (after reusing `hit_blocks` cached prefix blocks)."""
+        block_size = self.config.block_size
+        hits = request.block_hashes[:hit_blocks]
+        reused_free = self._prefix.evictable_among(hits) if self._prefix and hits else 0
+        needed = blocks_for_tokens(
+            request.num_computed_tokens + hit_blocks * block_size + new_tokens, block_size
+        )
+        extra = needed - max(request.num_blocks, hit_blocks)
+        if extra + reused_free > self._free_blocks:
             return False
+        if self._prefix is not None and request.num_computed_tokens == 0:
+            # vLLM counts a lookup (in tokens) each time a request is admitted from the start.
+            self._query_tokens += request.num_tokens
+            self._hit_tokens += hit_blocks * block_size
+        if hits and self._prefix is not None:
+            self._prefix.acquire(hits)
+            request.held_hashes = list(hits)
+            request.num_hashed_blocks = hit_blocks
+            request.num_blocks = hit_blocks
+            request.num_computed_tokens = hit_blocks * block_size
+            self._free_blocks -= reused_free
         if extra > 0:
             self._free_blocks -= extra
             request.num_blocks = needed
+        if self._prefix is not None:
+            self._prefix.trim(self._free_blocks)
         return True
 
+    def _cached_prefix_blocks(self, request: _Request) -> int:
+        """Leading prompt blocks a request starting from scratch finds cached (never its last token)."""
+        if self._prefix is None or request.num_computed_tokens or not request.block_hashes:
+            return 0
+        return self._prefix.longest_hit(
+            request.block_hashes, (request.num_tokens - 1) // self.config.block_size
+        )
+
+    def _cache_computed_blocks(self, request: _Request) -> None:
+        """Offer the prompt blocks this step completed to the prefix cache."""
+        if self._prefix is None:
+            return
+        full = min(request.num_computed_tokens // self.config.block_size, len(request.block_hashes))
+        for index in range(request.num_hashed_blocks, full):
+            if self._prefix.register(request.block_hashes[index]):
+                request.held_hashes.append(request.block_hashes[index])
+        request.num_hashed_blocks = max(request.num_hashed_blocks, full)
+
     def _free(self, request: _Request) -> None:
-        self._free_blocks += request.num_blocks
+        private = request.num_blocks - len(request.held_hashes)
+        shared_freed = self._prefix.release(request.held_hashes) if self._prefix is not None else 0
+        self._free_blocks += private + shared_freed
         request.num_blocks = 0
+        request.held_hashes = []
+        request.num_hashed_blocks = 0
 
     def _preempt_newest(self) -> _Request:
         victim = self._running.pop()

@@ -69,6 +69,8 @@ def build_engine_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantization", "-q", help="fp8 halves weight bytes; other values are treated as bf16")
     p.add_argument("--kv-cache-dtype", default="auto", help="auto (bf16) or fp8")
     p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True,
+                   help="reuse cached KV blocks of shared prompt prefixes (vLLM's default: on)")  # fmt: skip
     p.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per wall second")
     p.add_argument(
         "--load-seconds", type=float, default=0.0, help="simulated model load; /health is 503 until done"
@@ -144,6 +146,7 @@ def engine_config(args: argparse.Namespace, profile: Profile) -> EngineConfig:
         max_num_batched_tokens=args.max_num_batched_tokens or profile.gpu.default_max_num_batched_tokens,
         max_model_len=max_model_len,
         block_size=args.block_size,
+        enable_prefix_caching=args.enable_prefix_caching,
     )
 
 

@@ -35,6 +35,7 @@ class RequestStream:
     max_output_tokens: int
     stop_after_tokens: int | None
     arrival_time: float
+    block_hashes: tuple[int, ...] = ()
     queue: asyncio.Queue[Delivery] = field(default_factory=asyncio.Queue)
 
 
@@ -80,7 +81,11 @@ class LiveEngine:
         return len(self._streams)
 
     def submit(
-        self, prompt_tokens: int, max_output_tokens: int, stop_after_tokens: int | None
+        self,
+        prompt_tokens: int,
+        max_output_tokens: int,
+        stop_after_tokens: int | None,
+        block_hashes: tuple[int, ...] = (),
     ) -> RequestStream:
         """Queue a request; it joins the engine at the next step boundary."""
         stream = RequestStream(
@@ -89,6 +94,7 @@ class LiveEngine:
             max_output_tokens=max_output_tokens,
             stop_after_tokens=stop_after_tokens,
             arrival_time=self.sim_now(),
+            block_hashes=block_hashes,
         )
         self._streams[stream.request_id] = stream
         self._arrived.append(stream)
@@ -146,6 +152,7 @@ class LiveEngine:
                 stream.max_output_tokens,
                 arrival,
                 stream.stop_after_tokens,
+                stream.block_hashes,
             )
         self._arrived.clear()
 

@@ -74,6 +74,12 @@ class EngineMetrics:
         self.preemptions = counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.")
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
         self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.")
+        self.prefix_cache_queries = counter(
+            "vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens."
+        )
+        self.prefix_cache_hits = counter(
+            "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."
+        )
         success = Counter(
             "vllm:request_success",
             "Count of successfully processed requests.",
@@ -150,6 +156,9 @@ class EngineMetrics:
             self.prompt_tokens.inc(result.num_prompt_tokens)
         if result.tokens:
             self.generation_tokens.inc(result.num_generation_tokens)
+        if result.num_prefix_cache_query_tokens:
+            self.prefix_cache_queries.inc(result.num_prefix_cache_query_tokens)
+            self.prefix_cache_hits.inc(result.num_prefix_cache_hit_tokens)
         for seconds in result.time_to_first_token_seconds:
             self.ttft.observe(seconds)
         for seconds in result.inter_token_seconds:

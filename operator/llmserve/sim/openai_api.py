@@ -41,6 +41,7 @@ class ParsedRequest:
     max_tokens: int | None
     stream: bool
     include_usage: bool
+    prompt_block_hashes: tuple[int, ...] = ()  # for the prefix cache (set by the server)
 
 
 def parse_request(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from llmserve.sim.openai_api import (
     new_request_id,
     parse_request,
 )
+from llmserve.sim.prefix_cache import prompt_block_hashes
 from llmserve.sim.tokens import OutputLengthSampler, filler_text
 
 log = logging.getLogger(__name__)
@@ -141,7 +143,7 @@ class SimServer:
             return web.json_response(error.body(), status=error.status)
         limit = self.settings.max_model_len - parsed.prompt_tokens
         max_output, stop_after = self.sampler.stop_after(parsed.max_tokens, limit)
-        stream = self.live.submit(parsed.prompt_tokens, max_output, stop_after)
+        stream = self.live.submit(parsed.prompt_tokens, max_output, stop_after, parsed.prompt_block_hashes)
         try:
             if parsed.stream:
                 return await self._stream(request, parsed, stream)
@@ -159,7 +161,9 @@ class SimServer:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ApiError(400, f"The request body is not valid JSON: {error}.") from None
-        return parse_request(kind, body, self.settings.served_model_names, self.settings.max_model_len)
+        parsed = parse_request(kind, body, self.settings.served_model_names, self.settings.max_model_len)
+        hashes = prompt_block_hashes(kind, body, self.live.engine.config.block_size)
+        return dataclasses.replace(parsed, prompt_block_hashes=hashes)
 
     async def _collect(self, parsed: ParsedRequest, stream: RequestStream) -> web.Response:
         produced = 0

@@ -1,0 +1,129 @@
+"""Gateway-side queue for when every replica's batch is full: fair across API keys, bounded, 503 beyond."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from llmserve.gateway.errors import GatewayError
+
+# A waiter also re-checks this often on its own: room can appear without a local release (a scrape
+# shows another gateway's requests gone, a replica joins).
+_RECHECK_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    max_waiting_per_model: int = 256  # beyond this, requests get 503 at once
+    timeout_seconds: float = 60.0  # longest wait for a free slot, then 503
+    retry_after_seconds: float = 2.0
+
+
+@dataclass
+class _ModelQueue:
+    by_key: dict[str, deque[asyncio.Future[None]]] = field(default_factory=dict)
+    turn: deque[str] = field(default_factory=deque)  # keys with waiters, in round-robin order
+    size: int = 0
+
+
+class SlotQueue:
+    """Requests wait here (instead of in one engine's queue) until any replica frees a slot; each free
+    slot goes to the next API key in round-robin order, FIFO within a key."""
+
+    def __init__(self, settings: QueueSettings) -> None:
+        self.settings = settings
+        self._models: dict[str, _ModelQueue] = {}
+
+    def waiting(self, model: str) -> int:
+        queue = self._models.get(model)
+        return queue.size if queue else 0
+
+    async def wait_for_slot(self, model: str, key: str, has_room: Callable[[], bool]) -> float:
+        """Returns (seconds waited) once `has_room()` holds and it is this request's turn; raises a 503
+        GatewayError when the queue is full or the wait times out. Returns at once when nobody waits
+        and there is room, so the common case costs one call."""
+        if not self.waiting(model) and has_room():
+            return 0.0
+        if self.waiting(model) >= self.settings.max_waiting_per_model:
+            raise self._busy(model, f"{self.waiting(model)} requests are already waiting")
+        started = time.monotonic()
+        queue = self._models.setdefault(model, _ModelQueue())
+        future = self._enqueue(queue, key, front=False)
+        try:
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                while True:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(future), _RECHECK_SECONDS)
+                    except TimeoutError:
+                        if not (self._is_next(queue, future) and has_room()):
+                            continue  # keep our place in line
+                    self._remove(queue, key, future)
+                    if has_room():
+                        return time.monotonic() - started
+                    # Woken, but another request took the slot first: back to the head of the line.
+                    future = self._enqueue(queue, key, front=True)
+        except TimeoutError:
+            raise self._busy(
+                model, f"no replica freed a batch slot within {self.settings.timeout_seconds:g}s"
+            ) from None
+        finally:
+            self._remove(queue, key, future)  # no-op once served; else cancelled (client gone) or timed out
+            if not queue.size:
+                self._models.pop(model, None)
+
+    def release(self, model: str) -> None:
+        """A slot of this model freed up: wake the next waiter in round-robin order over keys."""
+        queue = self._models.get(model)
+        if queue is None:
+            return
+        for _ in range(len(queue.turn)):
+            key = queue.turn[0]
+            queue.turn.rotate(-1)
+            # The first waiter of this key not woken yet (an earlier release may not have run it yet).
+            for waiter in queue.by_key.get(key, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+
+    def _enqueue(self, queue: _ModelQueue, key: str, front: bool) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = queue.by_key.setdefault(key, deque())
+        if not waiters and key not in queue.turn:
+            queue.turn.append(key)
+        if front:
+            waiters.appendleft(future)
+        else:
+            waiters.append(future)
+        queue.size += 1
+        return future
+
+    @staticmethod
+    def _is_next(queue: _ModelQueue, future: asyncio.Future[None]) -> bool:
+        for key in queue.turn:
+            waiters = queue.by_key.get(key)
+            if waiters:
+                return waiters[0] is future
+        return False
+
+    @staticmethod
+    def _remove(queue: _ModelQueue, key: str, future: asyncio.Future[None]) -> None:
+        waiters = queue.by_key.get(key)
+        if waiters is None or future not in waiters:
+            return
+        waiters.remove(future)
+        queue.size -= 1
+        if not waiters:
+            del queue.by_key[key]
+            if key in queue.turn:
+                queue.turn.remove(key)
+
+    def _busy(self, model: str, why: str) -> GatewayError:
+        return GatewayError(
+            503,
+            f"Every replica of model {model!r} is busy and {why}; retry later.",
+            code="replicas_busy",
+            retry_after_seconds=self.settings.retry_after_seconds,
+        )
