@@ -23,6 +23,7 @@ from llmserve.gateway.registry import Registry
 from llmserve.gateway.scrape import Scraper
 from llmserve.gateway.server import Gateway, ServerSettings
 from llmserve.gateway.static import StaticSource
+from llmserve.render.engine_key import master_secret_ref
 
 log = logging.getLogger("llmserve.gateway")
 
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve LLMServes of these namespaces only (repeatable; default all)")  # fmt: skip
     p.add_argument("--keys-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
                    help="namespace of the API-key Secrets (default $POD_NAMESPACE or default)")  # fmt: skip
+    p.add_argument("--engine-key-secret", default=None, metavar="NAMESPACE/NAME",
+                   help="the operator's engine-key master Secret, from which each engine's key is derived "
+                   "(default $LLMSERVE_ENGINE_KEY_SECRET or $POD_NAMESPACE/llmserve-engine-key-master; "
+                   "'none' sends no engine key)")  # fmt: skip
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="accept requests without an API key even when listening beyond loopback")  # fmt: skip
     p.add_argument(
@@ -99,7 +104,8 @@ async def run(args: argparse.Namespace) -> int:
             return 2
         tasks.append(asyncio.create_task(static.run()))
     if use_kubernetes:
-        discovery = KubeDiscovery(registry, keys, args.namespace, args.keys_namespace)
+        engine_key = None if args.engine_key_secret == "none" else master_secret_ref(args.engine_key_secret)
+        discovery = KubeDiscovery(registry, keys, args.namespace, args.keys_namespace, engine_key)
         tasks.append(asyncio.create_task(discovery.run()))
         try:
             async with asyncio.timeout(STARTUP_SYNC_TIMEOUT_SECONDS):
