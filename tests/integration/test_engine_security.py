@@ -79,5 +79,5 @@ def test_a_forged_endpoint_slice_does_not_become_a_backend(
     client = gateway.client()
     for _ in range(6):  # every request lands on the real pod, none on the forged address
         client.completions.create(model="llama-8b", prompt="x", max_tokens=1)
-    text = httpx.get(f"http://127.0.0.1:{gateway.port}/metrics", timeout=5).text
+    text = httpx.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=5).text
     assert "192.0.2.10" not in text

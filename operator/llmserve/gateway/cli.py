@@ -29,6 +29,7 @@ log = logging.getLogger("llmserve.gateway")
 
 STARTUP_SYNC_TIMEOUT_SECONDS = 30.0
 SHUTDOWN_GRACE_SECONDS = 30.0
+DEFAULT_METRICS_PORT = 9091
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scrape-interval", type=float, default=1.0, help="seconds between engine /metrics scrapes"
     )
-    p.add_argument("--metrics-port", type=int, default=0,
-                   help="serve /metrics on this port instead of the API port")  # fmt: skip
+    p.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
+                   help=f"port of /metrics, apart from the API (default {DEFAULT_METRICS_PORT}); 0 serves "
+                   "/metrics on the API port, where any caller sees key names, models and backends")  # fmt: skip
     p.add_argument("--metrics-host", default="127.0.0.1", help="address of --metrics-port")
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -160,6 +162,9 @@ async def run(args: argparse.Namespace) -> int:
             for task in tasks:
                 task.cancel()
             return 2
+        if not args.metrics_port:
+            log.warning("event=metrics_on_api_port port=%d message=%r", args.port,
+                        "--metrics-port 0: /metrics (key names, per-key usage, backends) is on the API port")  # fmt: skip
         log.info("event=gateway_started host=%s port=%d auth=%s models=%d", args.host, args.port,
                  "required" if gateway.auth_required else "off", len(registry.routes))  # fmt: skip
         await _wait_for_signal()

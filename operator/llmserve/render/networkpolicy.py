@@ -26,7 +26,7 @@ def default_peers(system_namespace: str) -> list[Manifest]:
         {
             "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: system_namespace}},
             "podSelector": {
-                "matchLabels": {"app.kubernetes.io/part-of": "llmserve"},
+                "matchLabels": {"app.kubernetes.io/name": "llmserve"},
                 "matchExpressions": [
                     {"key": COMPONENT_LABEL, "operator": "In", "values": ["gateway", "operator"]}
                 ],
