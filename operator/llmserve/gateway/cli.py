@@ -15,7 +15,9 @@ from aiohttp import web
 
 from llmserve.gateway.auth import KeyStore
 from llmserve.gateway.discovery import KubeDiscovery, KubeScaler
+from llmserve.gateway.errors import error_body
 from llmserve.gateway.hold import Holder, HoldSettings
+from llmserve.gateway.http_limits import HardenedAppRunner, HttpLimits
 from llmserve.gateway.limits import RateLimiter
 from llmserve.gateway.metrics import GatewayMetrics
 from llmserve.gateway.proxy import Proxy, ProxySettings
@@ -52,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-body-bytes", type=int, default=8 * 1024 * 1024, help="largest request body (413 above)"
     )
+    p.add_argument("--header-timeout", type=float, default=15.0,
+                   help="seconds a connection may take to send a request head, or stay idle (default 15)")  # fmt: skip
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a request body may take to arrive; 408 after (default 30)")  # fmt: skip
+    p.add_argument("--max-connections", type=int, default=4096,
+                   help="concurrent client connections; more are answered 503 (default 4096)")  # fmt: skip
     p.add_argument("--connect-timeout", type=float, default=3.0, help="seconds to connect to a replica")
     p.add_argument("--read-timeout", type=float, default=600.0,
                    help="longest silence from a replica, incl. waiting for an unstreamed answer")  # fmt: skip
@@ -147,14 +155,18 @@ async def run(args: argparse.Namespace) -> int:
             loopback_only=loopback,
             serve_metrics=not args.metrics_port,
             access_log=not args.no_access_log,
+            body_timeout_seconds=args.body_timeout,
         )
         gateway = Gateway(registry, keys, RateLimiter(), proxy, holder, metrics, settings)
         tasks.append(asyncio.create_task(Scraper(registry, session, args.scrape_interval).run()))
         runners: list[web.AppRunner] = []
         try:
-            runners.append(await _serve(gateway.app(), args.host, args.port))
+            limits = HttpLimits(args.header_timeout, args.max_connections)
+            runners.append(await _serve(gateway.app(), args.host, args.port, limits))
             if args.metrics_port:
-                runners.append(await _serve(_metrics_app(gateway), args.metrics_host, args.metrics_port))
+                runners.append(
+                    await _serve(_metrics_app(gateway), args.metrics_host, args.metrics_port, limits)
+                )
         except OSError as err:
             log.error("event=startup_failed reason=cannot_listen error=%r", str(err))
             for runner in runners:
@@ -177,11 +189,16 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def _serve(app: web.Application, host: str, port: int, limits: HttpLimits) -> web.AppRunner:
     # handler_cancellation: a client that goes away cancels its handler, which closes the upstream
     # connection, which makes the engine abort the generation.
-    runner = web.AppRunner(
-        app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
+    runner = HardenedAppRunner(
+        app,
+        limits,
+        error_body,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
     )
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=1024).start()

@@ -15,9 +15,11 @@ from llmserve.gateway.auth import ANONYMOUS, ApiKey, KeyStore, auth_required, be
 from llmserve.gateway.errors import GatewayError, error_body
 from llmserve.gateway.hold import Holder
 from llmserve.gateway.limits import RateLimiter
+from llmserve.gateway.metering import wants_stream
 from llmserve.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from llmserve.gateway.proxy import Outcome, Proxy
 from llmserve.gateway.registry import Registry
+from llmserve.gateway.request_body import BodyError, check_content_headers, decode_json_object, read_body
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("llmserve.gateway.access")
@@ -35,6 +37,7 @@ class ServerSettings:
     loopback_only: bool = True  # bound to a loopback address
     serve_metrics: bool = True  # /metrics on this port (off when a separate metrics port is used)
     access_log: bool = True
+    body_timeout_seconds: float = 30.0  # a body slower than this gets 408
 
 
 class Gateway:
@@ -77,7 +80,8 @@ class Gateway:
                 "Missing API key: send it as 'Authorization: Bearer <key>'.",
                 code="missing_api_key",
             )
-        key = self.keys.authenticate(token)
+        # A key with bytes outside UTF-8 (surrogate escapes from the header parser) matches no key.
+        key = self.keys.authenticate(token) if _encodable(token) else None
         if key is None:
             raise GatewayError(401, "Incorrect API key provided.", code="invalid_api_key")
         return key
@@ -122,7 +126,7 @@ class Gateway:
                     code="rate_limit_exceeded",
                     retry_after_seconds=refusal.retry_after_seconds,
                 )
-            stream = payload.get("stream") is True
+            stream = wants_stream(payload.get("stream"))
             body, strip_usage = self._upstream_body(request, raw, payload, stream)
             return await self._serve(request, model, body, stream, strip_usage, started, outcome)
         except GatewayError as err:
@@ -157,24 +161,12 @@ class Gateway:
             gauge.dec()
 
     async def _read_json(self, request: web.Request) -> tuple[bytes, dict[str, Any]]:
-        limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise GatewayError(
-                413, f"Request body is larger than the {limit}-byte limit.", code="body_too_large"
-            )
         try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise GatewayError(
-                413, f"Request body is larger than the {limit}-byte limit.", code="body_too_large"
-            ) from None
-        try:
-            payload = json.loads(raw)
-        except ValueError as err:
-            raise GatewayError(400, f"Request body is not valid JSON: {err}.", code="invalid_json") from None
-        if not isinstance(payload, dict):
-            raise GatewayError(400, "Request body must be a JSON object.", code="invalid_json")
-        return raw, payload
+            check_content_headers(request)
+            raw = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
+            return raw, await decode_json_object(raw)
+        except BodyError as err:
+            raise GatewayError(err.status, err.message, code=err.code) from None
 
     def _model_of(self, payload: dict[str, Any], key: ApiKey) -> str:
         model = payload.get("model")
@@ -243,10 +235,18 @@ class Gateway:
             )  # fmt: skip
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _reason(err: GatewayError) -> str:
     return {
         400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "unknown_model",
-        413: "body_too_large", 429: "rate_limited",
+        408: "body_timeout", 413: "body_too_large", 415: "bad_request", 429: "rate_limited",
     }.get(err.status, err.code or "upstream_error")  # fmt: skip
 
 
