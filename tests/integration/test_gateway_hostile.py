@@ -10,54 +10,91 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from hack.devcluster.processes import free_port
 from tests.integration.test_gateway import MODEL, Process
+from tests.support.hostile_backend import HostileBackend
 from tests.support.rawhttp import RawResponse, exchange
 
 KEY = "sk-hostile-test-0123456789abcdef"
 ENGINE_KEY = "sk-engine-hostile-0123456789abcdef"
+METERED_KEY = "sk-hostile-metered-0123456789abcdef"
+BUDGET_KEY = "sk-hostile-budget-0123456789abcdef"
+MAX_CONNECTIONS = 12
 MARKER = "ECHO7f3a"  # put in every hostile part; must never come back or reach a log
 
 
 class Servers:
-    def __init__(self, gateway_port: int, engine_port: int, logs: Path) -> None:
+    def __init__(self, gateway_port: int, engine_port: int, logs: Path, metrics_port: int) -> None:
         self.gateway_port, self.engine_port, self.logs = gateway_port, engine_port, logs
+        self.metrics_port = metrics_port
+        self.slow_port = 0
+        self.base_url = f"http://127.0.0.1:{gateway_port}/v1"
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+def sim(port: int, served: str, logs: Path, *extra: str) -> Process:
+    args = [
+        sys.executable, "-m", "llmserve.cli", "sim", "engine", "--host", "127.0.0.1", "--port", str(port),
+        "--model", MODEL, "--served-model-name", served, "--load-seconds", "0", "--log-level", "DEBUG",
+        "--output-length-distribution", "max_tokens", *extra,
+    ]  # fmt: skip
+    return Process(args, logs / f"{served}-engine.log", f"http://127.0.0.1:{port}/health")
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     logs = tmp_path_factory.mktemp("hostile")
-    engine_port, gateway_port = free_port(), free_port()
-    engine = Process(
-        [sys.executable, "-m", "llmserve.cli", "sim", "engine", "--host", "127.0.0.1", "--port", str(engine_port),
-         "--model", MODEL, "--served-model-name", "llama", "--time-scale", "50", "--load-seconds", "0",
-         "--api-key", ENGINE_KEY, "--log-level", "DEBUG"],
-        logs / "engine.log", f"http://127.0.0.1:{engine_port}/health",
-    ).start()  # fmt: skip
+    engine_port, gateway_port, slow_port, hostile_port = free_port(), free_port(), free_port(), free_port()
+    metrics_port = free_port()
+    engine = sim(engine_port, "llama", logs, "--time-scale", "50", "--api-key", ENGINE_KEY).start()
+    slow = sim(slow_port, "slow", logs, "--time-scale", "1").start()
+    hostile = HostileBackend(hostile_port).start()
+    rude = [f"http://127.0.0.1:{hostile_port}"]
     config = {
         "models": [
-            {"name": "llama", "backends": [{"url": f"http://127.0.0.1:{engine_port}", "apiKey": ENGINE_KEY}]}
+            {"name": "llama", "backends": [{"url": f"http://127.0.0.1:{engine_port}", "apiKey": ENGINE_KEY}]},
+            {"name": "slow", "backends": [f"http://127.0.0.1:{slow_port}"]},
+            *({"name": name, "backends": rude} for name in ("rude", "authfail", "frozen", "big")),
         ],
-        "keys": [{"name": "hostile", "key": KEY}],
+        "keys": [
+            {"name": "hostile", "key": KEY},
+            {"name": "metered", "key": METERED_KEY},
+            {"name": "budget", "key": BUDGET_KEY, "tokensPerMinute": 200},
+        ],
     }
     (logs / "gateway.yaml").write_text(yaml.safe_dump(config))
     gateway = Process(
         [sys.executable, "-m", "llmserve.cli", "gateway", "--static", str(logs / "gateway.yaml"),
-         "--port", str(gateway_port), "--metrics-port", str(free_port()), "--log-level", "DEBUG",
-         "--header-timeout", "2", "--body-timeout", "2"],
+         "--port", str(gateway_port), "--metrics-port", str(metrics_port), "--log-level", "DEBUG",
+         "--header-timeout", "2", "--body-timeout", "2", "--stream-idle-timeout", "1",
+         "--max-connections", str(MAX_CONNECTIONS), "--scrape-interval", "0.2"],
         logs / "gateway.log", f"http://127.0.0.1:{gateway_port}/health",
     ).start()  # fmt: skip
     try:
-        yield Servers(gateway_port, engine_port, logs)
+        result = Servers(gateway_port, engine_port, logs, metrics_port)
+        result.slow_port = slow_port
+        yield result
     finally:
         gateway.stop()
         engine.stop()
+        slow.stop()
+        hostile.stop()
+    # Every log of this run is searched for every key it used, for request bytes and for tracebacks.
     for log_file in logs.glob("*.log"):
         text = log_file.read_text(errors="replace")
-        assert KEY not in text and ENGINE_KEY not in text, f"a key was written to {log_file.name}"
+        for secret in (KEY, ENGINE_KEY, METERED_KEY, BUDGET_KEY):
+            assert secret not in text, f"a key was written to {log_file.name}"
         assert MARKER not in text, f"request bytes were written to {log_file.name}"
         assert "Traceback" not in text, f"a hostile client made {log_file.name} log a traceback"
 

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-timeout", type=float, default=600.0,
                    help="longest silence from a replica, incl. waiting for an unstreamed answer")  # fmt: skip
     p.add_argument("--request-timeout", type=float, default=0.0, help="whole upstream exchange; 0 = no limit")
+    p.add_argument("--stream-idle-timeout", type=float, default=120.0,
+                   help="longest silence inside a started stream before it is cut and the replica "
+                   "ejected (default 120); 0 = --read-timeout")  # fmt: skip
     p.add_argument("--max-attempts", type=int, default=3, help="replicas tried before the first byte")
     p.add_argument("--hold-timeout", type=float, default=180.0,
                    help="seconds a request waits for a model scaled to zero")  # fmt: skip
@@ -144,7 +147,8 @@ async def run(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
         proxy = Proxy(
             registry, session,
-            ProxySettings(args.connect_timeout, args.read_timeout, args.request_timeout, args.max_attempts),
+            ProxySettings(args.connect_timeout, args.read_timeout, args.request_timeout, args.max_attempts,
+                          stream_idle_timeout_seconds=args.stream_idle_timeout),
             metrics,
         )  # fmt: skip
         scaler = KubeScaler(metrics) if use_kubernetes else None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from llmserve.gateway.backend_safety import describe_error
 from llmserve.gateway.registry import Backend, Registry
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class Scraper:
         except (aiohttp.ClientError, TimeoutError, ValueError) as err:
             if backend.url not in self._failing:
                 self._failing.add(backend.url)
-                log.info("event=scrape_failed backend=%s error=%r", backend.label, err)
+                log.info("event=scrape_failed backend=%s error=%r", backend.label, describe_error(err))
             return
         self._failing.discard(backend.url)
         if load is None:

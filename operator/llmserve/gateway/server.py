@@ -15,7 +15,7 @@ from llmserve.gateway.auth import ANONYMOUS, ApiKey, KeyStore, auth_required, be
 from llmserve.gateway.errors import GatewayError, error_body
 from llmserve.gateway.hold import Holder
 from llmserve.gateway.limits import RateLimiter
-from llmserve.gateway.metering import wants_stream
+from llmserve.gateway.metering import TokenReservations, requested_tokens, wants_stream
 from llmserve.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from llmserve.gateway.proxy import Outcome, Proxy
 from llmserve.gateway.registry import Registry
@@ -54,6 +54,7 @@ class Gateway:
         self.registry, self.keys, self.limiter = registry, keys, limiter
         self.proxy, self.holder, self.metrics, self.settings = proxy, holder, metrics, settings
         self.started_at = int(time.time())
+        self.reservations = TokenReservations()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[_errors_as_json])
@@ -68,7 +69,9 @@ class Gateway:
 
     @property
     def auth_required(self) -> bool:
-        return auth_required(self.settings.insecure_no_auth, len(self.keys), self.settings.loopback_only)
+        # A gateway that had keys stays closed when the last one is removed (keys_seen counts as one).
+        keys_seen = max(len(self.keys), int(self.keys.ever_had_keys))
+        return auth_required(self.settings.insecure_no_auth, keys_seen, self.settings.loopback_only)
 
     def authenticate(self, request: web.Request) -> ApiKey:
         if not self.auth_required:
@@ -112,11 +115,17 @@ class Gateway:
         started = time.monotonic()
         outcome = Outcome()
         key, model, stream = ANONYMOUS, _UNKNOWN_MODEL, False
+        reserved = 0.0
         try:
             key = self.authenticate(request)
             raw, payload = await self._read_json(request)
             model = self._model_of(payload, key)
-            refusal = self.limiter.admit(key, started)
+            amount = float(requested_tokens(payload, len(raw)))
+            balance = self.limiter.token_balance(key, started)
+            refusal = self.reservations.admit(key, balance, amount)
+            if refusal is None:
+                reserved = amount if balance is not None else 0.0
+                refusal = self.limiter.admit(key, started)
             if refusal is not None:
                 self.metrics.rate_limited.labels(key.name, refusal.limit).inc()
                 raise GatewayError(
@@ -138,7 +147,7 @@ class Gateway:
             outcome.error_reason = "client_disconnected"
             raise
         finally:
-            self._account(request, key, model, stream, started, outcome)
+            self._account(request, key, model, stream, started, outcome, reserved)
 
     async def _serve(
         self,
@@ -206,8 +215,21 @@ class Gateway:
         return json.dumps(payload).encode(), True
 
     def _account(
-        self, request: web.Request, key: ApiKey, model: str, stream: bool, started: float, outcome: Outcome
+        self,
+        request: web.Request,
+        key: ApiKey,
+        model: str,
+        stream: bool,
+        started: float,
+        outcome: Outcome,
+        reserved: float = 0.0,
     ) -> None:
+        if reserved:
+            self.reservations.release(key, reserved)
+            if outcome.usage is None and outcome.status == 200:
+                # Served, but the backend's usage was missing or not believable: the reservation is
+                # what the key is charged, so a broken backend cannot make answers free.
+                self.limiter.record_tokens(key, time.monotonic(), int(reserved))
         elapsed = time.monotonic() - started
         known = model != _UNKNOWN_MODEL
         status = str(outcome.status or 500)

@@ -20,12 +20,27 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-def _usage_of(payload: Any) -> Usage | None:
+# Above this, a usage number is a broken or hostile backend: not trusted (see metering.py).
+MAX_PLAUSIBLE_TOKENS = 100_000_000
+
+
+def usage_of(payload: Any) -> Usage | None:
+    """Usage of a decoded answer; None when absent or not believable (negative, absurd, not an int)."""
     usage = payload.get("usage") if isinstance(payload, dict) else None
     if not isinstance(usage, dict):
         return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    return Usage(prompt if isinstance(prompt, int) else 0, completion if isinstance(completion, int) else 0)
+    counts = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(name, 0)
+        if value is None:
+            value = 0
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PLAUSIBLE_TOKENS:
+            return None
+        counts.append(value)
+    return Usage(counts[0], counts[1])
+
+
+_usage_of = usage_of
 
 
 def usage_from_body(body: bytes) -> Usage | None:
@@ -50,6 +65,7 @@ class SseUsageTap:
         self.strip_usage_chunk = strip_usage_chunk
         self.usage: Usage | None = None
         self.events = 0
+        self.content_events = 0
         self._pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -80,6 +96,9 @@ class SseUsageTap:
     def _inspect(self, event: bytes) -> bool:
         """Records usage found in one event; True when it is a usage-only chunk to strip."""
         self.events += 1
+        # A token-carrying event: not the role-only first chat chunk, the usage-only chunk or [DONE].
+        if b"[DONE]" not in event and b'"choices":[]' not in event and b'"role"' not in event:
+            self.content_events += 1
         if b'"usage"' not in event or any(null in event for null in _NULL_USAGE):
             return False
         for line in event.splitlines():
