@@ -13,6 +13,7 @@ from aiohttp import web
 
 from llmserve.gateway.backend_safety import client_headers, describe_error, is_auth_failure
 from llmserve.gateway.errors import GatewayError
+from llmserve.gateway.health import record_failure, record_success
 from llmserve.gateway.metering import USAGE_TAIL_BYTES, charged_usage, usage_from_tail
 from llmserve.gateway.metrics import GatewayMetrics
 from llmserve.gateway.registry import Backend, ModelRoute, Registry
@@ -205,6 +206,8 @@ class Proxy:
                 f"The replica did not answer within {self.settings.read_timeout_seconds:g}s.",
                 code="upstream_timeout",
             ) from err
+        if record_success(self.registry.load(backend)):
+            log.info("event=backend_back backend=%s", backend.label)
         try:
             if upstream.status == 503:
                 await upstream.read()
@@ -260,7 +263,7 @@ class Proxy:
                 await _send(response, chunk)
                 tail = (tail + chunk)[-USAGE_TAIL_BYTES:]
         except (aiohttp.ClientError, TimeoutError) as err:
-            outcome.error_reason = "upstream_broken_body"
+            outcome.status, outcome.error_reason = 502, "upstream_broken_body"
             await self._fail_stream(request, response, err)
             return response
         if upstream.status == 200:
@@ -312,6 +315,7 @@ class Proxy:
             raise
         except (aiohttp.ClientError, TimeoutError) as err:
             outcome.usage = charged_usage(tap)
+            outcome.status = 502  # the client saw 200 then an error event: a failed request, not a 200
             outcome.error_reason = "upstream_broken_stream"
             if isinstance(err, TimeoutError):
                 outcome.error_reason = "upstream_stream_silent"
@@ -347,4 +351,5 @@ class Proxy:
             request.transport.close()
 
     def _eject(self, backend: Backend) -> None:
-        self.registry.load(backend).ejected_until = time.monotonic() + self.settings.eject_seconds
+        seconds = record_failure(self.registry.load(backend), time.monotonic(), self.settings.eject_seconds)
+        log.warning("event=backend_ejected backend=%s eject_seconds=%.1f", backend.label, seconds)

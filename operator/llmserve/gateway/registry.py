@@ -45,6 +45,7 @@ class BackendLoad:
     scraped_waiting: float = 0.0
     kv_usage_fraction: float = 0.0
     ejected_until: float = 0.0  # monotonic time; connect failures keep a backend out of rotation briefly
+    consecutive_failures: int = 0  # connect failures and frozen answers since the last answer (health.py)
 
 
 @dataclass

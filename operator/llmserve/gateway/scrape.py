@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from llmserve.gateway.backend_safety import describe_error
+from llmserve.gateway.health import record_success
 from llmserve.gateway.registry import Backend, Registry
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class Scraper:
                 log.info("event=scrape_failed backend=%s error=%r", backend.label, describe_error(err))
             return
         self._failing.discard(backend.url)
+        if record_success(self.registry.load(backend)):  # the probe that brings an ejected backend back
+            log.info("event=backend_back backend=%s via=scrape", backend.label)
         if load is None:
             return
         state = self.registry.load(backend)
