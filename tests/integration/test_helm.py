@@ -55,6 +55,11 @@ def test_chart_lints_and_renders_the_operator_with_least_privilege(helm: str) ->
     # /metrics has its own Service; the API Service exposes only the API port
     assert [p["name"] for p in docs["Service/demo-llmserve-gateway"]["spec"]["ports"]] == ["http"]
     assert [p["name"] for p in docs["Service/demo-llmserve-gateway-metrics"]["spec"]["ports"]] == ["metrics"]
+    # rollouts: grace covers the shutdown delay plus the longest generation, and a PDB keeps one up
+    gateway_pod = docs["Deployment/demo-llmserve-gateway"]["spec"]["template"]["spec"]
+    assert gateway_pod["terminationGracePeriodSeconds"] == 10 + 600 + 5
+    assert {"--shutdown-delay=10", "--drain-timeout=600"} <= set(gateway["args"])
+    assert docs["PodDisruptionBudget/demo-llmserve-gateway"]["spec"]["minAvailable"] == 1
     operator_env = {e["name"]: e for e in container["env"]}
     peers = json.loads(operator_env["LLMSERVE_ENGINE_INGRESS_FROM"]["value"])
     assert peers[0]["namespaceSelector"] == {

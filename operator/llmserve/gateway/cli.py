@@ -24,13 +24,13 @@ from llmserve.gateway.proxy import Proxy, ProxySettings
 from llmserve.gateway.registry import Registry
 from llmserve.gateway.scrape import Scraper
 from llmserve.gateway.server import Gateway, ServerSettings
+from llmserve.gateway.shutdown import graceful_stop
 from llmserve.gateway.static import StaticSource
 from llmserve.render.engine_key import master_secret_ref
 
 log = logging.getLogger("llmserve.gateway")
 
 STARTUP_SYNC_TIMEOUT_SECONDS = 30.0
-SHUTDOWN_GRACE_SECONDS = 30.0
 DEFAULT_METRICS_PORT = 9091
 
 
@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-timeout", type=float, default=600.0,
                    help="longest silence from a replica, incl. waiting for an unstreamed answer")  # fmt: skip
     p.add_argument("--request-timeout", type=float, default=0.0, help="whole upstream exchange; 0 = no limit")
+    p.add_argument("--shutdown-delay", type=float, default=0.0,
+                   help="on SIGTERM, seconds to keep accepting requests (readiness failing) while the "
+                   "endpoint leaves rotation, before closing the listener (chart: 10)")  # fmt: skip
+    p.add_argument("--drain-timeout", type=float, default=600.0,
+                   help="after closing the listener, seconds to wait for requests in flight (default "
+                   "600: the longest generation)")  # fmt: skip
     p.add_argument("--stream-idle-timeout", type=float, default=120.0,
                    help="longest silence inside a started stream before it is cut and the replica "
                    "ejected (default 120); 0 = --read-timeout")  # fmt: skip
@@ -166,11 +172,10 @@ async def run(args: argparse.Namespace) -> int:
         runners: list[web.AppRunner] = []
         try:
             limits = HttpLimits(args.header_timeout, args.max_connections)
-            runners.append(await _serve(gateway.app(), args.host, args.port, limits))
+            runners.append(await _serve(gateway.app(), args.host, args.port, limits, args.drain_timeout))
             if args.metrics_port:
-                runners.append(
-                    await _serve(_metrics_app(gateway), args.metrics_host, args.metrics_port, limits)
-                )
+                metrics_app = _metrics_app(gateway)
+                runners.append(await _serve(metrics_app, args.metrics_host, args.metrics_port, limits, 1.0))
         except OSError as err:
             log.error("event=startup_failed reason=cannot_listen error=%r", str(err))
             for runner in runners:
@@ -184,16 +189,31 @@ async def run(args: argparse.Namespace) -> int:
         log.info("event=gateway_started host=%s port=%d auth=%s models=%d", args.host, args.port,
                  "required" if gateway.auth_required else "off", len(registry.routes))  # fmt: skip
         await _wait_for_signal()
-        log.info("event=gateway_stopping grace_seconds=%.0f", SHUTDOWN_GRACE_SECONDS)
-        for runner in runners:
-            await runner.cleanup()
+        log.info("event=gateway_stopping delay_seconds=%.1f drain_seconds=%.0f", args.shutdown_delay,
+                 args.drain_timeout)  # fmt: skip
+        await graceful_stop(gateway.drain, runners, args.shutdown_delay, _InFlight(metrics))
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return 0
 
 
-async def _serve(app: web.Application, host: str, port: int, limits: HttpLimits) -> web.AppRunner:
+class _InFlight:
+    """Requests in flight, for the shutdown log lines."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+
+    def __str__(self) -> str:
+        samples = (
+            sample.value for metric in self.metrics.model_in_flight.collect() for sample in metric.samples
+        )
+        return str(int(sum(samples)))
+
+
+async def _serve(
+    app: web.Application, host: str, port: int, limits: HttpLimits, drain_seconds: float
+) -> web.AppRunner:
     # handler_cancellation: a client that goes away cancels its handler, which closes the upstream
     # connection, which makes the engine abort the generation.
     runner = HardenedAppRunner(
@@ -202,7 +222,7 @@ async def _serve(app: web.Application, host: str, port: int, limits: HttpLimits)
         error_body,
         access_log=None,
         handler_cancellation=True,
-        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+        shutdown_timeout=drain_seconds,
     )
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=1024).start()

@@ -20,6 +20,7 @@ from llmserve.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from llmserve.gateway.proxy import Outcome, Proxy
 from llmserve.gateway.registry import Registry
 from llmserve.gateway.request_body import BodyError, check_content_headers, decode_json_object, read_body
+from llmserve.gateway.shutdown import Drain
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("llmserve.gateway.access")
@@ -55,9 +56,11 @@ class Gateway:
         self.proxy, self.holder, self.metrics, self.settings = proxy, holder, metrics, settings
         self.started_at = int(time.time())
         self.reservations = TokenReservations()
+        self.drain = Drain()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[_errors_as_json])
+        self.drain.install(app)
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
         app.router.add_get("/v1/models", self.models)
@@ -93,6 +96,8 @@ class Gateway:
         return web.Response(text="ok")
 
     async def ready(self, request: web.Request) -> web.Response:
+        if self.drain.draining:
+            return web.Response(status=503, text="shutting down")
         if not self.registry.synced_sources:
             return web.Response(status=503, text="discovery has not synced yet")
         return web.Response(text="ready")
