@@ -82,7 +82,7 @@ def test_children_include_key_and_policy_and_roll_pods_on_a_new_key() -> None:
     spec = _spec()
     deployment = render_deployment("llama", "ai", "uid-1", spec)
     children = security_children("sk-engine-x", "llama", "ai", "uid-1", spec, deployment)
-    assert [c["kind"] for c in children] == ["Secret", "NetworkPolicy"]
+    assert [c["kind"] for c in children] == ["Secret", "PodDisruptionBudget", "NetworkPolicy"]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["llmserve.dev/engine-key-fingerprint"] == key_fingerprint("sk-engine-x")
     assert "sk-engine-x" not in str(deployment)
@@ -123,3 +123,30 @@ def test_master_secret_location(monkeypatch: pytest.MonkeyPatch) -> None:
     assert str(master_secret_ref("x/y")) == "x/y"
     with pytest.raises(ValueError, match="namespace/name"):
         master_secret_ref("/y")
+
+
+def test_a_replica_drains_for_the_llmserves_drain_time_after_leaving_rotation() -> None:
+    pod = _pod(_spec())
+    container = pod["containers"][0]
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert pod["terminationGracePeriodSeconds"] == 5 + 600  # default fits long generations
+    sim = _pod(_spec(engine={"kind": "simulator", "drainSeconds": 42}))
+    assert sim["terminationGracePeriodSeconds"] == 47
+    env = {e["name"]: e.get("value") for e in sim["containers"][0]["env"]}
+    assert env["LLMSERVE_SIM_SHUTDOWN_GRACE_SECONDS"] == "42"
+
+
+def test_voluntary_disruptions_take_one_engine_replica_at_a_time() -> None:
+    from llmserve.render.drain import render_pdb
+
+    pdb = render_pdb("llama", "ai", "uid-1", _spec())
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"]["llmserve.dev/llmserve"] == "llama"
+    assert pdb["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+def test_drain_seconds_out_of_range_is_refused_naming_the_field() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"drain_?[sS]econds"):
+        _spec(engine={"drainSeconds": -1})

@@ -9,6 +9,7 @@ from typing import Any
 
 from llmserve import kube
 from llmserve.api.llmserve import LLMServeSpec
+from llmserve.render.drain import render_pdb
 from llmserve.render.engine_key import (
     MIN_MASTER_BYTES,
     SecretRef,
@@ -61,10 +62,13 @@ class EngineKeys:
 def security_children(
     keys_key: str, name: str, namespace: str, uid: str, spec: LLMServeSpec, deployment: Obj
 ) -> list[Obj]:
-    """The engine-key Secret and the NetworkPolicy to apply with the Deployment, which gets the key's
+    """The engine-key Secret, the PodDisruptionBudget and the NetworkPolicy to apply with the Deployment, which gets the key's
     fingerprint (so a new key rolls the pods). `keys_key` is the LLMServe's derived engine key."""
     with_key_fingerprint(deployment, key_fingerprint(keys_key))
-    children = [render_engine_key_secret(name, namespace, uid, keys_key)]
+    children = [
+        render_engine_key_secret(name, namespace, uid, keys_key),
+        render_pdb(name, namespace, uid, spec),
+    ]
     if network_policy_enabled():
         children.append(render_network_policy(name, namespace, uid, spec, configured_peers()))
     return children

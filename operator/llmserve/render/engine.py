@@ -10,6 +10,7 @@ from llmserve.api.llmserve import (
     ENGINE_PORT,
     LLMServeSpec,
 )
+from llmserve.render.drain import apply_drain
 from llmserve.render.labels import common_labels, owner_reference, selector_labels
 from llmserve.render.security import secure_engine_pod
 
@@ -158,7 +159,7 @@ def render_deployment(name: str, namespace: str, uid: str, spec: LLMServeSpec) -
                         SERVED_NAME_ANNOTATION: spec.served_name(name),
                     },
                 },
-                "spec": secure_engine_pod(name, spec, pod_spec),
+                "spec": apply_drain(spec, secure_engine_pod(name, spec, pod_spec)),
             },
         },
     }
