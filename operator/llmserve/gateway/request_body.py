@@ -45,6 +45,8 @@ async def read_body(request: web.BaseRequest, max_bytes: int, timeout_seconds: f
     if request.content_length is not None and request.content_length > max_bytes:
         raise BodyError(413, f"Request body is larger than the {max_bytes}-byte limit.", "body_too_large")
     try:
+        if request.content.is_eof():  # the whole body is already buffered: no deadline needed
+            return await request.read()
         async with asyncio.timeout(timeout_seconds or None):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -83,11 +85,10 @@ def _no_constants(name: str) -> Any:
 def decode_json(raw: bytes) -> Any:
     """JSON as strict as the engines' parsers: UTF-8, no NaN/Infinity, no number that overflows."""
     try:
-        text = raw.decode("utf-8")
+        # bytes in, as the engines' own parsers (Starlette) read them: UTF-8 (or a UTF-16/32 BOM)
+        return json.loads(raw, parse_float=_finite_float, parse_constant=_no_constants)
     except UnicodeDecodeError:
         raise BodyError(400, "Request body is not valid UTF-8.", "invalid_json") from None
-    try:
-        return json.loads(text, parse_float=_finite_float, parse_constant=_no_constants)
     except RecursionError:
         raise BodyError(400, "Request body is nested too deeply.", "invalid_json") from None
     except json.JSONDecodeError as err:
