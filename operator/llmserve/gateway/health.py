@@ -16,7 +16,7 @@ MAX_EJECT_SECONDS = 60.0
 def record_failure(load: BackendLoad, now: float, base_seconds: float) -> float:
     """Ejects the backend after a failure; returns the ejection length in seconds."""
     load.consecutive_failures += 1
-    seconds = min(base_seconds * 2 ** (load.consecutive_failures - 1), MAX_EJECT_SECONDS)
+    seconds: float = min(base_seconds * 2.0 ** (load.consecutive_failures - 1), MAX_EJECT_SECONDS)
     load.ejected_until = now + seconds
     return seconds
 
