@@ -81,3 +81,27 @@ def test_a_forged_endpoint_slice_does_not_become_a_backend(
         client.completions.create(model="llama-8b", prompt="x", max_tokens=1)
     text = httpx.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=5).text
     assert "192.0.2.10" not in text
+
+
+def test_a_gateway_given_key_secret_names_reads_only_those(cluster: ClusterHandle, namespace: str) -> None:
+    if cluster.dev is None:
+        pytest.skip(
+            "the gateway runs on the test host, which reaches pod IPs only on the local control plane"
+        )
+    cluster.apply(gateway_cluster.api_key_secret(), namespace)  # "test-key", the named one
+    other_key = "sk-not-named-0123456789abcdef"
+    other = gateway_cluster.api_key_secret()
+    other["metadata"]["name"] = "other-key"
+    other["data"] = {"key": base64.b64encode(other_key.encode()).decode()}
+    cluster.apply(other, namespace)
+    named = KubeGateway(cluster, namespace, ("--key-secret", "test-key"))
+    try:
+        models = f"{named.base_url}/models"
+        assert (
+            httpx.get(models, headers={"Authorization": f"Bearer {gateway_cluster.API_KEY}"}).status_code
+            == 200
+        )
+        # labelled, but not named: never read
+        assert httpx.get(models, headers={"Authorization": f"Bearer {other_key}"}).status_code == 401
+    finally:
+        named.stop()

@@ -68,6 +68,25 @@ def test_chart_lints_and_renders_the_operator_with_least_privilege(helm: str) ->
     assert peers[0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "demo"
 
 
+def test_named_api_key_secrets_narrow_the_gateways_secret_access_to_them(helm: str) -> None:
+    rendered = subprocess.run(
+        [helm, "template", "demo", str(CHART), "-n", "llmserve-system",
+         "--set", "gateway.apiKeySecretNames={team-a,team-b}", "--set", "gateway.watchNamespaces={ai}"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    docs = {f"{d['kind']}/{d['metadata']['name']}/{d['metadata'].get('namespace')}": d
+            for d in yaml.safe_load_all(rendered) if d}  # fmt: skip
+    (rule,) = docs["Role/demo-llmserve-gateway-keys/llmserve-system"]["rules"]
+    assert rule["resourceNames"] == ["team-a", "team-b"]
+    args = docs["Deployment/demo-llmserve-gateway/llmserve-system"]["spec"]["template"]["spec"]["containers"][
+        0
+    ]["args"]
+    assert {"--key-secret=team-a", "--key-secret=team-b"} <= set(args)
+    # served namespaces only: bound there, not cluster-wide
+    assert "RoleBinding/demo-llmserve-gateway/ai" in docs
+    assert not any(key.startswith("ClusterRoleBinding/demo-llmserve-gateway/") for key in docs)
+
+
 @pytest.mark.cluster
 def test_operator_serves_a_model_with_only_the_charts_rbac(
     helm: str, cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str, tmp_path: Path

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve LLMServes of these namespaces only (repeatable; default all)")  # fmt: skip
     p.add_argument("--keys-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
                    help="namespace of the API-key Secrets (default $POD_NAMESPACE or default)")  # fmt: skip
+    p.add_argument("--key-secret", action="append", default=[], metavar="NAME",
+                   help="read only these API-key Secrets of --keys-namespace, by name (repeatable; RBAC "
+                   "can then grant just them); default: every Secret labelled llmserve.dev/api-key")  # fmt: skip
     p.add_argument("--engine-key-secret", default=None, metavar="NAMESPACE/NAME",
                    help="the operator's engine-key master Secret, from which each engine's key is derived "
                    "(default $LLMSERVE_ENGINE_KEY_SECRET or $POD_NAMESPACE/llmserve-engine-key-master; "
@@ -124,7 +127,9 @@ async def run(args: argparse.Namespace) -> int:
         tasks.append(asyncio.create_task(static.run()))
     if use_kubernetes:
         engine_key = None if args.engine_key_secret == "none" else master_secret_ref(args.engine_key_secret)
-        discovery = KubeDiscovery(registry, keys, args.namespace, args.keys_namespace, engine_key)
+        discovery = KubeDiscovery(
+            registry, keys, args.namespace, args.keys_namespace, engine_key, args.key_secret
+        )
         tasks.append(asyncio.create_task(discovery.run()))
         try:
             async with asyncio.timeout(STARTUP_SYNC_TIMEOUT_SECONDS):

@@ -174,6 +174,7 @@ class KubeDiscovery:
         namespaces: list[str],
         keys_namespace: str,
         engine_key_secret: SecretRef | None = None,
+        key_secret_names: list[str] | None = None,
     ) -> None:
         self.registry, self.keys = registry, keys
         self.namespaces: list[str | None] = list(namespaces) or [None]
@@ -184,6 +185,8 @@ class KubeDiscovery:
         self._keys_by_secret: dict[str, ApiKey] = {}
         self._reported: set[tuple[str, str]] = set()  # (uid, resourceVersion) of bad Secrets
         self.engine_key_secret = engine_key_secret
+        self.key_secret_names = sorted(set(key_secret_names or []))
+        self._named_synced: set[str] = set()
         self._conflicts_reported: set[str] = set()  # uids of LLMServes told their name is taken
 
     async def run(self) -> None:
@@ -193,7 +196,15 @@ class KubeDiscovery:
             watches.append(
                 _watch_forever("EndpointSlice", namespace, LLMSERVE_LABEL, self._on_slice(namespace))
             )
-        watches.append(_watch_forever("Secret", self.keys_namespace, KEY_LABEL, self._on_secret))
+        if self.key_secret_names:
+            # By name: RBAC can then grant exactly these Secrets (resourceNames), not the namespace's.
+            for secret_name in self.key_secret_names:
+                watches.append(_watch_forever(
+                    "Secret", self.keys_namespace, KEY_LABEL, self._on_named_secret(secret_name),
+                    f"metadata.name={secret_name}",
+                ))  # fmt: skip
+        else:
+            watches.append(_watch_forever("Secret", self.keys_namespace, KEY_LABEL, self._on_secret))
         if self.engine_key_secret is not None:
             ref = self.engine_key_secret
             # By name: the gateway's RBAC grants this one Secret (resourceNames), not the namespace's.
@@ -297,6 +308,30 @@ class KubeDiscovery:
             self._keys_by_secret.pop(obj["metadata"]["name"], None)
         else:
             self._parse_secret(obj)
+        keys = list(self._keys_by_secret.values())
+        self.keys.replace(SOURCE, keys)
+        log.info(
+            "event=api_keys_loaded count=%d names=%s", len(keys), ",".join(sorted({k.name for k in keys}))
+        )
+
+    def _on_named_secret(self, secret_name: str) -> Callable[[str, Obj], None]:
+        def handle(event_type: str, obj: Obj) -> None:
+            if event_type == "SYNC":
+                self._keys_by_secret.pop(secret_name, None)
+                for secret in obj["items"]:
+                    self._parse_secret(secret)
+                self._named_synced.add(secret_name)
+                if self._named_synced >= set(self.key_secret_names):
+                    self._mark_synced("secrets")
+            elif event_type == "DELETED":
+                self._keys_by_secret.pop(secret_name, None)
+            else:
+                self._parse_secret(obj)
+            self._publish_keys()
+
+        return handle
+
+    def _publish_keys(self) -> None:
         keys = list(self._keys_by_secret.values())
         self.keys.replace(SOURCE, keys)
         log.info(
