@@ -302,7 +302,7 @@ async def main(args: argparse.Namespace) -> list[Target]:
                    "--model", MODEL, "--served-model-name", SERVED, "--time-scale", str(args.time_scale),
                    "--max-num-seqs", "1024", "--load-seconds", "0", "--log-level", "WARNING"]  # fmt: skip
     gateway_args = [py, "-m", "llmserve.cli", "gateway", "--static", str(workdir / "gateway.yaml"),
-                    "--port", str(gateway_port)]  # fmt: skip
+                    "--port", str(gateway_port), "--metrics-port", str(listen_port())]  # fmt: skip
     litellm = shutil.which("litellm")
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(spawned(engine_args, f"{engine_url}/health", workdir / "engine.log"))

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -78,6 +80,29 @@ def engine_argv(pod: Obj, node: NodeConfig, pod_ip: str, settings: Settings) -> 
     return ["ip", "netns", "exec", node.network.namespace, *argv]
 
 
+async def container_env(pod: Obj) -> dict[str, str]:
+    """The engine container's environment as a kubelet builds it: plain values and Secret keys
+    (`valueFrom.secretKeyRef`, e.g. the engine API key); a missing Secret fails the start, as there."""
+    container = pod["spec"]["containers"][0]
+    namespace = pod["metadata"]["namespace"]
+    env: dict[str, str] = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = str(var["value"])
+            continue
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+        if not ref:
+            continue  # fieldRef and friends: the simulator needs none of them
+        secret = await kube.get("Secret", namespace, ref["name"])
+        encoded = ((secret or {}).get("data") or {}).get(ref["key"])
+        if encoded is None:
+            if ref.get("optional"):
+                continue
+            raise LookupError(f"secret {namespace}/{ref['name']} key {ref['key']!r} not found")
+        env[var["name"]] = base64.b64decode(encoded).decode()
+    return env
+
+
 class PodRunner:
     """Plays the kubelet's part for one pod, from binding to deletion."""
 
@@ -119,8 +144,16 @@ class PodRunner:
                         await self._sleep_or_delete(min(2**self.restarts, 30))
                         if self.deleting.is_set():
                             break
+                    try:
+                        env = {**os.environ, **await container_env(self.pod)}
+                    except (LookupError, kube.KubeError) as err:
+                        log.warning(
+                            "event=container_config_error pod=%s/%s error=%s", self.namespace, self.name, err
+                        )
+                        await self._sleep_or_delete(1.0)
+                        continue
                     self.process = await asyncio.create_subprocess_exec(
-                        *argv, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
+                        *argv, stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env=env
                     )
                     self.started_at = now()
                     log.info(

@@ -38,6 +38,7 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "Lease": ("coordination.k8s.io/v1", "leases"),
     "EndpointSlice": ("discovery.k8s.io/v1", "endpointslices"),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
+    "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"),
     "LLMServe": (LLMSERVE_API, PLURAL),
     "BurstPool": (LLMSERVE_API, "burstpools"),
     "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions"),
@@ -208,12 +209,18 @@ async def retry(operation: Any, attempts: int = 5, base_delay_seconds: float = 0
 
 
 async def list_then_watch(
-    kind: str, namespace: str | None = None, label_selector: str = "", timeout_seconds: int = 300
+    kind: str,
+    namespace: str | None = None,
+    label_selector: str = "",
+    timeout_seconds: int = 300,
+    field_selector: str = "",
 ) -> AsyncIterator[tuple[str, Obj]]:
     """Yields ("SYNC", {"items": [...]}) with every current object, then the watch events that follow
     that list. The stream ends on timeout or when the server drops the version (410); the caller
     loops and gets a fresh SYNC, so deletions missed in between are never kept."""
     params: dict[str, Any] = {"labelSelector": label_selector} if label_selector else {}
+    if field_selector:  # e.g. metadata.name=X, which RBAC rules limited by resourceNames require
+        params["fieldSelector"] = field_selector
     listed = await request("GET", kind, namespace, params=params)
     yield "SYNC", {"items": list(listed.get("items", []))}
     version, url = _path(kind)

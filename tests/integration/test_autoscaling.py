@@ -17,6 +17,7 @@ import yaml
 from llmserve.autoscale.collect import parse_engine_metrics
 from llmserve.autoscale.state import STATE_ANNOTATION
 from tests.support.cluster import ClusterHandle, OperatorProcess, condition, wait_for
+from tests.support.manifests import engine_key_headers
 
 pytestmark = pytest.mark.cluster
 
@@ -120,7 +121,9 @@ class LoadGenerator:
                 finally:
                     in_flight[ip] -= 1
 
-        async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+        # engines answer only with their LLMServe's engine key (docs/security.md)
+        headers = await asyncio.to_thread(engine_key_headers, self.cluster, self.namespace)
+        async with httpx.AsyncClient(timeout=30, trust_env=False, headers=headers) as client:
             refresher = asyncio.create_task(refresh())
             await asyncio.gather(*(user(client, i) for i in range(self.concurrency)))
             refresher.cancel()

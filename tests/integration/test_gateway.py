@@ -90,8 +90,9 @@ def engine_gauge(port: int, name: str) -> float:
 
 
 class Gateway:
-    def __init__(self, port: int, log_path: Path, engines: dict[str, list[int]]) -> None:
+    def __init__(self, port: int, log_path: Path, engines: dict[str, list[int]], metrics_port: int) -> None:
         self.port, self.log_path, self.engines = port, log_path, engines
+        self.metrics_port = metrics_port
         self.base_url = f"http://127.0.0.1:{port}/v1"
 
     def client(self, key: str = "team-a", **kwargs: Any) -> openai.OpenAI:
@@ -101,7 +102,7 @@ class Gateway:
         return {"Authorization": f"Bearer {KEYS[key]}"}
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
         total = 0.0
         for line in text.splitlines():
             if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
@@ -135,16 +136,17 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     config_path.write_text(yaml.safe_dump(config))
     engines = [engine(p, "llama", logs, time_scale=50).start() for p in fast]
     engines.append(engine(slow, "slow", logs, time_scale=1).start())
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     process = Process(
         [sys.executable, "-m", "llmserve.cli", "gateway", "--static", str(config_path), "--port", str(port),
-         "--max-body-bytes", str(MAX_BODY_BYTES), "--scrape-interval", "0.2", "--connect-timeout", "1",
+         "--metrics-port", str(metrics_port), "--max-body-bytes", str(MAX_BODY_BYTES), "--scrape-interval", "0.2", "--connect-timeout", "1",
          "--hold-timeout", str(HOLD_TIMEOUT_SECONDS)],
         logs / "gateway.log", f"http://127.0.0.1:{port}/health",
     )  # fmt: skip
     try:
         process.start()
-        yield Gateway(port, process.log_path, {"llama": fast, "slow": [slow], "fragile": fragile})
+        engines_by_model = {"llama": fast, "slow": [slow], "fragile": fragile}
+        yield Gateway(port, process.log_path, engines_by_model, metrics_port)
     finally:
         process.stop()
         for e in engines:
@@ -227,7 +229,7 @@ def test_token_counters_per_key_name_match_the_tokens_served(gateway: Gateway) -
         k: gateway.metric("llmserve_gateway_tokens_total", kind=k, **labels) for k in ("prompt", "completion")
     }
     assert {k: after[k] - before[k] for k in after} == served
-    assert KEYS["metered"] not in httpx.get(f"http://127.0.0.1:{gateway.port}/metrics").text
+    assert KEYS["metered"] not in httpx.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics").text
 
 
 def test_model_listing_shows_the_models_each_key_may_use(gateway: Gateway) -> None:
@@ -398,8 +400,15 @@ def test_the_gateway_refuses_to_listen_beyond_loopback_without_keys(tmp_path: Pa
     config.write_text(json.dumps({"models": [{"name": "m", "backends": ["http://127.0.0.1:1"]}]}))
     result = subprocess.run(
         [sys.executable, "-m", "llmserve.cli", "gateway", "--static", str(config), "--host", "0.0.0.0",
-         "--port", str(free_port())],
+         "--port", str(free_port()), "--metrics-port", str(free_port())],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
     assert re.search(r"event=startup_refused .*reason=no_api_keys", result.stderr)
+
+
+def test_metrics_are_served_on_their_own_port_not_on_the_api_port(gateway: Gateway) -> None:
+    on_api = httpx.get(f"http://127.0.0.1:{gateway.port}/metrics", timeout=5)
+    assert on_api.status_code == 404 and "error" in on_api.json()
+    apart = httpx.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=5)
+    assert apart.status_code == 200 and "llmserve_gateway_requests_total" in apart.text

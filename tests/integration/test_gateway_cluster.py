@@ -45,14 +45,14 @@ def api_key_secret() -> dict[str, Any]:
 class KubeGateway:
     """`llmserve gateway` discovering from the cluster, limited to one namespace."""
 
-    def __init__(self, cluster: ClusterHandle, namespace: str) -> None:
-        self.port = free_port()
+    def __init__(self, cluster: ClusterHandle, namespace: str, extra_args: tuple[str, ...] = ()) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log_path = STATE_DIR.parent / f"{STATE_DIR.name}-gateway-{namespace}.log"
         args = [
             sys.executable, "-m", "llmserve.cli", "gateway", "--namespace", namespace,
-            "--keys-namespace", namespace, "--port", str(self.port), "--scrape-interval", "0.5",
-            "--hold-timeout", str(HOLD_TIMEOUT_SECONDS),
+            "--keys-namespace", namespace, "--port", str(self.port), "--metrics-port", str(self.metrics_port), "--scrape-interval", "0.5",
+            "--hold-timeout", str(HOLD_TIMEOUT_SECONDS), *extra_args,
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -70,7 +70,7 @@ class KubeGateway:
         return [model.id for model in self.client().models.list()]
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
         lines = [line for line in text.splitlines() if line.startswith(name + "{")]
         return sum(
             float(line.rsplit(" ", 1)[1])

@@ -45,7 +45,46 @@ def test_chart_lints_and_renders_the_operator_with_least_privilege(helm: str) ->
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     rules = docs["ClusterRole/demo-llmserve-operator"]["rules"]
     assert not any("*" in r["verbs"] or "*" in r["resources"] for r in rules)
-    assert not any("secrets" in r["resources"] for r in rules)
+    # Engine-key Secrets are written blind (server-side apply), never read or listed cluster-wide.
+    assert [sorted(r["verbs"]) for r in rules if "secrets" in r["resources"]] == [["create", "patch"]]
+    master = docs["Role/demo-llmserve-gateway-engine-key"]["rules"]
+    assert master == [{"apiGroups": [""], "resources": ["secrets"],
+                       "resourceNames": ["demo-llmserve-engine-key-master"], "verbs": ["get", "list", "watch"]}]  # fmt: skip
+    gateway = docs["Deployment/demo-llmserve-gateway"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--engine-key-secret=llmserve-system/demo-llmserve-engine-key-master" in gateway["args"]
+    # /metrics has its own Service; the API Service exposes only the API port
+    assert [p["name"] for p in docs["Service/demo-llmserve-gateway"]["spec"]["ports"]] == ["http"]
+    assert [p["name"] for p in docs["Service/demo-llmserve-gateway-metrics"]["spec"]["ports"]] == ["metrics"]
+    # rollouts: grace covers the shutdown delay plus the longest generation, and a PDB keeps one up
+    gateway_pod = docs["Deployment/demo-llmserve-gateway"]["spec"]["template"]["spec"]
+    assert gateway_pod["terminationGracePeriodSeconds"] == 10 + 600 + 5
+    assert {"--shutdown-delay=10", "--drain-timeout=600"} <= set(gateway["args"])
+    assert docs["PodDisruptionBudget/demo-llmserve-gateway"]["spec"]["minAvailable"] == 1
+    operator_env = {e["name"]: e for e in container["env"]}
+    peers = json.loads(operator_env["LLMSERVE_ENGINE_INGRESS_FROM"]["value"])
+    assert peers[0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "llmserve-system"}
+    }
+    assert peers[0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "demo"
+
+
+def test_named_api_key_secrets_narrow_the_gateways_secret_access_to_them(helm: str) -> None:
+    rendered = subprocess.run(
+        [helm, "template", "demo", str(CHART), "-n", "llmserve-system",
+         "--set", "gateway.apiKeySecretNames={team-a,team-b}", "--set", "gateway.watchNamespaces={ai}"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    docs = {f"{d['kind']}/{d['metadata']['name']}/{d['metadata'].get('namespace')}": d
+            for d in yaml.safe_load_all(rendered) if d}  # fmt: skip
+    (rule,) = docs["Role/demo-llmserve-gateway-keys/llmserve-system"]["rules"]
+    assert rule["resourceNames"] == ["team-a", "team-b"]
+    args = docs["Deployment/demo-llmserve-gateway/llmserve-system"]["spec"]["template"]["spec"]["containers"][
+        0
+    ]["args"]
+    assert {"--key-secret=team-a", "--key-secret=team-b"} <= set(args)
+    # served namespaces only: bound there, not cluster-wide
+    assert "RoleBinding/demo-llmserve-gateway/ai" in docs
+    assert not any(key.startswith("ClusterRoleBinding/demo-llmserve-gateway/") for key in docs)
 
 
 @pytest.mark.cluster
@@ -65,7 +104,8 @@ def test_operator_serves_a_model_with_only_the_charts_rbac(
         kubeconfig = _token_kubeconfig(cluster, token, tmp_path)
         operator_process.stop()  # only one operator may own the objects at a time
         env = {**cluster.env, "KUBECONFIG": str(kubeconfig), "LLMSERVE_LIVENESS_ADDR": "127.0.0.1",
-               "LLMSERVE_METRICS_ADDR": "127.0.0.1"}  # fmt: skip
+               "LLMSERVE_METRICS_ADDR": "127.0.0.1",
+               "LLMSERVE_ENGINE_KEY_SECRET": f"{release_ns}/rbac-llmserve-engine-key-master"}  # fmt: skip
         log_path = tmp_path / "operator.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
@@ -103,7 +143,9 @@ def _assert_gateway_serves_with_chart_rbac(cluster: ClusterHandle, release_ns: s
     log_path = gateway_dir / "gateway.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llmserve.cli", "gateway", "--port", str(port), "--keys-namespace", release_ns],
+            [sys.executable, "-m", "llmserve.cli", "gateway", "--port", str(port), "--keys-namespace", release_ns,
+             "--metrics-port", str(free_port()),
+             "--engine-key-secret", f"{release_ns}/rbac-llmserve-engine-key-master"],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     try:

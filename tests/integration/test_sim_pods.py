@@ -10,7 +10,7 @@ import pytest
 from openai import OpenAI
 
 from tests.support.cluster import ClusterHandle, OperatorProcess, condition, wait_for
-from tests.support.manifests import llmserve, wait_ready
+from tests.support.manifests import engine_key_headers, llmserve, wait_ready
 
 pytestmark = pytest.mark.cluster
 
@@ -49,7 +49,8 @@ def test_every_pod_answers_completions_at_its_own_ip(
     pods = _engine_pods(cluster, namespace)
     assert len({p["status"]["podIP"] for p in pods}) == 2
     for pod in pods:
-        client = OpenAI(base_url=f"http://{pod['status']['podIP']}:8000/v1", api_key="unused", max_retries=0)
+        key = engine_key_headers(cluster, namespace)["Authorization"].removeprefix("Bearer ")
+        client = OpenAI(base_url=f"http://{pod['status']['podIP']}:8000/v1", api_key=key, max_retries=0)
         reply = client.chat.completions.create(
             model="llama-8b", messages=[{"role": "user", "content": "hello"}], max_tokens=5
         )

@@ -34,3 +34,17 @@ def wait_ready(
         return None
 
     return wait_for(check, timeout=timeout, message=f"{namespace}/{name} Ready with {ready} replicas")
+
+
+def engine_key_headers(cluster: ClusterHandle, namespace: str, name: str = "llama") -> dict[str, str]:
+    """The Authorization header an engine of this LLMServe accepts (its engine-key Secret), for tests
+    that call engine pods directly instead of through the gateway."""
+    import base64
+
+    secret = wait_for(
+        lambda: cluster.get("secret", f"{name}-engine-key", namespace),
+        timeout=30,
+        message="engine key Secret",
+    )
+    assert secret is not None
+    return {"Authorization": "Bearer " + base64.b64decode(secret["data"]["api-key"]).decode()}

@@ -20,17 +20,27 @@ def llmserve(
 
 
 def endpoint_slice(
-    service: str, addresses: dict[str, bool | None], namespace: str = "ai", name: str = ""
+    service: str,
+    addresses: dict[str, bool | None],
+    namespace: str = "ai",
+    name: str = "",
+    made_by_kubernetes: bool = True,
 ) -> dict[str, Any]:
     endpoints = []
     for address, ready in addresses.items():
         conditions = {} if ready is None else {"ready": ready}
         endpoints.append({"addresses": [address], "conditions": conditions})
+    labels = {"kubernetes.io/service-name": service}
+    owners = []
+    if made_by_kubernetes:
+        labels["endpointslice.kubernetes.io/managed-by"] = "endpointslice-controller.k8s.io"
+        owners = [{"apiVersion": "v1", "kind": "Service", "name": service, "uid": "u", "controller": True}]
     return {
         "metadata": {
             "name": name or f"{service}-abcde",
             "namespace": namespace,
-            "labels": {"kubernetes.io/service-name": service},
+            "labels": labels,
+            "ownerReferences": owners,
         },
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
@@ -97,3 +107,39 @@ def test_a_namespace_resync_replaces_only_that_namespace() -> None:
     view.sync_llmserves([llmserve("b", namespace="two")], "two")
     view.sync_llmserves([], "one")
     assert [r.served_name for r in view.routes()] == ["b"]
+
+
+def test_hand_made_endpoint_slices_never_become_backends() -> None:
+    view = ClusterView()
+    view.sync_llmserves([llmserve("llama")], None)
+    forged = endpoint_slice("llama", {"10.6.6.6": True}, name="forged", made_by_kubernetes=False)
+    # a slice claiming the controller's label but not owned by the Service is also refused
+    half = endpoint_slice("llama", {"10.6.6.7": True}, name="half")
+    half["metadata"]["ownerReferences"] = []
+    view.sync_slices([forged, half, endpoint_slice("llama", {"10.0.0.1": True}, name="real")], None)
+    assert [b.url for b in view.routes()[0].backends] == ["http://10.0.0.1:8000"]
+
+
+def test_backends_carry_the_engine_key_derived_for_their_llmserve() -> None:
+    from llmserve.render.engine_key import derive_engine_key
+
+    view = ClusterView(engine_master=b"k" * 32)
+    obj = llmserve("llama")
+    obj["metadata"]["uid"] = "uid-1"
+    view.sync_llmserves([obj], None)
+    view.sync_slices([endpoint_slice("llama", {"10.0.0.1": True})], None)
+    (backend,) = view.routes()[0].backends
+    key = derive_engine_key(b"k" * 32, "ai", "llama", "uid-1")
+    assert dict(backend.headers) == {"Authorization": f"Bearer {key}"}
+    assert key not in repr(backend) and key not in repr(view)
+
+
+def test_a_refused_claim_is_reported_as_a_conflict() -> None:
+    view = ClusterView()
+    old = llmserve("old", namespace="a", served="llama", created="2026-01-01T00:00:00Z")
+    new = llmserve("new", namespace="b", served="llama", created="2026-01-01T00:00:00Z")
+    view.sync_llmserves([new, old], None)
+    (route,) = view.routes()
+    # same second: the tie is broken by namespace/name, the same way on every gateway replica
+    assert route.namespace == "a"
+    assert view.conflicted == [(old, new)]

@@ -37,3 +37,16 @@ def test_load_of_a_removed_idle_backend_is_forgotten() -> None:
     registry.load(backend).scraped_waiting = 3
     registry.replace("static", [ModelRoute("llama", ())])
     assert backend.url not in registry.loads
+
+
+def test_two_llmserves_never_share_a_served_name_across_sources() -> None:
+    registry = Registry()
+    registry.replace("kubernetes", [ModelRoute("llama", (Backend("http://10.0.0.1:8000"),), "a", "llama")])
+    registry.replace("burst", [ModelRoute("llama", (Backend("http://6.6.6.6:8000"),), "b", "thief")])
+    route = registry.route("llama")
+    assert route is not None
+    assert [b.url for b in route.backends] == ["http://10.0.0.1:8000"]
+    # the same LLMServe's burst instances do join its route
+    registry.replace("burst", [ModelRoute("llama", (Backend("http://7.7.7.7:8000"),), "a", "llama")])
+    route = registry.route("llama")
+    assert route is not None and len(route.backends) == 2

@@ -64,9 +64,10 @@ def test_anthropic_cached_prompt_tokens_still_count_as_prompt() -> None:
     assert usage_from_body(json.dumps(body).encode()) == Usage(100, 2)
 
 
-def test_counts_that_are_not_integers_are_ignored() -> None:
+def test_usage_with_counts_that_are_not_integers_is_not_trusted() -> None:
+    # Not trusted means None: the gateway then charges the request's reservation (metering.py).
     body = {"usage": {"input_tokens": "12", "output_tokens": True}}
-    assert usage_from_body(json.dumps(body).encode()) == Usage(0, 0)
+    assert usage_from_body(json.dumps(body).encode()) is None
 
 
 def test_a_caller_schema_holding_usage_null_cannot_hide_a_streamed_responses_usage() -> None:

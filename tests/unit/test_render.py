@@ -66,7 +66,11 @@ def test_shm_cache_and_token_are_wired() -> None:
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     assert volumes["model-cache"]["persistentVolumeClaim"]["claimName"] == "models"
     env = {e["name"]: e for e in _container(deployment)["env"]}
-    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "HF_TOKEN"}
+    # The token is a mounted file (HF_TOKEN_PATH), never an environment variable.
+    assert "HF_TOKEN" not in env
+    assert volumes["hf-token"]["secret"]["secretName"] == "hf"
+    assert volumes["hf-token"]["secret"]["items"] == [{"key": "HF_TOKEN", "path": "token"}]
+    assert env["HF_TOKEN_PATH"]["value"] == "/var/run/secrets/llmserve/hf/token"
     assert env["HF_HOME"]["value"] == "/models"
 
 

@@ -37,3 +37,13 @@ app.kubernetes.io/name: llmserve
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: gateway
 {{- end -}}
+
+{{- define "llmserve.engineKeySecret" -}}
+{{- default (printf "%s-engine-key-master" (include "llmserve.fullname" .)) .Values.engineKey.masterSecretName -}}
+{{- end -}}
+
+{{/* NetworkPolicyPeers admitted to every engine: this release's gateway and operator pods, plus extras. */}}
+{{- define "llmserve.engineIngressFrom" -}}
+{{- $own := dict "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" .Release.Namespace)) "podSelector" (dict "matchLabels" (dict "app.kubernetes.io/name" "llmserve" "app.kubernetes.io/instance" .Release.Name) "matchExpressions" (list (dict "key" "app.kubernetes.io/component" "operator" "In" "values" (list "gateway" "operator")))) -}}
+{{- concat (list $own) .Values.networkPolicy.extraIngressFrom | toJson -}}
+{{- end -}}

@@ -107,6 +107,14 @@ class EngineSpec(ApiModel):
         description="Extra engine arguments, e.g. --max-model-len=8192 or --max-num-seqs=64.",
     )
     env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Extra environment variables.")
+    drain_seconds: int = Field(
+        default=600,
+        ge=0,
+        le=86400,
+        description="How long a replica being removed (scale-down, rollout, node drain) may keep finishing "
+        "the generations it has in flight after it leaves rotation; its pod's grace period. The default "
+        "fits long generations (minutes); a request still running when it ends is cut.",
+    )
 
 
 class ResourcesSpec(ApiModel):

@@ -13,6 +13,7 @@ from llmserve import kube
 from llmserve.api.base import Condition
 from llmserve.api.llmserve import KIND, LLMServeSpec, LLMServeStatus
 from llmserve.controller import metrics
+from llmserve.controller.engine_key import EngineKeys, security_children
 from llmserve.controller.status import Observed, compute_conditions, merge_conditions, summarize_pods
 from llmserve.render.engine import endpoint_url, render_deployment, render_service
 from llmserve.render.labels import FIELD_MANAGER, selector_string
@@ -45,6 +46,7 @@ class Reconciler:
     def __init__(self) -> None:
         self.apply_errors: dict[Key, str] = {}
         self._refresh_locks: dict[Key, asyncio.Lock] = {}
+        self.engine_keys = EngineKeys()
 
     async def ensure(self, body: Obj, existing_deployment: Obj | None) -> None:
         """Create or update the Deployment and Service; idempotent, shared by create/update/resume."""
@@ -58,6 +60,13 @@ class Reconciler:
         service = render_service(meta["name"], meta["namespace"], meta["uid"], spec)
         with metrics.RECONCILE_SECONDS.labels(namespace=key[0], llmserve=key[1]).time():
             try:
+                # The engine key Secret and the NetworkPolicy go first: pods never start unguarded.
+                engine_key = await self.engine_keys.key_for(meta["namespace"], meta["name"], meta["uid"])
+                guards = security_children(
+                    engine_key, meta["name"], meta["namespace"], meta["uid"], spec, deployment
+                )
+                for child in guards:
+                    await kube.retry(lambda child=child: kube.apply(child, FIELD_MANAGER))
                 applied = await kube.retry(lambda: kube.apply(deployment, FIELD_MANAGER))
                 await kube.retry(lambda: kube.apply(service, FIELD_MANAGER))
             except kube.KubeError as err:

@@ -121,9 +121,11 @@ class KeyStore:
     def __init__(self) -> None:
         self._by_source: dict[str, list[ApiKey]] = {}
         self._by_digest: dict[bytes, ApiKey] = {}
+        self._ever_had_keys = False
 
     def replace(self, source: str, keys: Iterable[ApiKey]) -> None:
         self._by_source[source] = list(keys)
+        had_keys = bool(self._by_digest)
         by_digest: dict[bytes, ApiKey] = {}
         for source_keys in self._by_source.values():
             for key in source_keys:
@@ -131,9 +133,21 @@ class KeyStore:
                     log.warning("event=duplicate_api_key names=%s,%s", by_digest[key.digest].name, key.name)
                 by_digest.setdefault(key.digest, key)
         self._by_digest = by_digest
+        self._ever_had_keys = self._ever_had_keys or bool(by_digest)
+        if had_keys and not by_digest:
+            log.error(
+                "event=all_api_keys_removed message=%r",
+                "the last API key is gone: every request is refused until a key is added "
+                "(--insecure-no-auth is the only way to serve without keys)",
+            )
 
     def __len__(self) -> int:
         return len(self._by_digest)
+
+    @property
+    def ever_had_keys(self) -> bool:
+        """Once any key was loaded, removing the last one must not open the gateway to everyone."""
+        return self._ever_had_keys
 
     def names(self) -> list[str]:
         return sorted({key.name for key in self._by_digest.values()})

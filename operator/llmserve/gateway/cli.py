@@ -15,7 +15,9 @@ from aiohttp import web
 
 from llmserve.gateway.auth import KeyStore
 from llmserve.gateway.discovery import KubeDiscovery, KubeScaler
+from llmserve.gateway.errors import error_body
 from llmserve.gateway.hold import Holder, HoldSettings
+from llmserve.gateway.http_limits import HardenedAppRunner, HttpLimits
 from llmserve.gateway.limits import RateLimiter
 from llmserve.gateway.metrics import GatewayMetrics
 from llmserve.gateway.proxy import Proxy, ProxySettings
@@ -24,12 +26,14 @@ from llmserve.gateway.registry import Registry
 from llmserve.gateway.routing import DEFAULT_BATCH_SLOTS, DEFAULT_LOAD_FACTOR, Policy
 from llmserve.gateway.scrape import Scraper
 from llmserve.gateway.server import Gateway, ServerSettings
+from llmserve.gateway.shutdown import graceful_stop
 from llmserve.gateway.static import StaticSource
+from llmserve.render.engine_key import master_secret_ref
 
 log = logging.getLogger("llmserve.gateway")
 
 STARTUP_SYNC_TIMEOUT_SECONDS = 30.0
-SHUTDOWN_GRACE_SECONDS = 30.0
+DEFAULT_METRICS_PORT = 9091
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,15 +47,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve LLMServes of these namespaces only (repeatable; default all)")  # fmt: skip
     p.add_argument("--keys-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
                    help="namespace of the API-key Secrets (default $POD_NAMESPACE or default)")  # fmt: skip
+    p.add_argument("--key-secret", action="append", default=[], metavar="NAME",
+                   help="read only these API-key Secrets of --keys-namespace, by name (repeatable; RBAC "
+                   "can then grant just them); default: every Secret labelled llmserve.dev/api-key")  # fmt: skip
+    p.add_argument("--engine-key-secret", default=None, metavar="NAMESPACE/NAME",
+                   help="the operator's engine-key master Secret, from which each engine's key is derived "
+                   "(default $LLMSERVE_ENGINE_KEY_SECRET or $POD_NAMESPACE/llmserve-engine-key-master; "
+                   "'none' sends no engine key)")  # fmt: skip
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="accept requests without an API key even when listening beyond loopback")  # fmt: skip
     p.add_argument(
         "--max-body-bytes", type=int, default=8 * 1024 * 1024, help="largest request body (413 above)"
     )
+    p.add_argument("--header-timeout", type=float, default=15.0,
+                   help="seconds a connection may take to send a request head, or stay idle (default 15)")  # fmt: skip
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a request body may take to arrive; 408 after (default 30)")  # fmt: skip
+    p.add_argument("--max-connections", type=int, default=4096,
+                   help="concurrent client connections; more are answered 503 (default 4096)")  # fmt: skip
     p.add_argument("--connect-timeout", type=float, default=3.0, help="seconds to connect to a replica")
     p.add_argument("--read-timeout", type=float, default=600.0,
                    help="longest silence from a replica, incl. waiting for an unstreamed answer")  # fmt: skip
     p.add_argument("--request-timeout", type=float, default=0.0, help="whole upstream exchange; 0 = no limit")
+    p.add_argument("--shutdown-delay", type=float, default=0.0,
+                   help="on SIGTERM, seconds to keep accepting requests (readiness failing) while the "
+                   "endpoint leaves rotation, before closing the listener (chart: 10)")  # fmt: skip
+    p.add_argument("--drain-timeout", type=float, default=600.0,
+                   help="after closing the listener, seconds to wait for requests in flight (default "
+                   "600: the longest generation)")  # fmt: skip
+    p.add_argument("--stream-idle-timeout", type=float, default=120.0,
+                   help="longest silence inside a started stream before it is cut and the replica "
+                   "ejected (default 120); 0 = --read-timeout")  # fmt: skip
     p.add_argument("--max-attempts", type=int, default=3, help="replicas tried before the first byte")
     p.add_argument("--hold-timeout", type=float, default=180.0,
                    help="seconds a request waits for a model scaled to zero")  # fmt: skip
@@ -71,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(fair across keys) instead of queueing in one engine")  # fmt: skip
     p.add_argument("--queue-size", type=int, default=256, help="requests queued per model before 503")
     p.add_argument("--queue-timeout", type=float, default=60.0, help="longest wait for a free slot, then 503")
-    p.add_argument("--metrics-port", type=int, default=0,
-                   help="serve /metrics on this port instead of the API port")  # fmt: skip
+    p.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
+                   help=f"port of /metrics, apart from the API (default {DEFAULT_METRICS_PORT}); 0 serves "
+                   "/metrics on the API port, where any caller sees key names, models and backends")  # fmt: skip
     p.add_argument("--metrics-host", default="127.0.0.1", help="address of --metrics-port")
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -120,7 +147,10 @@ async def run(args: argparse.Namespace) -> int:
             return 2
         tasks.append(asyncio.create_task(static.run()))
     if use_kubernetes:
-        discovery = KubeDiscovery(registry, keys, args.namespace, args.keys_namespace)
+        engine_key = None if args.engine_key_secret == "none" else master_secret_ref(args.engine_key_secret)
+        discovery = KubeDiscovery(
+            registry, keys, args.namespace, args.keys_namespace, engine_key, args.key_secret
+        )
         tasks.append(asyncio.create_task(discovery.run()))
         try:
             async with asyncio.timeout(STARTUP_SYNC_TIMEOUT_SECONDS):
@@ -154,7 +184,8 @@ async def run(args: argparse.Namespace) -> int:
             registry, session,
             ProxySettings(args.connect_timeout, args.read_timeout, args.request_timeout, args.max_attempts,
                           policy=args.routing, default_batch_slots=args.default_batch_slots,
-                          load_factor=args.prefix_load_factor),
+                          load_factor=args.prefix_load_factor,
+                          stream_idle_timeout_seconds=args.stream_idle_timeout),
             metrics, queue=queue,
         )  # fmt: skip
         scaler = KubeScaler(metrics) if use_kubernetes else None
@@ -165,14 +196,17 @@ async def run(args: argparse.Namespace) -> int:
             loopback_only=loopback,
             serve_metrics=not args.metrics_port,
             access_log=not args.no_access_log,
+            body_timeout_seconds=args.body_timeout,
         )
         gateway = Gateway(registry, keys, RateLimiter(), proxy, holder, metrics, settings)
         tasks.append(asyncio.create_task(Scraper(registry, session, args.scrape_interval).run()))
         runners: list[web.AppRunner] = []
         try:
-            runners.append(await _serve(gateway.app(), args.host, args.port))
+            limits = HttpLimits(args.header_timeout, args.max_connections)
+            runners.append(await _serve(gateway.app(), args.host, args.port, limits, args.drain_timeout))
             if args.metrics_port:
-                runners.append(await _serve(_metrics_app(gateway), args.metrics_host, args.metrics_port))
+                metrics_app = _metrics_app(gateway)
+                runners.append(await _serve(metrics_app, args.metrics_host, args.metrics_port, limits, 1.0))
         except OSError as err:
             log.error("event=startup_failed reason=cannot_listen error=%r", str(err))
             for runner in runners:
@@ -180,24 +214,47 @@ async def run(args: argparse.Namespace) -> int:
             for task in tasks:
                 task.cancel()
             return 2
+        if not args.metrics_port:
+            log.warning("event=metrics_on_api_port port=%d message=%r", args.port,
+                        "--metrics-port 0: /metrics (key names, per-key usage, backends) is on the API port")  # fmt: skip
         log.info("event=gateway_started host=%s port=%d auth=%s models=%d routing=%s queue_when_full=%s",
                  args.host, args.port, "required" if gateway.auth_required else "off", len(registry.routes),
                  args.routing, args.queue_when_full)  # fmt: skip
         await _wait_for_signal()
-        log.info("event=gateway_stopping grace_seconds=%.0f", SHUTDOWN_GRACE_SECONDS)
-        for runner in runners:
-            await runner.cleanup()
+        log.info("event=gateway_stopping delay_seconds=%.1f drain_seconds=%.0f", args.shutdown_delay,
+                 args.drain_timeout)  # fmt: skip
+        await graceful_stop(gateway.drain, runners, args.shutdown_delay, _InFlight(metrics))
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return 0
 
 
-async def _serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+class _InFlight:
+    """Requests in flight, for the shutdown log lines."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+
+    def __str__(self) -> str:
+        samples = (
+            sample.value for metric in self.metrics.model_in_flight.collect() for sample in metric.samples
+        )
+        return str(int(sum(samples)))
+
+
+async def _serve(
+    app: web.Application, host: str, port: int, limits: HttpLimits, drain_seconds: float
+) -> web.AppRunner:
     # handler_cancellation: a client that goes away cancels its handler, which closes the upstream
     # connection, which makes the engine abort the generation.
-    runner = web.AppRunner(
-        app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
+    runner = HardenedAppRunner(
+        app,
+        limits,
+        error_body,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=drain_seconds,
     )
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=1024).start()

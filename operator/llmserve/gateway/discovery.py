@@ -14,6 +14,7 @@ from llmserve.api.llmserve import ENGINE_PORT
 from llmserve.gateway.auth import KEY_LABEL, ApiKey, KeyStore, key_from_secret
 from llmserve.gateway.metrics import GatewayMetrics
 from llmserve.gateway.registry import Backend, ModelRoute, Registry
+from llmserve.render.engine_key import SecretRef, derive_engine_key, master_from_secret
 from llmserve.render.labels import LLMSERVE_LABEL
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 SOURCE = "kubernetes"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+SLICE_MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+SLICE_CONTROLLER = "endpointslice-controller.k8s.io"  # the only writer whose slices are trusted
 COMPONENT = "llmserve-gateway"
 WATCH_RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -59,6 +62,20 @@ def ready_urls(endpoint_slice: Obj) -> list[str]:
     return urls
 
 
+def made_by_kubernetes(endpoint_slice: Obj) -> bool:
+    """True for a slice Kubernetes' EndpointSlice controller made for a Service: a hand-made slice
+    (anyone who may create EndpointSlices in the namespace) must not add backends to an LLMServe."""
+    meta = endpoint_slice["metadata"]
+    labels = meta.get("labels") or {}
+    if labels.get(SLICE_MANAGED_BY_LABEL) != SLICE_CONTROLLER:
+        return False
+    service = labels.get(SERVICE_NAME_LABEL)
+    return any(
+        ref.get("kind") == "Service" and ref.get("name") == service and ref.get("controller")
+        for ref in meta.get("ownerReferences") or []
+    )
+
+
 @dataclass
 class ClusterView:
     """The watched objects, and the routes they imply (pure: events in, routes out)."""
@@ -66,6 +83,8 @@ class ClusterView:
     llmserves: dict[tuple[str, str], Obj] = field(default_factory=dict)
     slices: dict[tuple[str, str], Obj] = field(default_factory=dict)  # (namespace, slice name)
     _conflicts: set[str] = field(default_factory=set)
+    engine_master: bytes | None = field(default=None, repr=False)  # derives each engine's key
+    conflicted: list[tuple[Obj, Obj]] = field(default_factory=list)  # (holder, refused) of the last routes()
 
     @staticmethod
     def _key(obj: Obj) -> tuple[str, str]:
@@ -88,9 +107,12 @@ class ClusterView:
     def routes(self) -> list[ModelRoute]:
         urls: dict[tuple[str, str], list[str]] = {}
         for (namespace, _), endpoint_slice in self.slices.items():
+            if not made_by_kubernetes(endpoint_slice):
+                continue
             service = (endpoint_slice["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL, "")
             urls.setdefault((namespace, service), []).extend(ready_urls(endpoint_slice))
         chosen: dict[str, Obj] = {}
+        self.conflicted = []
         # The oldest LLMServe keeps a served name that several claim, so a new one cannot hijack it.
         ordered = sorted(
             self.llmserves.values(), key=lambda o: (o["metadata"].get("creationTimestamp", ""), self._key(o))
@@ -98,6 +120,7 @@ class ClusterView:
         for obj in ordered:
             name = served_name(obj)
             if name in chosen:
+                self.conflicted.append((chosen[name], obj))
                 if name not in self._conflicts:
                     self._conflicts.add(name)
                     owner = self._key(chosen[name])
@@ -111,21 +134,38 @@ class ClusterView:
         for name, obj in chosen.items():
             namespace, resource = self._key(obj)
             slots = batch_slots(obj)
+            headers = self._engine_headers(obj)
             backends = tuple(
-                Backend(url, batch_slots=slots) for url in sorted(set(urls.get((namespace, resource), [])))
+                Backend(url, headers, batch_slots=slots)
+                for url in sorted(set(urls.get((namespace, resource), [])))
             )
             routes.append(ModelRoute(name, backends, namespace, resource))
         return routes
 
+    def _engine_headers(self, obj: Obj) -> tuple[tuple[str, str], ...]:
+        if self.engine_master is None:
+            return ()
+        meta = obj["metadata"]
+        key = derive_engine_key(
+            self.engine_master, meta.get("namespace", ""), meta["name"], meta.get("uid", "")
+        )
+        return (("Authorization", f"Bearer {key}"),)
+
 
 async def _watch_forever(
-    kind: str, namespace: str | None, selector: str, handle: Callable[[str, Obj], None]
+    kind: str,
+    namespace: str | None,
+    selector: str,
+    handle: Callable[[str, Obj], None],
+    field_selector: str = "",
 ) -> None:
     """Runs list-then-watch cycles for ever, backing off while the API server is unreachable."""
     failures = 0
     while True:
         try:
-            stream: AsyncIterator[tuple[str, Obj]] = kube.list_then_watch(kind, namespace, selector)
+            stream: AsyncIterator[tuple[str, Obj]] = kube.list_then_watch(
+                kind, namespace, selector, field_selector=field_selector
+            )
             async for event_type, obj in stream:
                 handle(event_type, obj)
                 failures = 0
@@ -144,7 +184,13 @@ class KubeDiscovery:
     """Feeds the registry (models and backends) and the key store from the Kubernetes API."""
 
     def __init__(
-        self, registry: Registry, keys: KeyStore, namespaces: list[str], keys_namespace: str
+        self,
+        registry: Registry,
+        keys: KeyStore,
+        namespaces: list[str],
+        keys_namespace: str,
+        engine_key_secret: SecretRef | None = None,
+        key_secret_names: list[str] | None = None,
     ) -> None:
         self.registry, self.keys = registry, keys
         self.namespaces: list[str | None] = list(namespaces) or [None]
@@ -154,6 +200,10 @@ class KubeDiscovery:
         self._all_synced = asyncio.Event()
         self._keys_by_secret: dict[str, ApiKey] = {}
         self._reported: set[tuple[str, str]] = set()  # (uid, resourceVersion) of bad Secrets
+        self.engine_key_secret = engine_key_secret
+        self.key_secret_names = sorted(set(key_secret_names or []))
+        self._named_synced: set[str] = set()
+        self._conflicts_reported: set[str] = set()  # uids of LLMServes told their name is taken
 
     async def run(self) -> None:
         watches = []
@@ -162,7 +212,21 @@ class KubeDiscovery:
             watches.append(
                 _watch_forever("EndpointSlice", namespace, LLMSERVE_LABEL, self._on_slice(namespace))
             )
-        watches.append(_watch_forever("Secret", self.keys_namespace, KEY_LABEL, self._on_secret))
+        if self.key_secret_names:
+            # By name: RBAC can then grant exactly these Secrets (resourceNames), not the namespace's.
+            for secret_name in self.key_secret_names:
+                watches.append(_watch_forever(
+                    "Secret", self.keys_namespace, KEY_LABEL, self._on_named_secret(secret_name),
+                    f"metadata.name={secret_name}",
+                ))  # fmt: skip
+        else:
+            watches.append(_watch_forever("Secret", self.keys_namespace, KEY_LABEL, self._on_secret))
+        if self.engine_key_secret is not None:
+            ref = self.engine_key_secret
+            # By name: the gateway's RBAC grants this one Secret (resourceNames), not the namespace's.
+            watches.append(
+                _watch_forever("Secret", ref.namespace, "", self._on_master, f"metadata.name={ref.name}")
+            )
         await asyncio.gather(*watches)
 
     async def wait_synced(self) -> None:
@@ -171,12 +235,14 @@ class KubeDiscovery:
 
     def _mark_synced(self, what: str) -> None:
         self._synced.add(what)
-        if self._models_synced and "secrets" in self._synced:
+        needed = {"secrets"} | ({"engine-key"} if self.engine_key_secret is not None else set())
+        if self._models_synced and needed <= self._synced:
             self._all_synced.set()
 
     @property
     def _models_synced(self) -> bool:
-        return sum(1 for what in self._synced if what != "secrets") == 2 * len(self.namespaces)
+        models = [what for what in self._synced if what.startswith(("llmserve/", "slice/"))]
+        return len(models) == 2 * len(self.namespaces)
 
     def _handler(
         self, store: Callable[[], dict[tuple[str, str], Obj]], sync: Callable[[list[Obj]], None], what: str
@@ -189,9 +255,49 @@ class KubeDiscovery:
                 self.view.apply(store(), event_type, obj)
             # Publishing before both listings arrived would briefly show models without backends.
             if self._models_synced:
-                self.registry.replace(SOURCE, self.view.routes())
+                self._publish()
 
         return handle
+
+    def _publish(self) -> None:
+        self.registry.replace(SOURCE, self.view.routes())
+        for holder, refused in self.view.conflicted:
+            uid = refused["metadata"].get("uid", "")
+            if uid in self._conflicts_reported:
+                continue
+            self._conflicts_reported.add(uid)
+            name, (namespace, owner) = served_name(refused), ClusterView._key(holder)
+            spawn(post_event(
+                refused, "LLMServe", "Warning", "ServedNameConflict",
+                f"The served model name {name!r} is already held by LLMServe {namespace}/{owner}, created "
+                "earlier; the gateway does not route it here. Choose another spec.model.servedName.",
+            ))  # fmt: skip
+
+    def _on_master(self, event_type: str, obj: Obj) -> None:
+        """The engine-key master Secret: every engine's key is derived from it."""
+        if event_type == "SYNC":
+            items = obj["items"]
+            secret = items[0] if items else None
+        else:
+            secret = None if event_type == "DELETED" else obj
+        master: bytes | None = None
+        if secret is not None:
+            try:
+                master = master_from_secret(secret)
+            except ValueError as err:
+                log.error(
+                    "event=engine_key_master_invalid secret=%s reason=%r", self.engine_key_secret, str(err)
+                )
+        if master is None:
+            log.warning(
+                "event=engine_key_master_missing secret=%s message=%r", self.engine_key_secret,
+                "no engine key: engines started by the operator will refuse the gateway's requests",
+            )  # fmt: skip
+        self.view.engine_master = master
+        if event_type == "SYNC":
+            self._mark_synced("engine-key")
+        if self._models_synced:
+            self._publish()
 
     def _on_llmserve(self, namespace: str | None) -> Callable[[str, Obj], None]:
         return self._handler(
@@ -218,6 +324,30 @@ class KubeDiscovery:
             self._keys_by_secret.pop(obj["metadata"]["name"], None)
         else:
             self._parse_secret(obj)
+        keys = list(self._keys_by_secret.values())
+        self.keys.replace(SOURCE, keys)
+        log.info(
+            "event=api_keys_loaded count=%d names=%s", len(keys), ",".join(sorted({k.name for k in keys}))
+        )
+
+    def _on_named_secret(self, secret_name: str) -> Callable[[str, Obj], None]:
+        def handle(event_type: str, obj: Obj) -> None:
+            if event_type == "SYNC":
+                self._keys_by_secret.pop(secret_name, None)
+                for secret in obj["items"]:
+                    self._parse_secret(secret)
+                self._named_synced.add(secret_name)
+                if self._named_synced >= set(self.key_secret_names):
+                    self._mark_synced("secrets")
+            elif event_type == "DELETED":
+                self._keys_by_secret.pop(secret_name, None)
+            else:
+                self._parse_secret(obj)
+            self._publish_keys()
+
+        return handle
+
+    def _publish_keys(self) -> None:
         keys = list(self._keys_by_secret.values())
         self.keys.replace(SOURCE, keys)
         log.info(

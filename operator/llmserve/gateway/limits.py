@@ -77,6 +77,14 @@ class RateLimiter:
             requests.take(now, 1.0)
         return None
 
+    def token_balance(self, key: ApiKey, now: float) -> float | None:
+        """Tokens the key may still use now; None when it has no tokens-per-minute limit."""
+        if not key.tokens_per_minute:
+            return None
+        bucket = self._bucket(self._tokens, key.name, key.tokens_per_minute, now)
+        bucket.seconds_until(now, 0.0)  # refills to now
+        return bucket.level
+
     def record_tokens(self, key: ApiKey, now: float, tokens: int) -> None:
         if key.tokens_per_minute and tokens > 0:
             self._bucket(self._tokens, key.name, key.tokens_per_minute, now).take(now, float(tokens))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -11,7 +12,10 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from llmserve.gateway.backend_safety import client_headers, describe_error, is_auth_failure
 from llmserve.gateway.errors import GatewayError
+from llmserve.gateway.health import record_failure, record_success
+from llmserve.gateway.metering import USAGE_TAIL_BYTES, charged_usage, usage_from_tail
 from llmserve.gateway.metrics import GatewayMetrics
 from llmserve.gateway.queue import SlotQueue
 from llmserve.gateway.registry import Backend, ModelRoute, Registry
@@ -31,7 +35,9 @@ log = logging.getLogger(__name__)
 # so the request may run elsewhere.
 _BEFORE_HEAD = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 _CONNECT_TIMEOUT = aiohttp.ConnectionTimeoutError
-_HOP_BY_HOP_OUT = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
+# Unstreamed answers up to this size are read whole (to meter their usage); larger ones are passed
+# through chunk by chunk, with usage read from the tail, so one big answer cannot hold the memory.
+WHOLE_ANSWER_MAX_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class ProxySettings:
     policy: Policy = Policy.PREFIX
     default_batch_slots: int = DEFAULT_BATCH_SLOTS  # when neither the LLMServe nor the file says
     load_factor: float = DEFAULT_LOAD_FACTOR  # prefix affinity's bound on a replica's share of load
+    stream_idle_timeout_seconds: float = 120.0  # longest silence inside a started stream; 0 = read timeout
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,17 @@ class Outcome:
     first_byte_seconds: float | None = None
     error_reason: str = ""  # set when the request failed after the response started
     tried: list[str] = field(default_factory=list)
+
+
+class ClientGone(ConnectionError):
+    """Writing to the client failed: the client left. Not an upstream failure."""
+
+
+async def _send(response: web.StreamResponse, data: bytes) -> None:
+    try:
+        await response.write(data)
+    except ConnectionError as err:  # incl. aiohttp's ClientConnectionResetError, also a ClientError
+        raise ClientGone(type(err).__name__) from None
 
 
 class _Retry(Exception):
@@ -164,6 +182,7 @@ class Proxy:
         model = route.served_name
         tried: set[str] = set()
         last_problem = "no ready replica"
+        last_reason = ""
         if (
             self.queue is not None
             and self.settings.policy is not Policy.POWER_OF_TWO
@@ -201,7 +220,7 @@ class Proxy:
                     request, backend, attempt_body, stream, strip_usage_chunk, started, outcome, forwarding
                 )
             except _Retry as retry:
-                last_problem = f"{backend.label}: {retry}"
+                last_problem, last_reason = f"{backend.label}: {retry}", retry.reason
                 self.metrics.retries.labels(model, retry.reason).inc()
                 log.info(
                     "event=upstream_retry model=%s backend=%s reason=%s detail=%r",
@@ -218,6 +237,14 @@ class Proxy:
         log.warning(
             "event=no_replica_took_request model=%s tried=%d last=%r", model, len(tried), last_problem
         )
+        if last_reason == "backend_auth_failed":
+            # The engine refused the gateway's engine key: the gateway's fault, not the client's key.
+            raise GatewayError(
+                502,
+                f"The replicas of model {model!r} refused the gateway's credentials; the operator "
+                "has been alerted in the gateway's log. Retry later.",
+                code="upstream_auth_failed",
+            )
         raise GatewayError(
             503,
             f"No replica of model {model!r} could take the request (tried {len(tried)}); retry later.",
@@ -236,7 +263,8 @@ class Proxy:
         outcome: Outcome,
         forwarding: Forwarding = _PLAIN,
     ) -> web.StreamResponse:
-        headers = {"Content-Type": "application/json", **dict(backend.headers)}
+        # identity: the answer is metered and passed on as is, so it must not arrive compressed.
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity", **dict(backend.headers)}
         request_id = request.headers.get("X-Request-Id")
         if request_id:
             headers["X-Request-Id"] = request_id
@@ -249,26 +277,36 @@ class Proxy:
             )
         except _CONNECT_TIMEOUT as err:
             self._eject(backend)
-            raise _Retry("connect_timeout", repr(err)) from err
+            raise _Retry("connect_timeout", describe_error(err)) from err
         except _BEFORE_HEAD as err:
             if isinstance(err, aiohttp.ClientConnectorError):
                 self._eject(backend)
-            raise _Retry("connect_failed", repr(err)) from err
+            raise _Retry("connect_failed", describe_error(err)) from err
         except TimeoutError as err:  # waited read_timeout for the head of an unstreamed answer
+            self._eject(backend)  # alive but frozen: out of rotation until it answers again
             raise GatewayError(
                 504,
                 f"The replica did not answer within {self.settings.read_timeout_seconds:g}s.",
                 code="upstream_timeout",
             ) from err
+        if record_success(self.registry.load(backend)):
+            log.info("event=backend_back backend=%s", backend.label)
         try:
             if upstream.status == 503:
                 await upstream.read()
                 raise _Retry("status_503", "replica answered 503")
+            if is_auth_failure(upstream.status):
+                await upstream.read()
+                log.error("event=backend_auth_failed backend=%s status=%d message=%r", backend.label,
+                          upstream.status, "the engine refused the gateway's engine key")  # fmt: skip
+                raise _Retry("backend_auth_failed", f"replica answered {upstream.status}")
             content_type = upstream.headers.get("Content-Type", "")
             if stream and upstream.status == 200 and content_type.startswith("text/event-stream"):
                 return await self._stream(
-                    request, upstream, strip_usage_chunk, started, outcome, forwarding.error_style
+                    request, backend, upstream, strip_usage_chunk, started, outcome, forwarding.error_style
                 )
+            if upstream.content_length is None or upstream.content_length > WHOLE_ANSWER_MAX_BYTES:
+                return await self._pass_through(request, upstream, started, outcome)
             return await self._whole(upstream, started, outcome)
         finally:
             # A fully read answer returns its connection to the pool; anything else (client gone,
@@ -285,7 +323,7 @@ class Proxy:
             payload = await upstream.read()
         except (aiohttp.ClientError, TimeoutError) as err:
             outcome.error_reason = "upstream_broken_body"
-            log.warning("event=upstream_broken_body error=%r", str(err) or repr(err))
+            log.warning("event=upstream_broken_body error=%r", describe_error(err))
             raise GatewayError(
                 502, "The replica failed while sending its answer; retry.", code="upstream_error"
             ) from err
@@ -293,12 +331,35 @@ class Proxy:
         outcome.status = upstream.status
         if upstream.status == 200:
             outcome.usage = usage_from_body(payload)
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP_OUT}
-        return web.Response(status=upstream.status, body=payload, headers=headers)
+        return web.Response(status=upstream.status, body=payload, headers=client_headers(upstream.headers))
+
+    async def _pass_through(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, started: float, outcome: Outcome
+    ) -> web.StreamResponse:
+        """A large (or unsized) unstreamed answer, relayed chunk by chunk; usage comes from its tail."""
+        response = web.StreamResponse(status=upstream.status, headers=client_headers(upstream.headers))
+        await response.prepare(request)
+        outcome.status = upstream.status
+        tail = b""
+        try:
+            async for chunk in upstream.content.iter_any():
+                if outcome.first_byte_seconds is None:
+                    outcome.first_byte_seconds = time.monotonic() - started
+                await _send(response, chunk)
+                tail = (tail + chunk)[-USAGE_TAIL_BYTES:]
+        except (aiohttp.ClientError, TimeoutError) as err:
+            outcome.status, outcome.error_reason = 502, "upstream_broken_body"
+            await self._fail_stream(request, response, err)
+            return response
+        if upstream.status == 200:
+            outcome.usage = usage_from_tail(tail)
+        await response.write_eof()
+        return response
 
     async def _stream(
         self,
         request: web.Request,
+        backend: Backend,
         upstream: aiohttp.ClientResponse,
         strip_usage_chunk: bool,
         started: float,
@@ -310,7 +371,7 @@ class Proxy:
         try:
             first = await upstream.content.readany()
         except (aiohttp.ClientError, TimeoutError) as err:
-            raise _Retry("broken_before_first_chunk", repr(err)) from err
+            raise _Retry("broken_before_first_chunk", describe_error(err)) from err
         if not first:
             raise _Retry("empty_stream", "replica closed the stream without sending anything")
         response = web.StreamResponse(
@@ -325,19 +386,33 @@ class Proxy:
         outcome.status = 200
         tap = SseUsageTap(strip_usage_chunk)
         chunk = first
+        idle = self.settings.stream_idle_timeout_seconds or None
         try:
             while chunk:
                 out = tap.feed(chunk)
                 if out:
-                    await response.write(out)
+                    await _send(response, out)
                     if outcome.first_byte_seconds is None:
                         outcome.first_byte_seconds = time.monotonic() - started
-                chunk = await upstream.content.readany()
+                async with asyncio.timeout(idle):
+                    chunk = await upstream.content.readany()
+        except ClientGone:
+            outcome.usage = charged_usage(tap)  # charged for what it was sent
+            raise
         except (aiohttp.ClientError, TimeoutError) as err:
-            outcome.usage = tap.usage
+            outcome.usage = charged_usage(tap)
+            outcome.status = 502  # the client saw 200 then an error event: a failed request, not a 200
             outcome.error_reason = "upstream_broken_stream"
+            if isinstance(err, TimeoutError):
+                outcome.error_reason = "upstream_stream_silent"
+                self._eject(backend)  # a replica silent mid-stream is frozen: out of rotation
             await self._fail_stream(request, response, err, error_style)
             return response
+        except (asyncio.CancelledError, ConnectionError):
+            # The client left: it is charged for what it was sent (the engine stops when the
+            # upstream connection closes).
+            outcome.usage = charged_usage(tap)
+            raise
         rest = tap.flush()
         if rest:
             await response.write(rest)
@@ -350,7 +425,7 @@ class Proxy:
     ) -> None:
         """Tells the client the stream broke: an SSE error event (which OpenAI SDKs raise), then the
         connection is closed without the final chunk so plain HTTP clients see a truncated body too."""
-        log.warning("event=upstream_broken_stream path=%s error=%r", request.path, str(err) or repr(err))
+        log.warning("event=upstream_broken_stream path=%s error=%r", request.path, describe_error(err))
         error = GatewayError(
             502, "The replica failed mid-stream; the output is incomplete.", code="upstream_error"
         )
@@ -362,7 +437,8 @@ class Proxy:
             request.transport.close()
 
     def _eject(self, backend: Backend) -> None:
-        self.registry.load(backend).ejected_until = time.monotonic() + self.settings.eject_seconds
+        seconds = record_failure(self.registry.load(backend), time.monotonic(), self.settings.eject_seconds)
+        log.warning("event=backend_ejected backend=%s eject_seconds=%.1f", backend.label, seconds)
 
 
 def _route(

@@ -15,7 +15,9 @@ class Backend:
     """One replica that serves a model: a base URL plus optional credentials (rented instances)."""
 
     url: str  # base URL without /v1, e.g. http://10.244.1.5:8000
-    headers: tuple[tuple[str, str], ...] = ()  # sent upstream, e.g. an instance's Authorization
+    # Sent upstream, e.g. the engine key or an instance's Authorization; kept out of repr() so a logged
+    # Backend never shows a credential.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     source: str = "pod"  # pod | static | burst
     batch_slots: int | None = None  # the engine's --max-num-seqs when known (LLMServe args, static file)
 
@@ -45,11 +47,16 @@ class BackendLoad:
     kv_usage_fraction: float = 0.0
     others_in_flight: float = 0.0  # engine's running + waiting minus our own in-flight, at the last scrape
     ejected_until: float = 0.0  # monotonic time; connect failures keep a backend out of rotation briefly
+    consecutive_failures: int = 0  # connect failures and frozen answers since the last answer (health.py)
 
 
 @dataclass
 class _Waiters:
     futures: set[asyncio.Future[None]] = field(default_factory=set)
+
+
+def _owner(route: ModelRoute) -> tuple[str | None, str | None]:
+    return route.namespace, route.llmserve
 
 
 class Registry:
@@ -78,6 +85,13 @@ class Registry:
                 previous = merged.get(name)
                 if previous is None:
                     merged[name] = route
+                    continue
+                if _owner(previous) != _owner(route) and None not in (previous.llmserve, route.llmserve):
+                    # Two LLMServes never share a served name: the first source's keeps it.
+                    log.warning(
+                        "event=served_name_conflict model=%s kept=%s/%s ignored=%s/%s",
+                        name, *_owner(previous), *_owner(route),
+                    )  # fmt: skip
                     continue
                 backends = previous.backends + tuple(b for b in route.backends if b not in previous.backends)
                 merged[name] = ModelRoute(

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from llmserve.gateway.backend_safety import describe_error
+from llmserve.gateway.health import record_success
 from llmserve.gateway.registry import Backend, Registry
 
 log = logging.getLogger(__name__)
@@ -70,9 +72,11 @@ class Scraper:
         except (aiohttp.ClientError, TimeoutError, ValueError) as err:
             if backend.url not in self._failing:
                 self._failing.add(backend.url)
-                log.info("event=scrape_failed backend=%s error=%r", backend.label, err)
+                log.info("event=scrape_failed backend=%s error=%r", backend.label, describe_error(err))
             return
         self._failing.discard(backend.url)
+        if record_success(self.registry.load(backend)):  # the probe that brings an ejected backend back
+            log.info("event=backend_back backend=%s via=scrape", backend.label)
         if load is None:
             return
         state = self.registry.load(backend)

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp.web_protocol
 from aiohttp import web
 
 from llmserve.gateway.affinity import prefix_key
@@ -17,9 +16,11 @@ from llmserve.gateway.auth import ANONYMOUS, ApiKey, KeyStore, auth_required, be
 from llmserve.gateway.errors import GatewayError, error_body
 from llmserve.gateway.hold import Holder
 from llmserve.gateway.limits import RateLimiter
+from llmserve.gateway.metering import TokenReservations, requested_tokens, wants_stream
 from llmserve.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from llmserve.gateway.proxy import Forwarding, Outcome, Proxy
 from llmserve.gateway.registry import Registry
+from llmserve.gateway.request_body import BodyError, check_content_headers, decode_json_object, read_body
 from llmserve.gateway.responses_api import create_forwarding, stored_response_holder
 from llmserve.gateway.routes import (
     PROXIED,
@@ -32,6 +33,7 @@ from llmserve.gateway.routes import (
     refusal_message,
 )
 from llmserve.gateway.routing import Policy
+from llmserve.gateway.shutdown import Drain
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("llmserve.gateway.access")
@@ -46,6 +48,7 @@ class ServerSettings:
     loopback_only: bool = True  # bound to a loopback address
     serve_metrics: bool = True  # /metrics on this port (off when a separate metrics port is used)
     access_log: bool = True
+    body_timeout_seconds: float = 30.0  # a body slower than this gets 408
 
 
 class Gateway:
@@ -62,9 +65,12 @@ class Gateway:
         self.registry, self.keys, self.limiter = registry, keys, limiter
         self.proxy, self.holder, self.metrics, self.settings = proxy, holder, metrics, settings
         self.started_at = int(time.time())
+        self.reservations = TokenReservations()
+        self.drain = Drain()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[_errors_as_json])
+        self.drain.install(app)
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
         app.router.add_get("/v1/models", self.models)
@@ -80,7 +86,9 @@ class Gateway:
 
     @property
     def auth_required(self) -> bool:
-        return auth_required(self.settings.insecure_no_auth, len(self.keys), self.settings.loopback_only)
+        # A gateway that had keys stays closed when the last one is removed (keys_seen counts as one).
+        keys_seen = max(len(self.keys), int(self.keys.ever_had_keys))
+        return auth_required(self.settings.insecure_no_auth, keys_seen, self.settings.loopback_only)
 
     def authenticate(self, request: web.Request) -> ApiKey:
         if not self.auth_required:
@@ -93,7 +101,8 @@ class Gateway:
                 "Missing API key: send it as 'Authorization: Bearer <key>' (or 'x-api-key: <key>').",
                 code="missing_api_key",
             )
-        key = self.keys.authenticate(token)
+        # A key with bytes outside UTF-8 (surrogate escapes from the header parser) matches no key.
+        key = self.keys.authenticate(token) if _encodable(token) else None
         if key is None:
             raise GatewayError(401, "Incorrect API key provided.", code="invalid_api_key")
         return key
@@ -102,6 +111,8 @@ class Gateway:
         return web.Response(text="ok")
 
     async def ready(self, request: web.Request) -> web.Response:
+        if self.drain.draining:
+            return web.Response(status=503, text="shutting down")
         if not self.registry.synced_sources:
             return web.Response(status=503, text="discovery has not synced yet")
         return web.Response(text="ready")
@@ -125,6 +136,7 @@ class Gateway:
         outcome = Outcome()
         spec = PROXIED_BY_PATH[request.path]
         key, model, stream = ANONYMOUS, _UNKNOWN_MODEL, False
+        reserved = 0.0
         try:
             key = self.authenticate(request)
             raw, payload = await self._read_json(request)
@@ -132,8 +144,10 @@ class Gateway:
             forwarding = Forwarding(error_style=spec.errors)
             if spec.usage == "responses":
                 forwarding = create_forwarding(payload, key, model, self.registry.routes)
-            self._admit(key, started)
-            stream = payload.get("stream") is True
+            # Tokenizer routes generate nothing: they are counted as requests and reserve no tokens.
+            amount = float(requested_tokens(payload, len(raw))) if spec.usage != "none" else 0.0
+            reserved = self._admit(key, started, amount)
+            stream = wants_stream(payload.get("stream"))
             affinity = (
                 prefix_key(request.path, payload) if self.proxy.settings.policy is Policy.PREFIX else None
             )
@@ -152,7 +166,7 @@ class Gateway:
         finally:
             if spec.usage == "none":
                 outcome.usage = None  # tokenizer routes: counted as requests, not as tokens served
-            self._account(request, key, model, stream, started, outcome)
+            self._account(request, key, model, stream, started, outcome, reserved)
 
     async def stored_response(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/responses/{id} and POST .../cancel, on the replica that holds the response."""
@@ -182,8 +196,16 @@ class Gateway:
             outcome.usage = None  # its tokens were metered when it was created
             self._account(request, key, model, stream, started, outcome)
 
-    def _admit(self, key: ApiKey, now: float) -> None:
-        refusal = self.limiter.admit(key, now)
+    def _admit(self, key: ApiKey, now: float, tokens: float = 0.0) -> float:
+        """Checks the key's limits and reserves `tokens` of its tokens-per-minute budget while the
+        request is in flight, so concurrent requests cannot overdraw it; returns what was reserved."""
+        balance = self.limiter.token_balance(key, now)
+        refusal = self.reservations.admit(key, balance, tokens)
+        reserved = tokens if refusal is None and balance is not None else 0.0
+        if refusal is None:
+            refusal = self.limiter.admit(key, now)
+            if refusal is not None and reserved:
+                self.reservations.release(key, reserved)
         if refusal is not None:
             self.metrics.rate_limited.labels(key.name, refusal.limit).inc()
             raise GatewayError(
@@ -193,6 +215,7 @@ class Gateway:
                 code="rate_limit_exceeded",
                 retry_after_seconds=refusal.retry_after_seconds,
             )
+        return reserved
 
     async def _serve(
         self,
@@ -221,29 +244,12 @@ class Gateway:
             gauge.dec()
 
     async def _read_json(self, request: web.Request) -> tuple[bytes, dict[str, Any]]:
-        limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise GatewayError(
-                413, f"Request body is larger than the {limit}-byte limit.", code="body_too_large"
-            )
         try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise GatewayError(
-                413, f"Request body is larger than the {limit}-byte limit.", code="body_too_large"
-            ) from None
-        except aiohttp.web_protocol.RequestPayloadError:
-            # e.g. a Content-Encoding the body is not in: the caller's mistake, not the gateway's
-            raise GatewayError(
-                400, "Request body could not be read (check its Content-Encoding).", code="invalid_body"
-            ) from None
-        try:
-            payload = json.loads(raw)
-        except ValueError as err:
-            raise GatewayError(400, f"Request body is not valid JSON: {err}.", code="invalid_json") from None
-        if not isinstance(payload, dict):
-            raise GatewayError(400, "Request body must be a JSON object.", code="invalid_json")
-        return raw, payload
+            check_content_headers(request)
+            raw = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
+            return raw, await decode_json_object(raw)
+        except BodyError as err:
+            raise GatewayError(err.status, err.message, code=err.code) from None
 
     def _model_of(self, payload: dict[str, Any], key: ApiKey) -> str:
         model = payload.get("model")
@@ -283,8 +289,21 @@ class Gateway:
         return json.dumps(payload).encode(), True
 
     def _account(
-        self, request: web.Request, key: ApiKey, model: str, stream: bool, started: float, outcome: Outcome
+        self,
+        request: web.Request,
+        key: ApiKey,
+        model: str,
+        stream: bool,
+        started: float,
+        outcome: Outcome,
+        reserved: float = 0.0,
     ) -> None:
+        if reserved:
+            self.reservations.release(key, reserved)
+            if outcome.usage is None and outcome.status == 200:
+                # Served, but the backend's usage was missing or not believable: the reservation is
+                # what the key is charged, so a broken backend cannot make answers free.
+                self.limiter.record_tokens(key, time.monotonic(), int(reserved))
         elapsed = time.monotonic() - started
         known = model != _UNKNOWN_MODEL
         status = str(outcome.status or 500)
@@ -312,12 +331,20 @@ class Gateway:
             )  # fmt: skip
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _reason(err: GatewayError) -> str:
     if err.code in ("response_not_found", "previous_response_not_found"):
         return "unknown_response"
     return {
         400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "unknown_model",
-        413: "body_too_large", 429: "rate_limited",
+        408: "body_timeout", 413: "body_too_large", 415: "bad_request", 429: "rate_limited",
     }.get(err.status, err.code or "upstream_error")  # fmt: skip
 
 

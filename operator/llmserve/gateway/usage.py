@@ -29,11 +29,22 @@ _USAGE_CONTAINERS = ("response", "message")
 _EXTRA_PROMPT_FIELDS = ("cache_read_input_tokens", "cache_creation_input_tokens")
 
 
+# Above this, a usage number is a broken or hostile backend: not trusted (see metering.py).
+MAX_PLAUSIBLE_TOKENS = 100_000_000
+
+
+class _Implausible(ValueError):
+    """A usage count that is negative, absurd or not an integer: the whole usage object is not trusted."""
+
+
 def _count(usage: dict[str, Any], *fields: str) -> int | None:
     for name in fields:
         value = usage.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PLAUSIBLE_TOKENS:
+            raise _Implausible(name)
+        return value
     return None
 
 
@@ -56,8 +67,12 @@ def _partial_usage_of(payload: Any) -> tuple[int | None, int | None] | None:
     return prompt, _count(usage, "completion_tokens", "output_tokens")
 
 
-def _usage_of(payload: Any, previous: Usage | None = None) -> Usage | None:
-    partial = _partial_usage_of(payload)
+def usage_of(payload: Any, previous: Usage | None = None) -> Usage | None:
+    """Usage of a decoded answer or stream event; None when absent or not believable."""
+    try:
+        partial = _partial_usage_of(payload)
+    except _Implausible:
+        return None
     if partial is None:
         return None
     base = previous or Usage()
@@ -66,6 +81,9 @@ def _usage_of(payload: Any, previous: Usage | None = None) -> Usage | None:
         base.prompt_tokens if prompt is None else prompt,
         base.completion_tokens if completion is None else completion,
     )
+
+
+_usage_of = usage_of
 
 
 def usage_from_body(body: bytes) -> Usage | None:
@@ -90,6 +108,7 @@ class SseUsageTap:
         self.strip_usage_chunk = strip_usage_chunk
         self.usage: Usage | None = None
         self.events = 0
+        self.content_events = 0
         self._pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -120,6 +139,9 @@ class SseUsageTap:
     def _inspect(self, event: bytes) -> bool:
         """Records usage found in one event; True when it is a usage-only chunk to strip."""
         self.events += 1
+        # A token-carrying event: not the role-only first chat chunk, the usage-only chunk or [DONE].
+        if b"[DONE]" not in event and b'"choices":[]' not in event and b'"role"' not in event:
+            self.content_events += 1
         if b'"usage"' not in event:
             return False
         # Skip events whose usage is null, unless a usage object is there too: a caller-supplied JSON

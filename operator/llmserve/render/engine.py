@@ -10,7 +10,9 @@ from llmserve.api.llmserve import (
     ENGINE_PORT,
     LLMServeSpec,
 )
+from llmserve.render.drain import apply_drain
 from llmserve.render.labels import common_labels, owner_reference, selector_labels
+from llmserve.render.security import secure_engine_pod
 
 Manifest = dict[str, Any]
 
@@ -59,9 +61,7 @@ def _env(spec: LLMServeSpec) -> list[Manifest]:
     env: list[Manifest] = []
     if spec.model_cache:
         env.append({"name": "HF_HOME", "value": spec.model_cache.mount_path})
-    if spec.model.hf_token_secret:
-        ref = spec.model.hf_token_secret
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    # The Hugging Face token is mounted as a file (render/security.py), not exported as HF_TOKEN.
     env += [{"name": var.name, "value": var.value} for var in spec.engine.env]
     return env
 
@@ -159,7 +159,7 @@ def render_deployment(name: str, namespace: str, uid: str, spec: LLMServeSpec) -
                         SERVED_NAME_ANNOTATION: spec.served_name(name),
                     },
                 },
-                "spec": pod_spec,
+                "spec": apply_drain(spec, secure_engine_pod(name, spec, pod_spec)),
             },
         },
     }

@@ -23,7 +23,8 @@ def api_key_middleware(api_key: str) -> Middleware:
     async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == "OPTIONS" or not request.path.startswith("/v1"):
             return await handler(request)
-        given = request.headers.get("Authorization", "").encode()
+        # Header bytes that are not UTF-8 arrive as surrogate escapes: kept as bytes, never a 500.
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, expected):
             return web.json_response(UNAUTHORIZED_BODY, status=401)
         return await handler(request)

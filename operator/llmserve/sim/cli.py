@@ -75,7 +75,12 @@ def build_engine_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--load-seconds", type=float, default=0.0, help="simulated model load; /health is 503 until done"
     )
-    p.add_argument("--shutdown-grace-seconds", type=float, default=30.0, help="drain time after SIGTERM")
+    p.add_argument(
+        "--shutdown-grace-seconds",
+        type=float,
+        default=float(os.environ.get("LLMSERVE_SIM_SHUTDOWN_GRACE_SECONDS", "30")),
+        help="drain time after SIGTERM (env LLMSERVE_SIM_SHUTDOWN_GRACE_SECONDS; default 30)",
+    )
     p.add_argument(
         "--legacy-gpu-cache-metric", action="store_true", help="also export vllm:gpu_cache_usage_perc"
     )

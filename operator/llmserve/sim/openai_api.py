@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llmserve.sim.tokens import chat_prompt_tokens, completion_prompt_tokens
+from llmserve.sim.validation import type_errors
 
 RequestKind = Literal["chat", "completion"]
 
@@ -25,7 +26,8 @@ class ApiError(Exception):
         self.param = param
 
     def body(self) -> dict[str, Any]:
-        error_type = _ERROR_TYPES.get(self.status, "InternalServerError")
+        fallback = "BadRequestError" if self.status < 500 else "InternalServerError"
+        error_type = _ERROR_TYPES.get(self.status, fallback)
         return {
             "error": {"message": self.message, "type": error_type, "param": self.param, "code": self.status}
         }
@@ -50,6 +52,9 @@ def parse_request(
     """Validate a decoded JSON body the way vLLM does; raises ApiError naming the offending field."""
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
+    problems = type_errors(body, kind)
+    if problems:
+        raise ApiError(400, f"Invalid request parameters: {problems[1]}.", param=problems[0])
     model = body.get("model")
     if model is None:
         model = served_names[0]
@@ -60,9 +65,8 @@ def parse_request(
     n = body.get("n", 1)
     if n not in (1, None):
         raise ApiError(400, "The simulator only supports n=1 (one choice per request).", param="n")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise ApiError(400, "`stream` must be true or false.", param="stream")
+    # vLLM's pydantic bool: true/false, 0/1 and strings such as "yes"/"no" (type_errors refused the rest)
+    stream = _lax_bool(body.get("stream", False))
     stream_options = body.get("stream_options")
     if stream_options is not None and not stream:
         raise ApiError(400, "Stream options can only be defined when `stream=True`.", param="stream_options")
@@ -78,6 +82,12 @@ def parse_request(
             param="max_tokens" if max_tokens else where,
         )
     return ParsedRequest(kind, model, prompt_tokens, max_tokens, stream, include_usage)
+
+
+def _lax_bool(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "on", "t", "true", "y", "yes"}
+    return bool(value)
 
 
 def _chat_tokens(body: dict[str, Any]) -> int:

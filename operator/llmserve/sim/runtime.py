@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from llmserve.gateway.http_limits import HardenedAppRunner, HttpLimits
 from llmserve.sim.auth import api_key_middleware, server_ssl_context
 from llmserve.sim.batching import Engine, EngineConfig
 from llmserve.sim.live import LiveEngine
 from llmserve.sim.metrics import EngineMetrics
+from llmserve.sim.openai_api import ApiError
 from llmserve.sim.profiles import Profile
 from llmserve.sim.server import ServerSettings, SimServer
 from llmserve.sim.tokens import OutputLengthDistribution, OutputLengthSampler
@@ -103,8 +105,12 @@ async def start_simulator(
     app = server.build_app()
     if options.api_key:
         app.middlewares.append(api_key_middleware(options.api_key))
-    runner = web.AppRunner(
+    # Malformed HTTP gets a vLLM-shaped JSON 400 that quotes nothing; idle connections close after
+    # 5 s like vLLM's uvicorn (timeout_keep_alive=5).
+    runner = HardenedAppRunner(
         app,
+        HttpLimits(header_timeout_seconds=5.0),
+        lambda status, message: ApiError(status, message).body(),
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from llmserve.gateway.request_body import PARSE_IN_THREAD_BYTES, BodyError, decode_json, read_body
 from llmserve.sim.api_routes import ApiRoutes
 from llmserve.sim.batching import FinishReason
 from llmserve.sim.live import LiveEngine, RequestStream
@@ -30,6 +30,8 @@ from llmserve.sim.tokens import OutputLengthSampler, filler_text
 log = logging.getLogger(__name__)
 
 SIM_VERSION = "0.0.0+llmserve-sim"
+MAX_BODY_BYTES = 64 * 1024**2
+BODY_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class SimServer:
         return True
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024**2)
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.add_routes(
             [
                 web.post("/v1/chat/completions", self.chat_completions),
@@ -158,9 +160,14 @@ class SimServer:
         if not self.ready:
             raise ApiError(503, "The model is still loading; retry when /health returns 200.")
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ApiError(400, f"The request body is not valid JSON: {error}.") from None
+            raw = await read_body(request, MAX_BODY_BYTES, BODY_TIMEOUT_SECONDS)
+            body = (
+                await asyncio.to_thread(decode_json, raw)
+                if len(raw) > PARSE_IN_THREAD_BYTES
+                else decode_json(raw)
+            )
+        except BodyError as error:
+            raise ApiError(400 if error.status == 415 else error.status, error.message) from None
         parsed = parse_request(kind, body, self.settings.served_model_names, self.settings.max_model_len)
         hashes = prompt_block_hashes(kind, body, self.live.engine.config.block_size)
         return dataclasses.replace(parsed, prompt_block_hashes=hashes)
