@@ -69,7 +69,7 @@ async def main(args: argparse.Namespace) -> dict[tuple[str, str, str], list[floa
                    "--max-num-seqs", "1024", "--load-seconds", "0", "--log-level", "WARNING",
                    "--output-length-distribution", "max_tokens"]  # fmt: skip
     gateway_args = [py, "-m", "llmserve.cli", "gateway", "--static", str(workdir / "gateway.yaml"),
-                    "--port", str(gateway_port)]  # fmt: skip
+                    "--port", str(gateway_port), "--metrics-port", str(listen_port())]  # fmt: skip
     paths = {
         "direct": (engine_url, {}),
         "gateway": (f"http://127.0.0.1:{gateway_port}", {"Authorization": f"Bearer {KEY}"}),

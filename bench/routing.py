@@ -182,7 +182,7 @@ async def main(args: argparse.Namespace) -> Run:
             await stack.enter_async_context(spawned(
                 [py, "-m", "llmserve.cli", "gateway", "--static", str(workdir / "gateway.yaml"), "--port", str(port),
                  "--routing", args.routing, "--scrape-interval", str(args.scrape_interval), "--no-access-log",
-                 "--log-level", "WARNING", *queue],
+                 "--log-level", "WARNING", "--metrics-port", str(listen_port()), *queue],
                 f"http://127.0.0.1:{port}/health", workdir / f"gateway-{port}.log"))  # fmt: skip
             gateway_urls.append(f"http://127.0.0.1:{port}")
         connector = aiohttp.TCPConnector(limit=0)

@@ -44,8 +44,11 @@ def engine(port: int, served_names: list[str], log_dir: Path, store: bool, time_
 
 
 class Gateway:
-    def __init__(self, port: int, log_path: Path, fragile_port: int, config_path: Path) -> None:
+    def __init__(
+        self, port: int, log_path: Path, fragile_port: int, config_path: Path, metrics_port: int
+    ) -> None:
         self.port, self.log_path, self.fragile_port = port, log_path, fragile_port
+        self.metrics_root = f"http://127.0.0.1:{metrics_port}"
         self.config_path = config_path
         self.root = f"http://127.0.0.1:{port}"
         self.base_url = f"{self.root}/v1"
@@ -61,7 +64,7 @@ class Gateway:
         return {"Authorization": f"Bearer {KEYS[key]}"}
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"{self.root}/metrics", timeout=5).text
+        text = httpx.get(f"{self.metrics_root}/metrics", timeout=5).text
         total = 0.0
         for line in text.splitlines():
             if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
@@ -99,15 +102,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     config_path.write_text(yaml.safe_dump(config))
     engines = [engine(p, ["llama"], logs, store=True).start() for p in stores]
     engines.append(engine(plain, ["nostore", "other"], logs, store=False).start())
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     process = Process(
         [sys.executable, "-m", "llmserve.cli", "gateway", "--static", str(config_path), "--port", str(port),
-         "--max-body-bytes", str(MAX_BODY_BYTES), "--scrape-interval", "0.2", "--connect-timeout", "1"],
+         "--metrics-port", str(metrics_port), "--max-body-bytes", str(MAX_BODY_BYTES), "--scrape-interval", "0.2", "--connect-timeout", "1"],
         logs / "gateway.log", f"http://127.0.0.1:{port}/health",
     )  # fmt: skip
     try:
         process.start()
-        yield Gateway(port, process.log_path, fragile, config_path)
+        yield Gateway(port, process.log_path, fragile, config_path, metrics_port)
     finally:
         process.stop()
         for e in engines:
@@ -172,7 +175,8 @@ def test_another_gateway_replica_finds_the_same_stored_response_without_shared_s
 ) -> None:
     port = free_port()
     second = Process(
-        [sys.executable, "-m", "llmserve.cli", "gateway", "--static", str(gateway.config_path), "--port", str(port)],
+        [sys.executable, "-m", "llmserve.cli", "gateway", "--static", str(gateway.config_path), "--port", str(port),
+         "--metrics-port", str(free_port())],
         tmp_path / "second-gateway.log", f"http://127.0.0.1:{port}/health",
     ).start()  # fmt: skip
     try:
@@ -404,7 +408,7 @@ BAD_INPUT = [
     ("POST", "/v1/responses", ["not", "an", "object"], 400, "invalid_json"),
     ("POST", "/v1/responses", {"model": "llama", "input": "x" * MAX_BODY_BYTES}, 413, "body_too_large"),
     ("POST", "/v1/responses", {"model": "llama", "input": 5}, 400, None),
-    ("POST", "/v1/responses", b"\x1f\x8b not gzip", 400, "invalid_body"),
+    ("POST", "/v1/responses", b"\x1f\x8b not gzip", 415, "unsupported_content_encoding"),
     ("POST", "/v1/responses", {"model": "llama", "input": [1, 2]}, 400, None),
     ("POST", "/v1/responses", {"model": "llama", "input": "x", "max_output_tokens": -1}, 400, None),
     ("POST", "/v1/responses", {"model": "llama", "input": "x", "stream": "yes"}, 400, None),
@@ -474,7 +478,7 @@ def test_bad_input_on_the_new_routes_gets_a_json_4xx_never_a_500(
         headers={
             **gateway.headers(),
             "Content-Type": "application/json",
-            **({"Content-Encoding": "gzip"} if code == "invalid_body" else {}),
+            **({"Content-Encoding": "gzip"} if code == "unsupported_content_encoding" else {}),
         },
         timeout=30,
     )

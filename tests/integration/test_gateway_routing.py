@@ -76,7 +76,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     }
     for name, port in gateways.items():
         args = [sys.executable, "-m", "llmserve.cli", "gateway", "--static", str(config), "--port", str(port),
-                "--scrape-interval", "0.2", *flags[name]]  # fmt: skip
+                "--scrape-interval", "0.2", "--metrics-port", "0", *flags[name]]  # /metrics on the API port: read below  # fmt: skip
         processes.append(
             Process(args, logs / f"gateway-{name}.log", f"http://127.0.0.1:{port}/health").start()
         )
