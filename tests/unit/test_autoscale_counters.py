@@ -67,7 +67,11 @@ def test_the_simulators_page_carries_every_signal_the_slo_policy_reads() -> None
         result = engine.step(now)
         metrics.record_step(result)
         now = result.end_time
-    counters = parse_engine_metrics(metrics.render().decode()).counters
+    page = metrics.render().decode()
+    # vLLM v1 names (vllm/v1/metrics/loggers.py); prefill + decode time split each request's time in the batch
+    for name in ("vllm:request_prefill_time_seconds_count", "vllm:request_decode_time_seconds_count"):
+        assert f'{name}{{engine="0",model_name="llama"}} 12.0' in page
+    counters = parse_engine_metrics(page).counters
     assert counters is not None
     assert (counters.requests_finished, counters.prompt_tokens, counters.generation_tokens) == (12, 7200, 480)
     assert counters.time_to_first_token is not None and counters.time_to_first_token.count == 12
