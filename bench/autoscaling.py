@@ -16,11 +16,13 @@ import argparse
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from autoscaling_fleet import Fleet, Result
+from autoscaling_oracle import Oracle, fluid_gpu_hours, jump_windows, need, unavoidable
 from autoscaling_policies import HpaLike, KedaLike, KubeAiLike, Llmserve, Static
-from autoscaling_traces import Request, generate_trace, load_azure_trace, write_azure_trace
+from autoscaling_traces import Request, generate_trace, load_azure_trace, suite, write_azure_trace
 from llmserve.api.llmserve import AutoscalingSpec, LLMServeSpec
 from llmserve.autoscale.demand import DemandModel, ReplicaModel, SloTargets
 from llmserve.controller.autoscaling import policy_config
@@ -45,10 +47,10 @@ def busiest_minute_replicas(args: argparse.Namespace, trace: list[Request]) -> i
     return min(args.gpus // args.gpus_per_replica, math.ceil(peak_rps / per_replica))
 
 
-def static_peak(args: argparse.Namespace, trace: list[Request]) -> Result:
+def static_peak(args: argparse.Namespace, trace: list[Request], start: int | None = None) -> Result:
     """Static provisioning at the peak: the fewest fixed replicas that meet the SLO goal on this trace
     (searched upwards from the busiest-minute estimate), or the whole GPU cap if none does."""
-    replicas = busiest_minute_replicas(args, trace)
+    replicas = start or busiest_minute_replicas(args, trace)
     while True:
         result = Fleet(args, Static(replicas)).run(trace, replicas)
         good = sum(1 for a, f in result.finished if meets_slo(a, f, args))
@@ -62,23 +64,6 @@ def meets_slo(arrival: float, done: FinishedRequest, args: argparse.Namespace) -
     return ttft <= args.slo_ttft_seconds and done.mean_inter_token_seconds <= args.slo_itl_seconds
 
 
-def summarize(result: Result, args: argparse.Namespace, static_gpu_hours: float) -> list[str]:
-    good = [f for a, f in result.finished if meets_slo(a, f, args)]
-    ttfts = sorted(f.first_token_time - a for a, f in result.finished)
-    gpu_hours = result.gpu_seconds / 3600
-    p99 = ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))] if ttfts else float("nan")
-    return [
-        result.name,
-        f"{100 * len(good) / max(1, len(result.finished)):.2f}%",
-        f"{statistics.median(ttfts):.2f} / {p99:.2f}",
-        f"{gpu_hours:.1f}",
-        f"{100 * gpu_hours / static_gpu_hours:.0f}%",
-        f"{len(good) / gpu_hours:,.0f}",
-        str(result.rescales),
-        str(result.peak_replicas),
-    ]
-
-
 def demand_model(args: argparse.Namespace) -> DemandModel:
     """What the operator builds for an LLMServe with autoscaling.slo set: the profile-seeded replica model."""
     profile = resolve_profile(args.gpu, args.model, tensor_parallel_size=args.gpus_per_replica)
@@ -86,17 +71,131 @@ def demand_model(args: argparse.Namespace) -> DemandModel:
     return DemandModel(ReplicaModel.from_profile(profile, args.max_num_seqs), slo)
 
 
+def attainment(result: Result, args: argparse.Namespace) -> float:
+    return sum(1 for a, f in result.finished if meets_slo(a, f, args)) / max(1, len(result.finished))
+
+
+@dataclass
+class Row:
+    name: str
+    attainment: float
+    ttft_misses: float  # share of requests
+    itl_misses: float  # share of requests whose TTFT was fine but mean ITL was not
+    avoidable_misses: float
+    gpu_hours: float
+    gpu_hours_per_1k_good: float
+    capped_seconds: float
+    peak_replicas: int
+
+
+def row(result: Result, args: argparse.Namespace, windows: list[tuple[float, float]]) -> Row:
+    n = max(1, len(result.finished))
+    ttft_miss = itl_miss = avoidable = good = 0
+    for arrival, done in result.finished:
+        ttft_ok = done.first_token_time - arrival <= args.slo_ttft_seconds
+        itl_ok = done.mean_inter_token_seconds <= args.slo_itl_seconds
+        if ttft_ok and itl_ok:
+            good += 1
+            continue
+        ttft_miss += not ttft_ok
+        itl_miss += ttft_ok and not itl_ok
+        avoidable += not unavoidable(arrival, windows)
+    hours = result.gpu_seconds / 3600
+    return Row(result.name, good / n, ttft_miss / n, itl_miss / n, avoidable / n, hours,
+               1000 * hours / max(1, good), result.capped_seconds, result.peak_replicas)  # fmt: skip
+
+
+HEADER = ["policy", "SLO attainment", "misses TTFT / ITL", "avoidable misses", "GPU-hours", "vs oracle",
+          "GPU-h per 1k SLO-met", "peak replicas"]  # fmt: skip
+
+
+def render(r: Row, oracle_hours: float) -> str:
+    cap = " (GPU cap hit)" if r.capped_seconds > 0 else ""
+    return "| " + " | ".join([
+        r.name, f"{100 * r.attainment:.2f}%", f"{100 * r.ttft_misses:.2f}% / {100 * r.itl_misses:.2f}%",
+        f"{100 * r.avoidable_misses:.2f}%", f"{r.gpu_hours:.1f}", f"{r.gpu_hours / oracle_hours:.2f}x",
+        f"{r.gpu_hours_per_1k_good:.2f}", f"{r.peak_replicas}{cap}",
+    ]) + " |"  # fmt: skip
+
+
+def spec_for(args: argparse.Namespace) -> LLMServeSpec:
+    """The operator's own spec -> policy mapping, so the benchmark runs exactly what a user would get."""
+    return LLMServeSpec.model_validate({
+        "model": {"name": args.model},
+        "engine": {"kind": "simulator", "args": [f"--max-num-seqs={args.max_num_seqs}"]},
+        "resources": {"gpus": args.gpus_per_replica, "gpuProduct": args.gpu},
+        "minReplicas": 1,
+        "maxReplicas": args.gpus // args.gpus_per_replica,
+        "autoscaling": {
+            "scaleDownDelaySeconds": args.scale_down_delay_seconds,
+            "batchSlotsTarget": args.batch_slots_target,
+            "slo": {"timeToFirstTokenSeconds": args.slo_ttft_seconds,
+                    "interTokenLatencySeconds": args.slo_itl_seconds, "percentile": 90},
+        },
+    })  # fmt: skip
+
+
+def compare(args: argparse.Namespace, label: str, trace: list[Request], static: Result | None) -> list[str]:
+    """Every chosen policy plus the oracle on one trace at args.cold_start_seconds: the table's lines."""
+    spec = spec_for(args)
+    ours = policy_config(spec)
+    max_replicas = args.gpus // args.gpus_per_replica
+    model = demand_model(args)
+    slo = model.slo
+    needed = need(trace, model.base_model, slo, ours.batch_slots_target, args.oracle_safety)
+    windows = jump_windows(needed, args.cold_start_seconds)
+    candidates = {
+        "llmserve": lambda: Llmserve(ours, spec.autoscaling.interval_seconds, demand_model(args),
+                                     args.cold_start_seconds),
+        "hpa": lambda: HpaLike(0.75 * args.max_num_seqs, max_replicas),
+        "keda": lambda: KedaLike(max_replicas),
+        "kubeai": lambda: KubeAiLike(args.max_num_seqs, max_replicas),
+    }  # fmt: skip
+    results = []
+    oracle = Fleet(args, Oracle(needed, args.cold_start_seconds, args.oracle_safety)).run(
+        trace, needed.planned[0]
+    )
+    for name in args.policies.split(","):
+        if name.strip() in candidates:
+            # Every policy starts from the fleet the trace's first minute needs, as the oracle does.
+            results.append(Fleet(args, candidates[name.strip()]()).run(trace, needed.planned[0]))
+    if static is not None:
+        results.append(static)
+    oracle_hours = oracle.gpu_seconds / 3600
+    lines = [f"\n**{label}** ({len(trace):,} requests over {trace[-1].arrival / 60:.0f} min, cold start "
+             f"{args.cold_start_seconds:g} s; fluid bound {fluid_gpu_hours(needed, args.gpus_per_replica):.1f} "
+             f"GPU-h; unavoidable windows {sum(b - a for a, b in windows) / 60:.1f} min)\n",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]  # fmt: skip
+    for result in [oracle, *results]:
+        lines.append(render(row(result, args, windows), oracle_hours))
+    if static is not None:
+        met = attainment(static, args) >= args.slo_goal
+        lines.append(
+            f"\nstatic: {static.name} {'meets' if met else 'does NOT meet'} the {args.slo_goal:.0%} SLO goal."
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--trace", type=Path, help="Azure-format CSV (TIMESTAMP,ContextTokens,GeneratedTokens)"
+        "--trace",
+        type=Path,
+        help="Azure-format CSV (TIMESTAMP,ContextTokens,GeneratedTokens), replayed whole",
     )
-    parser.add_argument("--seed", type=int, default=7, help="seed of the generated trace")
     parser.add_argument(
-        "--duration-minutes", type=float, default=30, help="generated trace length (0 = whole file)"
+        "--suite", action="store_true", help="the seeded trace suite at cold starts 60/180/300 s"
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="suite with shortened traces and one cold start (CI)"
+    )
+    parser.add_argument(
+        "--suite-scale", type=float, default=0.5, help="suite trace length scale (1 = an hour-long swell)"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated traces")
+    parser.add_argument("--duration-minutes", type=float, default=30, help="generated trace length")
     parser.add_argument(
         "--peak-rps", type=float, default=40, help="generated trace: requests/s at the top spike"
     )
@@ -104,7 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="meta-llama/Llama-3.1-70B-Instruct")
     parser.add_argument("--gpu", default="NVIDIA-H100-80GB-HBM3")
     parser.add_argument("--gpus-per-replica", type=int, default=4, help="tensor-parallel size")
-    parser.add_argument("--gpus", type=int, default=64, help="GPU cap of the cluster")
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        help="GPU cap of the cluster (default 64; 256 for the suite, so that "
+        "capacity does not decide the comparison)",
+    )
     parser.add_argument("--max-num-seqs", type=int, default=32)
     parser.add_argument("--max-model-len", type=int, default=8192)
     parser.add_argument("--cold-start-seconds", type=float, default=60)
@@ -112,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slo-itl-seconds", type=float, default=0.05)
     parser.add_argument(
         "--slo-goal", type=float, default=0.99, help="attainment the static fleet is sized for"
+    )
+    parser.add_argument(
+        "--oracle-safety", type=float, default=1.0, help="oracle: multiplier on the model's need"
     )
     parser.add_argument(
         "--scale-down-delay-seconds", type=int, default=AutoscalingSpec().scale_down_delay_seconds
@@ -125,59 +232,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--policies", default="llmserve,hpa,keda,kubeai,static", help="comma-separated subset"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # fmt: skip
 
-    if args.trace:
-        trace = load_azure_trace(args.trace, args.max_model_len)
-        if args.duration_minutes:
-            trace = [r for r in trace if r.arrival < args.duration_minutes * 60]
-    else:
-        trace = generate_trace(args.seed, args.duration_minutes * 60, args.peak_rps, args.max_model_len)
-    if args.write_trace:
-        write_azure_trace(args.write_trace, trace)
-        print(f"wrote {len(trace)} requests to {args.write_trace}")
-        return 0
-
-    max_replicas = args.gpus // args.gpus_per_replica
-    # The operator's own spec -> policy mapping, so the benchmark runs exactly what a user would get.
-    spec = LLMServeSpec.model_validate({
-        "model": {"name": args.model},
-        "engine": {"kind": "simulator", "args": [f"--max-num-seqs={args.max_num_seqs}"]},
-        "minReplicas": 1,
-        "maxReplicas": max_replicas,
-        "autoscaling": {
-            "scaleDownDelaySeconds": args.scale_down_delay_seconds,
-            "batchSlotsTarget": args.batch_slots_target,
-        },
-    })  # fmt: skip
-    ours = policy_config(spec)
-    candidates = {
-        "llmserve": lambda: Llmserve(
-            ours, spec.autoscaling.interval_seconds, demand_model(args), args.cold_start_seconds
-        ),
-        "hpa": lambda: HpaLike(0.75 * args.max_num_seqs, max_replicas),
-        "keda": lambda: KedaLike(max_replicas),
-        "kubeai": lambda: KubeAiLike(args.max_num_seqs, max_replicas),
-        "static": lambda: Static(0),
-    }
-    chosen = [candidates[name.strip()]() for name in args.policies.split(",")]
-    print(f"trace: {len(trace)} requests over {trace[-1].arrival / 60:.1f} min; model {args.model} on "
-          f"{args.gpus_per_replica}x {args.gpu} per replica, max_num_seqs {args.max_num_seqs}, "
-          f"cold start {args.cold_start_seconds:g}s, GPU cap {args.gpus}; SLO: TTFT <= {args.slo_ttft_seconds:g}s "
-          f"and mean ITL <= {1000 * args.slo_itl_seconds:g}ms")  # fmt: skip
-    results = []
-    for policy in chosen:
-        started = time.perf_counter()
-        results.append(
-            static_peak(args, trace) if isinstance(policy, Static) else Fleet(args, policy).run(trace, 1)
+    traces: dict[str, list[Request]]
+    if args.gpus is None:
+        args.gpus = 256 if args.suite or args.quick else 64
+    if args.suite or args.quick:
+        scale = 0.2 if args.quick else args.suite_scale
+        traces = {
+            "bursty (the previous default)": generate_trace(
+                args.seed, 1800 * scale * 2, 40, args.max_model_len
+            )
+        }
+        traces["Azure sample (whole file)"] = load_azure_trace(
+            Path(__file__).parent / "traces" / "azure-conv-sample.csv", args.max_model_len
         )
-        print(f"  simulated {results[-1].name} in {time.perf_counter() - started:.0f}s", flush=True)
-    statics = [r.gpu_seconds for r in results if r.name.startswith("static")]
-    static_hours = statics[0] / 3600 if statics else float("nan")
-    header = ["policy", "SLO attainment", "TTFT p50 / p99 (s)", "GPU-hours", "vs static", "goodput / GPU-hour", "rescales", "peak replicas"]  # fmt: skip
-    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    for result in results:
-        print("| " + " | ".join(summarize(result, args, static_hours)) + " |")
+        traces.update(suite(args.seed, scale, args.max_model_len))
+        cold_starts = [60.0] if args.quick else [60.0, 180.0, 300.0]
+    elif args.trace:
+        traces = {str(args.trace): load_azure_trace(args.trace, args.max_model_len)}  # the whole file
+        cold_starts = [args.cold_start_seconds]
+    else:
+        traces = {
+            f"seed {args.seed}": generate_trace(
+                args.seed, args.duration_minutes * 60, args.peak_rps, args.max_model_len
+            )
+        }
+        cold_starts = [args.cold_start_seconds]
+    if args.write_trace:
+        write_azure_trace(args.write_trace, next(iter(traces.values())))
+        print(f"wrote {len(next(iter(traces.values())))} requests to {args.write_trace}")
+        return 0
+    print(f"model {args.model} on {args.gpus_per_replica}x {args.gpu} per replica, max_num_seqs {args.max_num_seqs}, "
+          f"GPU cap {args.gpus}; SLO: TTFT <= {args.slo_ttft_seconds:g}s and mean ITL <= "
+          f"{1000 * args.slo_itl_seconds:g}ms per request")  # fmt: skip
+    started = time.process_time()
+    for label, trace in traces.items():
+        static = None
+        if "static" in args.policies:
+            static = static_peak(args, trace)
+        for cold in cold_starts:
+            args.cold_start_seconds = cold
+            print("\n".join(compare(args, label, trace, static)), flush=True)
+    print(f"\nCPU time: {time.process_time() - started:.0f} s")
     return 0
 
 

@@ -49,12 +49,7 @@ class Llmserve:
         decision = decide(snapshot, self.config, self.history)
         self.history = decision.history
         if decision.desired_replicas != view.current:
-            detail = ""
-            if demand is not None:
-                detail = (
-                    f" [out {demand.output_tokens_per_request:.0f} backlog {demand.backlog_requests:.0f}]"
-                )
-            self.decisions.append((view.now, decision.desired_replicas, decision.reason + detail))
+            self.decisions.append((view.now, decision.desired_replicas, decision.reason))
         return decision.desired_replicas
 
 

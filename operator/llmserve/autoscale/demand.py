@@ -72,15 +72,22 @@ class ReplicaModel:
         queueing into TTFT). Batch slots cap rate x time in batch (Little's law).
         """
         prefill_seconds = prompt_tokens / self.prefill_tokens_per_second
-        sequences = self.batch_slots * batch_fill
-        step = self.decode_step_seconds(sequences, prompt_tokens + output_tokens / 2)
-        prefill_share_limit = min(batch_fill, max(0.05, 1.0 - step / slo.inter_token_latency_seconds))
-        by_prefill = prefill_share_limit / prefill_seconds if prefill_seconds > 0 else math.inf
-        by_slots = sequences / (output_tokens * step + prefill_seconds)
-        for _ in range(4):  # the prefill share slows decoding, which keeps sequences in the batch longer
-            share = min(prefill_share_limit, by_slots * prefill_seconds)
-            by_slots = sequences / (output_tokens * step / (1.0 - share) + prefill_seconds)
-        return max(1e-6, min(by_prefill, by_slots))
+        slots = self.batch_slots
+        step = self.decode_step_seconds(slots, prompt_tokens + output_tokens / 2)
+        share_limit = max(0.05, 1.0 - step / slo.inter_token_latency_seconds)
+
+        def slots_needed(rate: float) -> float:
+            share = min(share_limit, rate * prefill_seconds, 0.95)
+            return rate * (output_tokens * step / (1.0 - share) + prefill_seconds)
+
+        # The highest rate whose sequences fit the batch (Little's law; increasing in rate: bisect), and no
+        # more prefill than the ITL target leaves room for; then only `batch_fill` of it, as headroom.
+        low, high = 0.0, slots / prefill_seconds if prefill_seconds > 0 else 1e6
+        for _ in range(40):
+            middle = (low + high) / 2
+            low, high = (middle, high) if slots_needed(middle) <= slots else (low, middle)
+        by_prefill = share_limit / prefill_seconds if prefill_seconds > 0 else math.inf
+        return max(1e-6, batch_fill * min(low, by_prefill))
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,7 @@ class DemandSettings:
     stable_window_seconds: float = 60.0
     panic_window_seconds: float = 15.0
     panic_threshold: float = 1.5  # short-window rate over stable-window rate that switches to the short one
-    backlog_clearance_seconds: float = 60.0  # new replicas should clear the backlog this long after arriving
+    backlog_clearance_seconds: float = 30.0  # new replicas should clear the backlog this long after arriving
     default_startup_seconds: float = 60.0  # when no replica start has been observed yet
     correction_smoothing: float = 0.2  # EWMA weight of a new ITL observation in the model correction
     min_tokens_to_learn: float = 500.0
@@ -134,6 +141,7 @@ class DemandModel:
         self.settings = settings or DemandSettings()
         self.window = SignalWindow(keep_seconds=self.settings.stable_window_seconds + 30)
         self.step_correction = 1.0  # observed ITL over the model's prediction, smoothed
+        self.last_backlog_seconds: float | None = None  # when more than one request per replica last waited
 
     @property
     def model(self) -> ReplicaModel:
@@ -199,15 +207,18 @@ class DemandModel:
         per_replica = self.model.requests_per_second(prompt, output, self.slo, batch_fill)
         arrivals = rates.arrivals_per_second
         for_arrivals = arrivals / per_replica
-        # Backlog: what the replicas already asked for can drain before more could arrive needs nothing
-        # extra; the rest gets replicas that clear it within the clearance time after they start.
+        # Backlog: until replicas asked for now can start, the ready ones drain it with what they have to
+        # spare (or it grows by their deficit); what is left then gets replicas that clear it within the
+        # clearance time. A backlog the ready replicas drain before new ones could start asks for nothing.
         startup = startup_seconds if startup_seconds is not None else s.default_startup_seconds
-        spare = max(0.0, capacity_replicas * per_replica - arrivals)
+        spare = ready_replicas * per_replica - arrivals
         remaining = backlog_requests - spare * startup
         for_backlog = (
             math.ceil(remaining / (per_replica * s.backlog_clearance_seconds) - 1e-9) if remaining > 0 else 0
         )
-        ratio, description = self._latency(short)
+        if backlog_requests > max(1, ready_replicas):
+            self.last_backlog_seconds = now_seconds
+        ratio, description = self._latency(short, now_seconds)
         return Demand(
             arrivals_per_second=arrivals,
             per_replica_requests_per_second=per_replica,
@@ -221,13 +232,23 @@ class DemandModel:
             output_tokens_per_request=output,
         )
 
-    def _latency(self, rates: WindowRates) -> tuple[float | None, str]:
-        """The worse of TTFT and ITL at the SLO's quantile over the short window, against its target."""
+    def _latency(self, rates: WindowRates, now_seconds: float) -> tuple[float | None, str]:
+        """The worse of TTFT and ITL at the SLO's quantile over the short window, against its target.
+
+        A first token reports its wait when it comes out, so TTFT lags a queue by as long as the queue was:
+        until the last backlog is that long past (plus the window), a TTFT breach is the backlog's echo and
+        is left out (the backlog term sized for it already).
+        """
         q = self.slo.quantile
         found: list[tuple[float, str]] = []
         if rates.time_to_first_token is not None and rates.time_to_first_token.count >= 5:
             value = rates.time_to_first_token.quantile(q)
-            if value is not None:
+            echo = (
+                self.last_backlog_seconds is not None
+                and value is not None
+                and (now_seconds - self.last_backlog_seconds < self.settings.panic_window_seconds + value)
+            )
+            if value is not None and not echo:
                 target = self.slo.time_to_first_token_seconds
                 found.append((value / target, f"TTFT p{q * 100:g} {value:.2f}s (target {target:g}s)"))
         if rates.inter_token_latency is not None and rates.inter_token_latency.count >= 50:

@@ -192,24 +192,31 @@ def _push(
 
 def _from_demand(
     snapshot: Snapshot, demand: Demand, config: PolicyConfig, signals: Signals
-) -> tuple[Signals, int, str, bool]:
+) -> tuple[Signals, int, str, bool, int]:
     """Replicas from arrivals + backlog, latency against the SLO, KV cache and batch slots: the most wins.
 
-    Returns (signals, recommendation, reason, whether the scale-up step limit is waived). A demand- or
+    Returns (signals, recommendation, reason, whether the scale-up step limit is waived, the need the
+    scale-down window remembers). A demand- or
     latency-sized scale-up comes in one decision: it is measured, not extrapolated from a backlog.
     """
     current = snapshot.current_replicas
     capacity = len(snapshot.replicas) + snapshot.starting_replicas
     assert signals.load_ratio is not None
     candidates: list[tuple[int, str, bool]] = [(demand.replicas, demand.describe(), True)]
-    if signals.dominant in ("kv cache", "batch slots"):  # the queue's share is in demand's backlog term
-        candidates.append(
-            (
-                _ceil(capacity * signals.load_ratio),
-                f"{signals.description} against {_target_text(signals.dominant, config)}",
-                False,
+    # KV cache stays a signal of its own (long contexts fill it before anything else shows). The queue's
+    # share is demand's backlog term, and the batch's is its Little's-law sizing: a batch kept full while
+    # a backlog drains would otherwise hold the drain's replicas for the whole scale-down window.
+    kv = signals.kv_cache_fraction
+    if kv is not None:
+        kv_ratio = kv * len(snapshot.replicas) / max(1, capacity) / config.kv_cache_target
+        if kv_ratio > 1 + config.tolerance:
+            candidates.append(
+                (
+                    _ceil(capacity * kv_ratio),
+                    f"KV cache {kv:.0%} above target {config.kv_cache_target:.0%}",
+                    False,
+                )
             )
-        )
     breach = demand.latency_ratio is not None and demand.latency_ratio > 1 + config.tolerance
     queued = (
         demand.replicas_for_backlog > 0
@@ -225,6 +232,10 @@ def _from_demand(
         wanted = max(current + 1, _ceil(capacity * min(2.0, demand.latency_ratio)))
         candidates.append((wanted, f"{demand.latency_description} above SLO", True))
     recommended, reason, stepless = max(candidates, key=lambda c: c[0])
+    # What the scale-down window remembers: the recommendation without the backlog's replicas, so replicas
+    # asked for only to drain a backlog leave once it is gone. Holds (tolerance, a latency breach) are
+    # remembered as they are: a fleet that just drained a backlog keeps its replicas for the next surge.
+    backlog_share = demand.replicas_for_backlog if reason == demand.describe() else 0
     if abs(recommended - current) <= config.tolerance * current:
         recommended, reason = current, f"{reason}: within tolerance of {current} replicas"
     if breach and recommended < current:
@@ -239,7 +250,7 @@ def _from_demand(
         latency_ratio=demand.latency_ratio,
         latency_description=demand.latency_description,
     )
-    return signals, recommended, reason, stepless
+    return signals, recommended, reason, stepless, recommended - backlog_share
 
 
 def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decision:
@@ -317,8 +328,11 @@ def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decisi
     assert load_ratio is not None
     capacity = scraped + snapshot.starting_replicas
     stepless = False
+    remembered: int | None = None  # what enters the scale-down window, when not the recommendation itself
     if snapshot.demand is not None:
-        signals, recommended, reason, stepless = _from_demand(snapshot, snapshot.demand, config, signals)
+        signals, recommended, reason, stepless, remembered = _from_demand(
+            snapshot, snapshot.demand, config, signals
+        )
     elif abs(load_ratio - 1.0) <= config.tolerance:
         recommended = current
         reason = f"{signals.description} within tolerance of {_target_text(signals.dominant, config)}"
@@ -338,7 +352,9 @@ def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decisi
         recommended = config.floor_replicas
         limited_by = "min" if recommended == config.min_replicas and recommended < current else None
 
-    window = _push(window, now, recommended, config)
+    window = _push(
+        window, now, recommended if remembered is None else max(config.floor_replicas, remembered), config
+    )
     stabilized = False
     if recommended > current:
         desired = recommended if stepless else min(recommended, current + config.scale_up_max_step)
