@@ -127,8 +127,7 @@ class DemandSettings:
     stable_window_seconds: float = 60.0
     panic_window_seconds: float = 15.0
     panic_threshold: float = 1.5  # short-window rate over stable-window rate that switches to the short one
-    backlog_clearance_seconds: float = 30.0  # new replicas clear the backlog this long after arriving (or
-    # one start-up, when that is longer)
+    backlog_clearance_seconds: float = 30.0  # new replicas clear what is left of a backlog this fast
     default_startup_seconds: float = 60.0  # when no replica start has been observed yet
     correction_smoothing: float = 0.2  # EWMA weight of a new ITL observation in the model correction
     min_tokens_to_learn: float = 500.0
@@ -212,11 +211,11 @@ class DemandModel:
         # spare (or it grows by their deficit); what is left then gets replicas that clear it within the
         # clearance time. A backlog the ready replicas drain before new ones could start asks for nothing.
         startup = startup_seconds if startup_seconds is not None else s.default_startup_seconds
-        # Replicas that arrive only after a long start-up are not asked to clear it faster than that
-        # start-up: a backlog met with a fleet sized to drain it in seconds would be idle by then.
+        # Every request arriving while a backlog drains waits behind it (engines queue first come, first
+        # served), so what is left is cleared quickly once help arrives, however long help takes.
         spare = ready_replicas * per_replica - arrivals
         remaining = backlog_requests - spare * startup
-        clearance = max(s.backlog_clearance_seconds, startup)
+        clearance = s.backlog_clearance_seconds
         for_backlog = math.ceil(remaining / (per_replica * clearance) - 1e-9) if remaining > 0 else 0
         if backlog_requests > max(1, ready_replicas):
             self.last_backlog_seconds = now_seconds
