@@ -4,10 +4,13 @@ Every replica is the simulator's own continuous-batching timing model (llmserve.
 llmserve policy is the operator's own code (llmserve.autoscale.policy.decide). New replicas hold their GPUs
 through a cold start before serving; replicas that are removed stop taking requests, finish what they
 hold, then free their GPUs. A router sends each request to the least-loaded ready replica and holds
-requests while none is ready (as the gateway does).
+requests while none is ready (as the gateway does). A clairvoyant oracle and the fluid lower bound
+(bench/autoscaling_oracle.py) are the yardsticks.
 
     python bench/autoscaling.py                                  # seeded bursty trace, every policy
-    python bench/autoscaling.py --trace bench/traces/azure-conv-sample.csv --duration-minutes 0
+    python bench/autoscaling.py --trace bench/traces/azure-conv-sample.csv   # a whole Azure-format file
+    python bench/autoscaling.py --suite                          # the trace suite, cold starts 60/180/300 s
+    python bench/autoscaling.py --quick                          # shortened suite, one cold start (CI)
 """
 
 from __future__ import annotations
@@ -109,8 +112,9 @@ HEADER = ["policy", "SLO attainment", "misses TTFT / ITL", "avoidable misses", "
           "GPU-h per 1k SLO-met", "peak replicas"]  # fmt: skip
 
 
-def render(r: Row, oracle_hours: float) -> str:
-    cap = " (GPU cap hit)" if r.capped_seconds > 0 else ""
+def render(r: Row, oracle_hours: float, cap_replicas: int) -> str:
+    # At the cap either replicas went unscheduled or the policy clamped at maxReplicas (= the cap).
+    cap = " (GPU cap hit)" if r.capped_seconds > 0 or r.peak_replicas >= cap_replicas else ""
     return "| " + " | ".join([
         r.name, f"{100 * r.attainment:.2f}%", f"{100 * r.ttft_misses:.2f}% / {100 * r.itl_misses:.2f}%",
         f"{100 * r.avoidable_misses:.2f}%", f"{r.gpu_hours:.1f}", f"{r.gpu_hours / oracle_hours:.2f}x",
@@ -167,7 +171,7 @@ def compare(args: argparse.Namespace, label: str, trace: list[Request], static: 
              f"GPU-h; unavoidable windows {sum(b - a for a, b in windows) / 60:.1f} min)\n",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]  # fmt: skip
     for result in [oracle, *results]:
-        lines.append(render(row(result, args, windows), oracle_hours))
+        lines.append(render(row(result, args, windows), oracle_hours, max_replicas))
     if static is not None:
         met = attainment(static, args) >= args.slo_goal
         lines.append(
