@@ -144,6 +144,28 @@ class ResourcesSpec(ApiModel):
     )
 
 
+class SloSpec(ApiModel):
+    """Latency users should see. The autoscaler scales up when the engines' own histograms breach it and sizes
+    the fleet from arrivals against what one replica serves within it."""
+
+    time_to_first_token_seconds: float = Field(
+        gt=0,
+        le=600,
+        description="Time to first token (vllm:time_to_first_token_seconds) at the percentile, at most.",
+    )
+    inter_token_latency_seconds: float = Field(
+        gt=0,
+        le=10,
+        description="Inter-token latency (vllm:inter_token_latency_seconds) at the percentile, at most.",
+    )
+    percentile: float = Field(
+        default=90,
+        ge=50,
+        le=99.9,
+        description="Which percentile of each latency the targets bound (50-99.9).",
+    )
+
+
 class AutoscalingSpec(ApiModel):
     """How replicas follow load. The autoscaler writes spec.replicas through the scale subresource."""
 
@@ -192,6 +214,13 @@ class AutoscalingSpec(ApiModel):
         max_length=2048,
         description="Prometheus base URL for metricsSource prometheus. Defaults to the operator's "
         "LLMSERVE_PROMETHEUS_URL.",
+    )
+
+    slo: SloSpec | None = Field(
+        default=None,
+        description="Latency targets. When set, replicas are sized from the arrival rate and token mix against "
+        "what one replica serves within them, and a breach of either target scales up even when queue "
+        "and KV cache look fine. Needs metricsSource direct.",
     )
 
     @property
@@ -345,6 +374,17 @@ class ScaleStatus(ApiModel):
     last_active_time: str | None = Field(
         default=None,
         description="When a replica last had a request running or waiting (the scale-to-zero idle clock).",
+    )
+    arrivals_per_second: float | None = Field(
+        default=None, description="Requests per second arriving at the engines (with autoscaling.slo)."
+    )
+    replica_requests_per_second: float | None = Field(
+        default=None,
+        description="Requests per second one replica serves within the SLO at the current token mix.",
+    )
+    latency: str | None = Field(
+        default=None,
+        description="The worse of TTFT and inter-token latency at the SLO percentile, vs target.",
     )
 
 

@@ -13,7 +13,9 @@ from typing import Any, Protocol
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from llmserve.autoscale.histogram import Histogram
 from llmserve.autoscale.policy import ReplicaMetrics
+from llmserve.autoscale.window import EngineCounters
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +24,25 @@ RUNNING = "vllm:num_requests_running"
 KV_CACHE = "vllm:kv_cache_usage_perc"
 KV_CACHE_LEGACY = "vllm:gpu_cache_usage_perc"  # vLLM < 0.10 and V0 engines
 SIGNALS = (WAITING, RUNNING, KV_CACHE, KV_CACHE_LEGACY)
+# Counters and histograms for arrivals, the token mix and latency (autoscaling.slo).
+FINISHED = "vllm:request_success"
+PROMPT_TOKENS = "vllm:prompt_tokens"
+GENERATION_TOKENS = "vllm:generation_tokens"
+TTFT = "vllm:time_to_first_token_seconds"
+ITL = "vllm:inter_token_latency_seconds"
+ITL_LEGACY = "vllm:time_per_output_token_seconds"  # vLLM < 0.11 names per-token latency this way
+QUEUE_TIME = "vllm:request_queue_time_seconds"
+COUNTERS = (FINISHED, PROMPT_TOKENS, GENERATION_TOKENS)
+HISTOGRAMS = (TTFT, ITL, ITL_LEGACY, QUEUE_TIME)
 
-# Only these lines are handed to the parser: a vLLM /metrics page is mostly histograms we do not need.
-_SIGNAL_LINE = re.compile(r"^(# (TYPE|HELP) )?(" + "|".join(re.escape(s) for s in SIGNALS) + r")[ {]")
+# Only these lines are handed to the parser: a vLLM /metrics page is mostly series we do not need.
+_SIGNAL_LINE = re.compile(
+    r"^(# (TYPE|HELP) )?("
+    + "|".join(re.escape(s) for s in SIGNALS)
+    + r"|(?:"
+    + "|".join(re.escape(s) for s in (*COUNTERS, *HISTOGRAMS))
+    + r")(?:_total|_bucket|_sum|_count)?)[ {]"
+)
 
 
 class MetricsFormatError(ValueError):
@@ -52,8 +70,38 @@ class Collector(Protocol):
     async def collect(self, targets: list[Target]) -> CollectResult: ...
 
 
-def _combine(samples: dict[str, list[float]]) -> ReplicaMetrics:
-    """Data-parallel engines export one series each: queues add up, KV use averages."""
+def _histogram(buckets: dict[float, float], total: float) -> Histogram | None:
+    """A Histogram from `le -> cumulative count` (+Inf included), summed over data-parallel series."""
+    if math.inf not in buckets:
+        return None
+    bounds = tuple(sorted(b for b in buckets if b != math.inf))
+    return Histogram(bounds, tuple(buckets[b] for b in (*bounds, math.inf)), total)
+
+
+def _counters(
+    samples: dict[str, list[float]], buckets: dict[str, dict[float, float]]
+) -> EngineCounters | None:
+    """The cumulative counters and histograms, when the page has them (vLLM always exports them)."""
+    if f"{FINISHED}_total" not in samples or f"{PROMPT_TOKENS}_total" not in samples:
+        return None
+
+    def histogram(name: str) -> Histogram | None:
+        return _histogram(buckets.get(name, {}), sum(samples.get(f"{name}_sum", [])))
+
+    return EngineCounters(
+        requests_finished=sum(samples[f"{FINISHED}_total"]),
+        prompt_tokens=sum(samples[f"{PROMPT_TOKENS}_total"]),
+        generation_tokens=sum(samples.get(f"{GENERATION_TOKENS}_total", [])),
+        time_to_first_token=histogram(TTFT),
+        inter_token_latency=histogram(ITL) or histogram(ITL_LEGACY),
+        queue_time=histogram(QUEUE_TIME),
+    )
+
+
+def _combine(
+    samples: dict[str, list[float]], buckets: dict[str, dict[float, float]] | None = None
+) -> ReplicaMetrics:
+    """Data-parallel engines export one series each: queues and counters add up, KV use averages."""
     if not samples.get(WAITING):
         raise MetricsFormatError(f"no {WAITING} gauge: is this a vLLM engine?")
     kv = samples.get(KV_CACHE) or samples.get(KV_CACHE_LEGACY)
@@ -61,6 +109,7 @@ def _combine(samples: dict[str, list[float]]) -> ReplicaMetrics:
         requests_waiting=sum(samples[WAITING]),
         requests_running=sum(samples.get(RUNNING, [])),
         kv_cache_fraction=min(1.0, max(0.0, sum(kv) / len(kv))) if kv else None,
+        counters=_counters(samples, buckets or {}),
     )
 
 
@@ -68,14 +117,21 @@ def parse_engine_metrics(text: str) -> ReplicaMetrics:
     """The scheduler signals from one engine's Prometheus text exposition."""
     wanted = "\n".join(line for line in text.splitlines() if _SIGNAL_LINE.match(line)) + "\n"
     samples: dict[str, list[float]] = {}
+    buckets: dict[str, dict[float, float]] = {}
     try:
         for family in text_string_to_metric_families(wanted):
             for sample in family.samples:
-                if sample.name in SIGNALS and math.isfinite(sample.value):
+                if not math.isfinite(sample.value):
+                    continue
+                if sample.name.endswith("_bucket") and "le" in sample.labels:
+                    per_le = buckets.setdefault(sample.name.removesuffix("_bucket"), {})
+                    le = float(sample.labels["le"])
+                    per_le[le] = per_le.get(le, 0.0) + sample.value
+                elif not sample.name.endswith("_created"):
                     samples.setdefault(sample.name, []).append(float(sample.value))
     except ValueError as err:
         raise MetricsFormatError(f"unparsable metrics: {err}") from err
-    return _combine(samples)
+    return _combine(samples, buckets)
 
 
 class DirectScraper:

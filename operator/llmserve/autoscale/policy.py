@@ -7,8 +7,13 @@ The algorithm and its formulas are documented in docs/autoscaling.md; the operat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+from llmserve.autoscale.window import EngineCounters
+
+if TYPE_CHECKING:
+    from llmserve.autoscale.demand import Demand
 
 # Guards ceil() against float noise: 3 * (4.4 / 4.4) must not become 4 replicas.
 _EPSILON = 1e-9
@@ -23,6 +28,7 @@ class ReplicaMetrics:
     requests_waiting: float
     requests_running: float
     kv_cache_fraction: float | None = None  # None when the engine exports no KV-cache metric
+    counters: EngineCounters | None = None  # cumulative counters and latency histograms (autoscaling.slo)
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,8 @@ class Snapshot:
     unschedulable_replicas: int = 0
     replicas: tuple[ReplicaMetrics, ...] = ()  # one entry per ready replica that was scraped
     unscraped_replicas: int = 0  # ready replicas whose metrics could not be read
+    # Arrivals, the replica model and latency against the SLO (autoscaling.slo set and two scrapes seen).
+    demand: Demand | None = None
 
     @property
     def starting_replicas(self) -> int:
@@ -89,6 +97,10 @@ class Signals:
     load_ratio: float | None = None  # the strongest signal over its target; 1.0 means on target
     dominant: str = ""  # which signal set load_ratio
     description: str = ""  # e.g. "queue depth 9.5/replica" with its target
+    arrivals_per_second: float | None = None  # from the engines' counters (autoscaling.slo set)
+    replica_requests_per_second: float | None = None  # one replica's rate within the SLO at this mix
+    latency_ratio: float | None = None  # worst latency quantile over its SLO target
+    latency_description: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,6 +190,69 @@ def _push(
     return tuple((t, r) for t, r in kept if r > config.floor_replicas)
 
 
+def _from_demand(
+    snapshot: Snapshot, demand: Demand, config: PolicyConfig, signals: Signals
+) -> tuple[Signals, int, str, bool, int]:
+    """Replicas from arrivals + backlog, latency against the SLO, KV cache and batch slots: the most wins.
+
+    Returns (signals, recommendation, reason, whether the scale-up step limit is waived, the need the
+    scale-down window remembers). A demand- or
+    latency-sized scale-up comes in one decision: it is measured, not extrapolated from a backlog.
+    """
+    current = snapshot.current_replicas
+    capacity = len(snapshot.replicas) + snapshot.starting_replicas
+    assert signals.load_ratio is not None
+    candidates: list[tuple[int, str, bool]] = [(demand.replicas, demand.describe(), True)]
+    # KV cache stays a signal of its own (long contexts fill it before anything else shows). The queue's
+    # share is demand's backlog term, and the batch's is its Little's-law sizing: a batch kept full while
+    # a backlog drains would otherwise hold the drain's replicas for the whole scale-down window.
+    kv = signals.kv_cache_fraction
+    if kv is not None:
+        kv_ratio = kv * len(snapshot.replicas) / max(1, capacity) / config.kv_cache_target
+        if kv_ratio > 1 + config.tolerance:
+            candidates.append(
+                (
+                    _ceil(capacity * kv_ratio),
+                    f"KV cache {kv:.0%} above target {config.kv_cache_target:.0%}",
+                    False,
+                )
+            )
+    breach = demand.latency_ratio is not None and demand.latency_ratio > 1 + config.tolerance
+    queued = (
+        demand.replicas_for_backlog > 0
+        or demand.replicas > capacity
+        or demand.backlog_requests > capacity * config.queue_depth_target
+    )
+    if breach and not queued and snapshot.starting_replicas == 0:
+        # Latency breaks although arrivals and backlog say the fleet suffices (long prompts stalling the
+        # batch, a replica slower than its model): add in proportion to the breach (at most double), once
+        # per round: replicas on their way must land before latency is judged again. A breach explained by
+        # a backlog is the backlog term's job; TTFT lags the queue and would ask again every interval.
+        assert demand.latency_ratio is not None
+        wanted = max(current + 1, _ceil(capacity * min(2.0, demand.latency_ratio)))
+        candidates.append((wanted, f"{demand.latency_description} above SLO", True))
+    recommended, reason, stepless = max(candidates, key=lambda c: c[0])
+    # What the scale-down window remembers: the recommendation without the backlog's replicas, so replicas
+    # asked for only to drain a backlog leave once it is gone. Holds (tolerance, a latency breach) are
+    # remembered as they are: a fleet that just drained a backlog keeps its replicas for the next surge.
+    backlog_share = demand.replicas_for_backlog if reason == demand.describe() else 0
+    if abs(recommended - current) <= config.tolerance * current:
+        recommended, reason = current, f"{reason}: within tolerance of {current} replicas"
+    if breach and recommended < current:
+        recommended, reason = current, f"{demand.latency_description} above SLO; holding"
+    signals = replace(
+        signals,
+        load_ratio=recommended / max(1, capacity),
+        dominant="latency" if breach and stepless else ("demand" if stepless else signals.dominant),
+        description=reason,
+        arrivals_per_second=demand.arrivals_per_second,
+        replica_requests_per_second=demand.per_replica_requests_per_second,
+        latency_ratio=demand.latency_ratio,
+        latency_description=demand.latency_description,
+    )
+    return signals, recommended, reason, stepless, recommended - backlog_share
+
+
 def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decision:
     """One autoscaling decision: fast up (bounded step), careful down (stabilization window), to zero."""
     now, current = snapshot.now_seconds, snapshot.current_replicas
@@ -249,15 +324,22 @@ def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decisi
         window = _push(window, now, current, config)
         return finish(current, current, reason, no_data=unscraped > 0)
 
-    assert signals.load_ratio is not None
+    load_ratio = signals.load_ratio
+    assert load_ratio is not None
     capacity = scraped + snapshot.starting_replicas
-    if abs(signals.load_ratio - 1.0) <= config.tolerance:
+    stepless = False
+    remembered: int | None = None  # what enters the scale-down window, when not the recommendation itself
+    if snapshot.demand is not None:
+        signals, recommended, reason, stepless, remembered = _from_demand(
+            snapshot, snapshot.demand, config, signals
+        )
+    elif abs(load_ratio - 1.0) <= config.tolerance:
         recommended = current
         reason = f"{signals.description} within tolerance of {_target_text(signals.dominant, config)}"
     else:
         # Unscraped replicas keep their share: they are never counted as idle.
-        recommended = _ceil(capacity * signals.load_ratio) + unscraped
-        side = "above" if signals.load_ratio > 1 else "below"
+        recommended = _ceil(capacity * load_ratio) + unscraped
+        side = "above" if load_ratio > 1 else "below"
         reason = f"{signals.description} {side} {_target_text(signals.dominant, config)}"
     if unscraped and recommended < current:
         recommended = current
@@ -270,10 +352,12 @@ def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decisi
         recommended = config.floor_replicas
         limited_by = "min" if recommended == config.min_replicas and recommended < current else None
 
-    window = _push(window, now, recommended, config)
+    window = _push(
+        window, now, recommended if remembered is None else max(config.floor_replicas, remembered), config
+    )
     stabilized = False
     if recommended > current:
-        desired = min(recommended, current + config.scale_up_max_step)
+        desired = recommended if stepless else min(recommended, current + config.scale_up_max_step)
         if desired < recommended:
             limited_by = "step"
     elif recommended < current:

@@ -118,7 +118,8 @@ def decision_conditions(
     elif decision.signals.load_ratio is None:
         active = ("True", "WaitingForReplicas", "replicas are starting; no metrics to read yet")
     else:
-        active = ("True", "ValidMetricFound", "scaling on queue depth and KV-cache utilization")
+        active = ("True", "ValidMetricFound", "scaling on queue depth and KV-cache utilization"
+                  + ("; arrivals and latency against the SLO" if decision.signals.arrivals_per_second is not None else ""))  # fmt: skip
     if decision.limited_by:
         reason, template = _LIMIT_CONDITIONS[decision.limited_by]
         pending = snapshot.unschedulable_replicas
@@ -150,4 +151,7 @@ def scale_status(
         scraped_replicas=scraped,
         recommendations=[Recommendation(replicas=r, time=rfc3339(t)) for t, r in decision.history.recommendations],
         last_active_time=None if decision.history.last_active_seconds is None else rfc3339(decision.history.last_active_seconds),
+        arrivals_per_second=None if signals.arrivals_per_second is None else round(signals.arrivals_per_second, 2),
+        replica_requests_per_second=None if signals.replica_requests_per_second is None else round(signals.replica_requests_per_second, 3),
+        latency=signals.latency_description or None,
     )  # fmt: skip

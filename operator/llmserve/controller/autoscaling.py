@@ -14,6 +14,7 @@ from llmserve import kube
 from llmserve.api.base import Condition
 from llmserve.api.llmserve import ENGINE_PORT, KIND, LLMServeSpec
 from llmserve.autoscale.collect import Collector, DirectScraper, PrometheusCollector, Target
+from llmserve.autoscale.demand_spec import DemandTracker
 from llmserve.autoscale.policy import Decision, History, PolicyConfig, Snapshot, decide
 from llmserve.autoscale.state import (
     STATE_ANNOTATION,
@@ -171,6 +172,7 @@ class Autoscaler:
         self.key = key
         self.history: History | None = None
         self.failing_pods: frozenset[str] = frozenset()
+        self.demand = DemandTracker()  # in memory: rates need two scrapes, not a restart
 
     async def stand_down(self, body: Obj) -> None:
         """enabled: false — the scale subresource belongs to kubectl, an HPA or KEDA; we only say so."""
@@ -192,13 +194,15 @@ class Autoscaler:
         collected = await collector_for(spec).collect(targets)
         self._report_scrape_errors(collected.errors)
         current = spec.desired_replicas()
+        now = time.time()
         snapshot = Snapshot(
-            now_seconds=time.time(),
+            now_seconds=now,
             current_replicas=current,
             ready_replicas=summary.ready,
             unschedulable_replicas=summary.unschedulable,
             replicas=tuple(collected.metrics[t.pod_name] for t in targets if t.pod_name in collected.metrics),
             unscraped_replicas=summary.ready - len(collected.metrics),
+            demand=self.demand.estimate(spec, config, collected.metrics, pods, now, current),
         )
         decision = decide(snapshot, config, self.history)
         for note in decision.notes:

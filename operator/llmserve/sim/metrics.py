@@ -123,6 +123,17 @@ class EngineMetrics:
             REQUEST_LATENCY_BUCKETS,
         )
 
+        self.prefill_time = histogram(
+            "vllm:request_prefill_time_seconds",
+            "Histogram of time spent in PREFILL phase for request.",
+            REQUEST_LATENCY_BUCKETS,
+        )
+        self.decode_time = histogram(
+            "vllm:request_decode_time_seconds",
+            "Histogram of time spent in DECODE phase for request.",
+            REQUEST_LATENCY_BUCKETS,
+        )
+
     def set_cache_config(
         self, block_size: int, num_gpu_blocks: int, gpu_memory_utilization: float, cache_dtype: str
     ) -> None:
@@ -172,6 +183,8 @@ class EngineMetrics:
         self.e2e.observe(finished.e2e_seconds)
         self.queue_time.observe(finished.queue_seconds)
         self.inference_time.observe(finished.finish_time - finished.first_scheduled_time)
+        self.prefill_time.observe(finished.first_token_time - finished.first_scheduled_time)
+        self.decode_time.observe(finished.finish_time - finished.first_token_time)
         self.request_prompt_tokens.observe(finished.prompt_tokens)
         self.request_generation_tokens.observe(finished.output_tokens)
 

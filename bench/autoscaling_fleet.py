@@ -1,0 +1,274 @@
+"""The simulated fleet: replicas on the batching model, cold starts, a GPU cap, a router, and a policy loop."""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import heapq
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from autoscaling_traces import Request
+from llmserve.autoscale.histogram import Histogram
+from llmserve.autoscale.policy import ReplicaMetrics
+from llmserve.autoscale.window import EngineCounters
+from llmserve.sim.batching import Engine, EngineConfig, FinishedRequest, StepResult
+from llmserve.sim.metrics import PER_TOKEN_BUCKETS, TTFT_BUCKETS
+from llmserve.sim.profiles import resolve_profile
+
+
+@dataclass
+class View:
+    """What a policy sees at a tick: the fleet's replica counts and each ready replica's engine gauges."""
+
+    now: float
+    current: int
+    ready: int
+    starting: int
+    unschedulable: int
+    replicas: list[ReplicaMetrics]
+    held_at_router: int
+    # Per ready replica (by name): cumulative vLLM counters, requests in flight, requests running. Only
+    # filled for policies that read counters (`reads_counters`), since building them costs simulation time.
+    counters: dict[str, tuple[EngineCounters, float, float]] = field(default_factory=dict)
+
+
+class Policy(Protocol):
+    name: str
+    interval_seconds: float
+
+    def desired(self, view: View) -> int: ...
+
+
+class CounterBook:
+    """One engine's cumulative vLLM counters, kept the way its /metrics would show them."""
+
+    def __init__(self) -> None:
+        self.finished = 0.0
+        self.prompt_tokens = 0.0
+        self.generation_tokens = 0.0
+        self.ttft = [0.0] * (len(TTFT_BUCKETS) + 1)
+        self.ttft_sum = 0.0
+        self.itl = [0.0] * (len(PER_TOKEN_BUCKETS) + 1)
+        self.itl_sum = 0.0
+
+    def record(self, result: StepResult) -> None:
+        self.finished += len(result.finished)
+        self.prompt_tokens += result.num_prompt_tokens
+        self.generation_tokens += result.num_generation_tokens
+        for value in result.time_to_first_token_seconds:
+            self.ttft[bisect.bisect_left(TTFT_BUCKETS, value)] += 1
+            self.ttft_sum += value
+        # A step's decode tokens share one inter-token time: count distinct values, not tokens.
+        for value, n in Counter(result.inter_token_seconds).items():
+            self.itl[bisect.bisect_left(PER_TOKEN_BUCKETS, value)] += n
+            self.itl_sum += value * n
+
+    @staticmethod
+    def _histogram(bounds: tuple[float, ...], per_bucket: list[float], total: float) -> Histogram:
+        cumulative, running = [], 0.0
+        for n in per_bucket:
+            running += n
+            cumulative.append(running)
+        return Histogram(bounds, tuple(cumulative), total)
+
+    def snapshot(self) -> EngineCounters:
+        return EngineCounters(
+            requests_finished=self.finished,
+            prompt_tokens=self.prompt_tokens,
+            generation_tokens=self.generation_tokens,
+            time_to_first_token=self._histogram(TTFT_BUCKETS, self.ttft, self.ttft_sum),
+            inter_token_latency=self._histogram(PER_TOKEN_BUCKETS, self.itl, self.itl_sum),
+        )
+
+
+@dataclass(eq=False)
+class Replica:
+    engine: Engine
+    created: float
+    ready_at: float
+    removed: bool = False
+    stopped: float | None = None
+    stepping: bool = False
+    name: str = ""
+    book: CounterBook | None = None
+
+    @property
+    def load(self) -> int:
+        return self.engine.num_running + self.engine.num_waiting
+
+
+@dataclass
+class Result:
+    name: str
+    finished: list[tuple[float, FinishedRequest]] = field(default_factory=list)  # (true arrival, timeline)
+    gpu_seconds: float = 0.0
+    rescales: int = 0
+    peak_replicas: int = 0
+    capped_seconds: float = 0.0  # time during which wanted replicas found no free GPUs (the cap decided)
+    replicas_over_time: list[tuple[float, int]] = field(default_factory=list)
+
+
+Router = Callable[[list[Replica], Request], Replica]
+
+
+def least_loaded(candidates: list[Replica], request: Request) -> Replica:
+    """The router: the ready replica with the fewest requests running + waiting (as the gateway picks)."""
+    return min(candidates, key=lambda r: r.load)
+
+
+class Fleet:
+    def __init__(self, args: argparse.Namespace, policy: Policy, router: Router = least_loaded) -> None:
+        self.args, self.policy, self.router = args, policy, router
+        self.reads_counters = bool(getattr(policy, "reads_counters", False))
+        self.profile = resolve_profile(args.gpu, args.model, tensor_parallel_size=args.gpus_per_replica)
+        self.engine_config = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len)
+        self.max_replicas = args.gpus // args.gpus_per_replica
+        self.replicas: list[Replica] = []
+        self.unscheduled = 0  # wanted replicas that found no free GPUs
+        self.held: deque[tuple[str, Request]] = deque()
+        self.arrivals: dict[str, float] = {}
+        self.events: list[tuple[float, int, str, object]] = []
+        self.sequence = 0
+        self.result = Result(policy.name)
+
+    def push(self, when: float, kind: str, payload: object = None) -> None:
+        self.sequence += 1
+        heapq.heappush(self.events, (when, self.sequence, kind, payload))
+
+    def live(self) -> list[Replica]:
+        return [r for r in self.replicas if not r.removed]
+
+    def add_replica(self, now: float, warm: bool = False) -> None:
+        if len([r for r in self.replicas if r.stopped is None]) >= self.max_replicas:
+            self.unscheduled += 1
+            return
+        ready_at = now if warm else now + self.args.cold_start_seconds
+        book = CounterBook() if self.reads_counters else None
+        engine = Engine(self.profile, self.engine_config)
+        self.replicas.append(Replica(engine, now, ready_at, name=f"replica-{len(self.replicas)}", book=book))
+        self.push(ready_at, "ready")
+
+    def run(self, trace: list[Request], initial_replicas: int) -> Result:
+        for _ in range(initial_replicas):
+            self.add_replica(0.0, warm=True)
+        for index, request in enumerate(trace):
+            self.push(request.arrival, "arrival", (f"r{index}", request))
+        self.push(0.0, "tick")
+        end = trace[-1].arrival if trace else 0.0
+        while self.events:
+            now, _, kind, payload = heapq.heappop(self.events)
+            if kind == "arrival":
+                self.route(now, *payload)  # type: ignore[misc]
+            elif kind == "step":
+                self.step_done(now, payload)  # type: ignore[arg-type]
+            elif kind == "ready":
+                self.dispatch_held(now)
+            elif kind == "tick" and (
+                now <= end or self.held or any(r.engine.has_work for r in self.replicas)
+            ):
+                self.tick(now)
+                self.push(now + self.policy.interval_seconds, "tick")
+            end = max(end, now)
+        for replica in self.replicas:
+            self.result.gpu_seconds += (
+                (replica.stopped or end) - replica.created
+            ) * self.args.gpus_per_replica
+        return self.result
+
+    def ready(self, now: float) -> list[Replica]:
+        return [r for r in self.replicas if not r.removed and r.ready_at <= now]
+
+    def route(self, now: float, request_id: str, request: Request) -> None:
+        self.arrivals[request_id] = request.arrival
+        if self.held or not self.dispatch(now, request_id, request):
+            self.held.append((request_id, request))
+
+    def dispatch(self, now: float, request_id: str, request: Request) -> bool:
+        """To the least-loaded ready replica (vLLM queues without a limit); False means hold it."""
+        candidates = self.ready(now)
+        if not candidates:
+            return False
+        replica = self.router(candidates, request)
+        replica.engine.submit(request_id, request.prompt_tokens, request.output_tokens, now)
+        self.start_step(now, replica)
+        return True
+
+    def dispatch_held(self, now: float) -> None:
+        while self.held and self.dispatch(now, *self.held[0]):
+            self.held.popleft()
+
+    def start_step(self, now: float, replica: Replica) -> None:
+        if not replica.stepping and replica.engine.has_work:
+            replica.stepping = True
+            self.push_step(replica.engine.step(now), replica)
+
+    def push_step(self, result: object, replica: Replica) -> None:
+        self.push(result.end_time, "step", (replica, result))  # type: ignore[attr-defined]
+
+    def step_done(self, now: float, payload: object) -> None:
+        replica, result = payload  # type: ignore[misc]
+        if replica.book is not None:
+            replica.book.record(result)
+        for done in result.finished:
+            self.result.finished.append((self.arrivals.pop(done.request_id), done))
+        replica.stepping = False
+        if replica.engine.has_work:
+            self.start_step(now, replica)
+        elif replica.removed and replica.stopped is None:
+            replica.stopped = now
+            self.place_unscheduled(now)
+
+    def place_unscheduled(self, now: float) -> None:
+        while self.unscheduled:
+            self.unscheduled -= 1
+            before = len(self.replicas)
+            self.add_replica(now)
+            if len(self.replicas) == before:
+                return
+
+    def tick(self, now: float) -> None:
+        live = self.live()
+        ready = [r for r in live if r.ready_at <= now]
+        view = View(
+            now=now,
+            current=len(live) + self.unscheduled,
+            ready=len(ready),
+            starting=len(live) - len(ready),
+            unschedulable=self.unscheduled,
+            replicas=[
+                ReplicaMetrics(r.engine.num_waiting, r.engine.num_running, r.engine.kv_usage_fraction)
+                for r in ready
+            ],
+            held_at_router=len(self.held),
+            counters={
+                r.name: (r.book.snapshot(), float(r.load), float(r.engine.num_running))
+                for r in ready
+                if r.book is not None
+            },
+        )
+        if self.unscheduled:
+            self.result.capped_seconds += self.policy.interval_seconds
+        desired = max(0, min(self.max_replicas * 2, self.policy.desired(view)))
+        if desired != view.current:
+            self.result.rescales += 1
+        for _ in range(desired - view.current):
+            self.add_replica(now)
+        for _ in range(view.current - desired):
+            self.remove_one(now)
+        self.result.peak_replicas = max(self.result.peak_replicas, len(self.live()))
+        self.result.replicas_over_time.append((now, len(self.live())))
+
+    def remove_one(self, now: float) -> None:
+        if self.unscheduled:
+            self.unscheduled -= 1
+            return
+        live = self.live()
+        starting = [r for r in live if r.ready_at > now]  # like a ReplicaSet: not-ready pods go first
+        victim = starting[-1] if starting else min(live, key=lambda r: r.load)
+        victim.removed = True
+        if not victim.engine.has_work:
+            victim.stopped = now
+            self.place_unscheduled(now)

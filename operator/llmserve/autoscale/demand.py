@@ -1,0 +1,264 @@
+"""Sizes the fleet from demand: arrivals and their token mix against what one replica serves within the SLO.
+
+Pure (no I/O, clock passed in). A `DemandModel` keeps the engines' recent counters (`SignalWindow`) and an
+online correction of the replica model; `estimate` turns them into a `Demand` the policy acts on.
+The formulas are documented in docs/autoscaling.md ("Sizing from demand").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from llmserve.autoscale.window import EngineCounters, SignalWindow, WindowRates
+
+
+@dataclass(frozen=True)
+class SloTargets:
+    """Latency a user should see: the `quantile` of TTFT and of inter-token latency, at most these."""
+
+    time_to_first_token_seconds: float
+    inter_token_latency_seconds: float
+    quantile: float = 0.9
+
+
+@dataclass(frozen=True)
+class ReplicaModel:
+    """What one replica can do, in the terms of a continuous-batching engine (seeded from a sim profile).
+
+    A decode step reads the weights and every running sequence's KV cache from memory; a prefill is
+    compute-bound and, with chunked prefill, stalls every decoding sequence for as long as it runs.
+    """
+
+    prefill_tokens_per_second: float
+    step_fixed_seconds: float  # per step: launch, scheduling, tensor-parallel all-reduces, weight reads
+    step_seconds_per_sequence: float  # per running sequence: CPU work per token
+    step_seconds_per_context_token: float  # per token of KV read in a decode step
+    batch_slots: int
+    source: str
+
+    @classmethod
+    def from_profile(cls, profile: object, batch_slots: int) -> ReplicaModel:
+        """From llmserve.sim.profiles.Profile (typed loosely: the policy does not depend on the simulator)."""
+        p = profile
+        eff = p.efficiency  # type: ignore[attr-defined]
+        bandwidth = p.gpu.hbm_bandwidth_bytes_per_second * eff.hbm_bandwidth_fraction  # type: ignore[attr-defined]
+        fixed = eff.step_overhead_seconds + p.weight_bytes_per_gpu / bandwidth  # type: ignore[attr-defined]
+        if p.tensor_parallel_size > 1:  # type: ignore[attr-defined]
+            fixed += eff.tensor_parallel_overhead_seconds_per_layer * p.model.num_layers  # type: ignore[attr-defined]
+        return cls(
+            prefill_tokens_per_second=p.compute_tokens_per_second,  # type: ignore[attr-defined]
+            step_fixed_seconds=fixed,
+            step_seconds_per_sequence=eff.per_sequence_overhead_seconds,
+            step_seconds_per_context_token=p.kv_bytes_per_token_per_gpu / bandwidth,  # type: ignore[attr-defined]
+            batch_slots=batch_slots,
+            source=f"profile {p.model.name} on {p.tensor_parallel_size}x {p.gpu.product}",  # type: ignore[attr-defined]
+        )
+
+    def decode_step_seconds(self, sequences: float, context_tokens_per_sequence: float) -> float:
+        return (
+            self.step_fixed_seconds
+            + sequences * self.step_seconds_per_sequence
+            + sequences * context_tokens_per_sequence * self.step_seconds_per_context_token
+        )
+
+    def requests_per_second(
+        self, prompt_tokens: float, output_tokens: float, slo: SloTargets, batch_fill: float
+    ) -> float:
+        """Requests/s one replica serves within the SLO at this mix, its batch filled to `batch_fill`.
+
+        Prefill share f = rate·prompt/P of the replica's time stalls decoding, so ITL = step/(1 - f):
+        the ITL target caps f, and so does `batch_fill` (headroom, also what keeps prefills from
+        queueing into TTFT). Batch slots cap rate x time in batch (Little's law).
+        """
+        prefill_seconds = prompt_tokens / self.prefill_tokens_per_second
+        slots = self.batch_slots
+        step = self.decode_step_seconds(slots, prompt_tokens + output_tokens / 2)
+        share_limit = max(0.05, 1.0 - step / slo.inter_token_latency_seconds)
+
+        def slots_needed(rate: float) -> float:
+            share = min(share_limit, rate * prefill_seconds, 0.95)
+            return rate * (output_tokens * step / (1.0 - share) + prefill_seconds)
+
+        # The highest rate whose sequences fit the batch (Little's law; increasing in rate: bisect), and no
+        # more prefill than the ITL target leaves room for; then only `batch_fill` of it, as headroom.
+        low, high = 0.0, slots / prefill_seconds if prefill_seconds > 0 else 1e6
+        for _ in range(40):
+            middle = (low + high) / 2
+            low, high = (middle, high) if slots_needed(middle) <= slots else (low, middle)
+        by_prefill = share_limit / prefill_seconds if prefill_seconds > 0 else math.inf
+        return max(1e-6, batch_fill * min(low, by_prefill))
+
+
+@dataclass(frozen=True)
+class Demand:
+    """The demand side of one decision, with the words to explain it."""
+
+    arrivals_per_second: float
+    per_replica_requests_per_second: float
+    replicas_for_arrivals: float  # fractional: arrivals over one replica's rate within the SLO
+    replicas_for_backlog: int  # extra replicas that clear the backlog within the clearance time
+    backlog_requests: float
+    panic: bool  # the short window's rate jumped above the stable window's
+    latency_ratio: float | None  # worst observed quantile over its target; > 1 is a breach
+    latency_description: str
+    prompt_tokens_per_request: float
+    output_tokens_per_request: float
+
+    @property
+    def replicas(self) -> int:
+        return math.ceil(self.replicas_for_arrivals + self.replicas_for_backlog - 1e-9)
+
+    def describe(self) -> str:
+        text = (
+            f"{'panic: ' if self.panic else ''}{self.arrivals_per_second:.1f} req/s arriving "
+            f"(~{self.prompt_tokens_per_request:.0f} prompt tokens), {self.per_replica_requests_per_second:.2f} "
+            f"req/s per replica within SLO"
+        )
+        if self.replicas_for_backlog:
+            text += f", +{self.replicas_for_backlog} to clear {self.backlog_requests:.0f} waiting"
+        return text
+
+
+@dataclass(frozen=True)
+class DemandSettings:
+    """Defaults a user gets; the same across every benchmark trace."""
+
+    stable_window_seconds: float = 60.0
+    panic_window_seconds: float = 15.0
+    panic_threshold: float = 1.5  # short-window rate over stable-window rate that switches to the short one
+    backlog_clearance_seconds: float = 30.0  # new replicas clear what is left of a backlog this fast
+    default_startup_seconds: float = 60.0  # when no replica start has been observed yet
+    correction_smoothing: float = 0.2  # EWMA weight of a new ITL observation in the model correction
+    min_tokens_to_learn: float = 500.0
+
+
+class DemandModel:
+    """The engines' recent counters and the replica model, corrected online from the ITL it observes."""
+
+    def __init__(self, model: ReplicaModel, slo: SloTargets, settings: DemandSettings | None = None) -> None:
+        self.base_model, self.slo = model, slo
+        self.settings = settings or DemandSettings()
+        self.window = SignalWindow(keep_seconds=self.settings.stable_window_seconds + 30)
+        self.step_correction = 1.0  # observed ITL over the model's prediction, smoothed
+        self.last_backlog_seconds: float | None = None  # when more than one request per replica last waited
+
+    @property
+    def model(self) -> ReplicaModel:
+        c = self.step_correction
+        m = self.base_model
+        return replace(
+            m,
+            step_fixed_seconds=m.step_fixed_seconds * c,
+            step_seconds_per_sequence=m.step_seconds_per_sequence * c,
+            step_seconds_per_context_token=m.step_seconds_per_context_token * c,
+            source=m.source if abs(c - 1) < 0.05 else f"{m.source}, decode steps x{c:.2f} as observed",
+        )
+
+    def observe(self, now_seconds: float, replicas: dict[str, tuple[EngineCounters, float, float]]) -> None:
+        """One scrape: per pod its counters, requests in flight (running + waiting) and running."""
+        self.window.observe(now_seconds, replicas)
+
+    def _learn(self, rates: WindowRates, ready_replicas: int) -> None:
+        """Moves the decode-step correction toward observed ITL / the model's ITL under the same load."""
+        itl = rates.inter_token_latency
+        if (
+            itl is None
+            or itl.count < self.settings.min_tokens_to_learn
+            or itl.mean is None
+            or ready_replicas < 1
+        ):
+            return
+        if rates.prompt_tokens_per_request is None or rates.output_tokens_per_request is None:
+            return
+        m = self.model
+        # What the engines prefilled, not what arrived: a backlog's arrivals have not stalled anyone yet.
+        prefilled_tokens_per_second = rates.prefilled_per_second * rates.prompt_tokens_per_request
+        prefill_share = min(0.9, prefilled_tokens_per_second / ready_replicas / m.prefill_tokens_per_second)
+        context = rates.prompt_tokens_per_request + rates.output_tokens_per_request / 2
+        predicted = m.decode_step_seconds(max(1.0, rates.running_per_replica), context) / (1 - prefill_share)
+        ratio = self.step_correction * itl.mean / predicted
+        a = self.settings.correction_smoothing
+        self.step_correction = min(3.0, max(0.8, (1 - a) * self.step_correction + a * ratio))
+
+    def estimate(
+        self,
+        now_seconds: float,
+        capacity_replicas: int,
+        ready_replicas: int,
+        backlog_requests: float,
+        startup_seconds: float | None,
+        batch_fill: float,
+    ) -> Demand | None:
+        """Demand for the next decision; None until two scrapes have been seen with traffic."""
+        s = self.settings
+        stable = self.window.rates(now_seconds, s.stable_window_seconds)
+        if stable is None:
+            return None
+        short = self.window.rates(now_seconds, s.panic_window_seconds) or stable
+        self._learn(short, ready_replicas)
+        panic = short.arrivals_per_second > s.panic_threshold * max(stable.arrivals_per_second, 1e-9)
+        rates = short if panic else stable
+        # The mix changes more slowly than the rate and is noisy over a short window: take the stable one's.
+        prompt = stable.prompt_tokens_per_request or short.prompt_tokens_per_request
+        output = stable.output_tokens_per_request or short.output_tokens_per_request
+        if prompt is None or output is None:
+            prompt, output = 1.0, 1.0  # nothing has finished yet: size on arrivals alone
+        per_replica = self.model.requests_per_second(prompt, output, self.slo, batch_fill)
+        arrivals = rates.arrivals_per_second
+        for_arrivals = arrivals / per_replica
+        # Backlog: until replicas asked for now can start, the ready ones drain it with what they have to
+        # spare (or it grows by their deficit); what is left then gets replicas that clear it within the
+        # clearance time. A backlog the ready replicas drain before new ones could start asks for nothing.
+        startup = startup_seconds if startup_seconds is not None else s.default_startup_seconds
+        # Every request arriving while a backlog drains waits behind it (engines queue first come, first
+        # served), so what is left is cleared quickly once help arrives, however long help takes.
+        spare = ready_replicas * per_replica - arrivals
+        remaining = backlog_requests - spare * startup
+        clearance = s.backlog_clearance_seconds
+        for_backlog = math.ceil(remaining / (per_replica * clearance) - 1e-9) if remaining > 0 else 0
+        if backlog_requests > max(1, ready_replicas):
+            self.last_backlog_seconds = now_seconds
+        ratio, description = self._latency(short, now_seconds)
+        return Demand(
+            arrivals_per_second=arrivals,
+            per_replica_requests_per_second=per_replica,
+            replicas_for_arrivals=for_arrivals,
+            replicas_for_backlog=for_backlog,
+            backlog_requests=backlog_requests,
+            panic=panic,
+            latency_ratio=ratio,
+            latency_description=description,
+            prompt_tokens_per_request=prompt,
+            output_tokens_per_request=output,
+        )
+
+    def _latency(self, rates: WindowRates, now_seconds: float) -> tuple[float | None, str]:
+        """The worse of TTFT and ITL at the SLO's quantile over the short window, against its target.
+
+        A first token reports its wait when it comes out, so TTFT lags a queue by as long as the queue was:
+        until the last backlog is that long past (plus the window), a TTFT breach is the backlog's echo and
+        is left out (the backlog term sized for it already).
+        """
+        q = self.slo.quantile
+        found: list[tuple[float, str]] = []
+        if rates.time_to_first_token is not None and rates.time_to_first_token.count >= 5:
+            value = rates.time_to_first_token.quantile(q)
+            echo = (
+                self.last_backlog_seconds is not None
+                and value is not None
+                and (now_seconds - self.last_backlog_seconds < self.settings.panic_window_seconds + value)
+            )
+            if value is not None and not echo:
+                target = self.slo.time_to_first_token_seconds
+                found.append((value / target, f"TTFT p{q * 100:g} {value:.2f}s (target {target:g}s)"))
+        if rates.inter_token_latency is not None and rates.inter_token_latency.count >= 50:
+            value = rates.inter_token_latency.quantile(q)
+            if value is not None:
+                target = self.slo.inter_token_latency_seconds
+                found.append(
+                    (value / target, f"ITL p{q * 100:g} {value * 1000:.0f}ms (target {target * 1000:g}ms)")
+                )
+        if not found:
+            return None, ""
+        return max(found)

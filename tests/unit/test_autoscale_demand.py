@@ -1,0 +1,190 @@
+"""SLO-aware sizing on recorded metric sequences: latency breaches, flash crowds, backlog, careful scale-down.
+
+Every sequence is a list of scrapes fed through the same DemandModel and `decide` the operator runs, with the
+clock injected (one scrape every 5 s).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from llmserve.autoscale.demand import DemandModel, DemandSettings, ReplicaModel, SloTargets
+from llmserve.autoscale.histogram import Histogram
+from llmserve.autoscale.policy import Decision, History, PolicyConfig, ReplicaMetrics, Snapshot, decide
+from llmserve.autoscale.window import EngineCounters
+from llmserve.sim.metrics import PER_TOKEN_BUCKETS, TTFT_BUCKETS
+from llmserve.sim.profiles import resolve_profile
+
+SLO = SloTargets(time_to_first_token_seconds=1.0, inter_token_latency_seconds=0.05, quantile=0.9)
+CONFIG = PolicyConfig(min_replicas=1, max_replicas=64, batch_slots_per_replica=32, batch_slots_target=0.8)
+T0 = 1_700_000_000.0
+INTERVAL = 5.0
+
+
+def replica_model() -> ReplicaModel:
+    profile = resolve_profile("NVIDIA-H100-80GB-HBM3", "meta-llama/Llama-3.1-70B-Instruct", 4)
+    return ReplicaModel.from_profile(profile, 32)
+
+
+class Engines:
+    """A fleet's cumulative counters, advanced one interval at a time at a given load and latency."""
+
+    def __init__(self, replicas: int) -> None:
+        empty = (Histogram.empty(TTFT_BUCKETS), Histogram.empty(PER_TOKEN_BUCKETS))
+        self.state = {f"pod-{i}": [0.0, 0.0, 0.0, *empty] for i in range(replicas)}
+
+    def advance(
+        self, arrivals_per_second: float, prompt: int, output: int, ttft: float, itl: float
+    ) -> dict[str, tuple[EngineCounters, float, float]]:
+        per_pod = arrivals_per_second * INTERVAL / len(self.state)
+        out = {}
+        for pod, s in self.state.items():
+            s[0] += per_pod
+            s[1] += per_pod * prompt
+            s[2] += per_pod * output
+            s[3] = s[3].plus(Histogram.of(TTFT_BUCKETS, [ttft] * round(per_pod)))
+            s[4] = s[4].plus(Histogram.of(PER_TOKEN_BUCKETS, [itl] * round(per_pod * output)))
+            counters = EngineCounters(s[0], s[1], s[2], s[3], s[4])
+            out[pod] = (counters, 20.0, 20.0)
+        return out
+
+
+def run(
+    model: DemandModel,
+    engines: Engines,
+    seconds: float,
+    start: float,
+    current: int,
+    history: History,
+    load: dict[str, float],
+    waiting: float = 0.0,
+    kv: float = 0.4,
+    running: float = 20.0,
+) -> tuple[Decision, float, History]:
+    """Scrapes every 5 s for `seconds`, deciding each time; replicas follow the decisions at once, but the
+    engines' traffic stays spread over the pods `engines` simulates."""
+    decision = None
+    now = start
+    while now < start + seconds:
+        now += INTERVAL
+        model.observe(now, engines.advance(**load))
+        demand = model.estimate(now, current, len(engines.state), waiting * current, 60.0, 0.8)
+        replicas = tuple(ReplicaMetrics(waiting, running, kv) for _ in range(len(engines.state)))
+        snapshot = Snapshot(now, current, len(engines.state), 0, replicas, demand=demand)
+        decision = decide(snapshot, CONFIG, history)
+        history, current = decision.history, decision.desired_replicas
+    assert decision is not None
+    return decision, now, history
+
+
+STEADY = {"arrivals_per_second": 6.0, "prompt": 1000, "output": 150, "ttft": 0.2, "itl": 0.03}
+
+
+def test_per_replica_rate_comes_from_the_profile_and_shrinks_with_long_prompts() -> None:
+    m = replica_model()
+    short = m.requests_per_second(1000, 150, SLO, 0.8)
+    long = m.requests_per_second(6000, 150, SLO, 0.8)
+    assert 2.0 < short < 10.0
+    # A 6k-token prefill costs ~6x the compute: what a replica serves within the ITL target falls with it.
+    assert long < short / 3
+
+
+def test_scales_up_on_inter_token_latency_when_queue_and_kv_look_fine() -> None:
+    # Learning off: the replica model cannot explain the breach, so only the latency signal can act on it.
+    model = DemandModel(replica_model(), SLO, DemandSettings(correction_smoothing=0.0))
+    engines = Engines(3)
+    history = History(last_desired_replicas=3)
+    # No queue, KV 40%, arrivals that the model thinks 3 replicas serve: but ITL is 4x the target
+    load = {"arrivals_per_second": 1.5, "prompt": 1000, "output": 150, "ttft": 0.3, "itl": 0.2}
+    decision, _, _ = run(model, engines, 60, T0, 3, history, load)
+    assert decision.desired_replicas == 6
+    assert decision.reason.startswith("ITL p90")
+    assert "above SLO" in decision.reason
+    assert decision.signals.latency_ratio is not None and decision.signals.latency_ratio > 2
+
+
+def test_a_flash_crowd_gets_its_replicas_in_one_decision() -> None:
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(2)
+    steady_load = dict(STEADY, arrivals_per_second=8.0)
+    decision, now, history = run(model, engines, 120, T0, 2, History(last_desired_replicas=2), steady_load)
+    assert decision.desired_replicas == 2
+    # 6x within one interval: the short window panics and sizes for the new rate at once, past the step limit
+    crowd = dict(STEADY, arrivals_per_second=48.0)
+    model.observe(now + INTERVAL, engines.advance(**crowd))
+    model.observe(now + 2 * INTERVAL, engines.advance(**crowd))
+    demand = model.estimate(now + 2 * INTERVAL, 2, 2, 0.0, 60.0, 0.8)
+    assert demand is not None and demand.panic
+    snapshot = Snapshot(now + 2 * INTERVAL, 2, 2, 0, (ReplicaMetrics(0, 32, 0.5),) * 2, demand=demand)
+    decision = decide(snapshot, CONFIG, history)
+    expected = demand.replicas
+    assert expected > 2 + CONFIG.scale_up_max_step
+    assert decision.desired_replicas == expected
+    assert decision.reason.startswith("panic: ")
+
+
+def test_a_backlog_the_fleet_drains_before_new_replicas_could_start_asks_for_nothing_extra() -> None:
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(4)
+    for step in range(1, 13):
+        model.observe(T0 + step * INTERVAL, engines.advance(**STEADY))
+    now = T0 + 12 * INTERVAL
+    small = model.estimate(now, 4, 4, backlog_requests=20, startup_seconds=60.0, batch_fill=0.8)
+    large = model.estimate(now, 4, 4, backlog_requests=3000, startup_seconds=60.0, batch_fill=0.8)
+    assert small is not None and small.replicas_for_backlog == 0
+    assert large is not None and large.replicas_for_backlog > 0
+    # What one replica clears within the clearance time bounds the ask; never one replica per waiting request.
+    assert large.replicas_for_backlog < 3000 / 8
+    # With a longer start-up the fleet's spare capacity drains more before help arrives: fewer asked.
+    slow = model.estimate(now, 4, 4, backlog_requests=3000, startup_seconds=300.0, batch_fill=0.8)
+    assert slow is not None and slow.replicas_for_backlog < large.replicas_for_backlog
+
+
+def test_scale_down_after_a_crowd_waits_for_the_stabilization_window() -> None:
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(8)
+    history = History(last_desired_replicas=8)
+    busy = dict(STEADY, arrivals_per_second=30.0)
+    decision, now, history = run(model, engines, 120, T0, 8, history, busy)
+    high = decision.desired_replicas
+    quiet = dict(STEADY, arrivals_per_second=3.0)
+    decision, now, history = run(model, engines, 200, now, high, history, quiet, running=3)
+    assert decision.desired_replicas == high and decision.stabilized
+    decision, _, _ = run(model, engines, 200, now, high, history, quiet, running=3)
+    assert decision.desired_replicas < high
+
+
+def test_a_breach_explained_by_a_backlog_is_left_to_the_backlog_term() -> None:
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(4)
+    load = dict(STEADY, ttft=8.0)
+    # TTFT far above target, but 40 requests wait per replica: a first token reports a wait that began when
+    # the queue formed, so TTFT is the backlog's echo and is left out (ITL alone is compared); no doubling
+    _, now, history = run(model, engines, 60, T0, 4, History(last_desired_replicas=4), STEADY)
+    decision, _, _ = run(model, engines, 30, now, 4, history, load, waiting=40)
+    assert decision.signals.latency_description.startswith("ITL p90")
+    assert decision.desired_replicas == 4
+
+
+def test_replica_model_learns_slower_decode_steps_from_observed_itl() -> None:
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(2)
+    before = model.model.requests_per_second(1000, 150, SLO, 0.8)
+    slow = dict(STEADY, itl=0.045)
+    run(model, engines, 120, T0, 2, History(last_desired_replicas=2), slow)
+    assert model.step_correction > 1.5
+    assert model.model.requests_per_second(1000, 150, SLO, 0.8) < before
+    assert "as observed" in model.model.source
+
+
+@pytest.mark.parametrize("percentile", [0.5, 0.99])
+def test_the_slo_percentile_decides_which_latency_is_compared(percentile: float) -> None:
+    model = DemandModel(replica_model(), SloTargets(1.0, 0.05, percentile))
+    engines = Engines(2)
+    # 80% of first tokens at 0.2 s, 20% at 5 s: p50 meets the target, p99 does not (no backlog: not an echo)
+    for step in range(1, 7):
+        model.observe(T0 + step * INTERVAL, engines.advance(6.0, 1000, 150, 0.2, 0.03))
+        model.observe(T0 + step * INTERVAL + 2.5, engines.advance(1.5, 1000, 150, 5.0, 0.03))
+    demand = model.estimate(T0 + 32.5, 2, 2, 0.0, 60.0, 0.8)
+    assert demand is not None and demand.latency_ratio is not None
+    assert (demand.latency_ratio > 1) == (percentile == 0.99)
