@@ -58,6 +58,7 @@ async def _refresh_later(key: tuple[str, str], indexes: dict[str, kopf.Index[Any
     body = _one(indexes["llmserve_index"], key)
     if body is None:
         metrics.forget(key)
+        reconciler.forget(key)
         return
     pods = list(indexes["pod_index"].get(key, []))
     try:
