@@ -139,6 +139,12 @@ async def merge_patch(
     )
 
 
+async def replace(manifest: Obj) -> Obj:
+    """PUT: conditional on metadata.resourceVersion (409 when someone wrote the object meanwhile)."""
+    meta = manifest["metadata"]
+    return await request("PUT", manifest["kind"], meta.get("namespace"), meta["name"], json=manifest)
+
+
 async def create(manifest: Obj) -> Obj:
     return await request("POST", manifest["kind"], manifest["metadata"].get("namespace"), json=manifest)
 
