@@ -43,16 +43,40 @@ _RESOURCES: dict[str, tuple[str, str]] = {
 }
 
 
-class KubeError(Exception):
-    """The API server refused or failed a request; `status` is the HTTP code (0 for no answer)."""
+# A 500 that no retry can cure: server-side apply could not build the object (e.g. two volume mounts at
+# one path, a duplicate key in an associative list). Retrying it forever only hides the cause.
+_PERMANENT_SERVER_ERRORS = ("failed to create typed patch object", "duplicate entries for key")
 
-    def __init__(self, message: str, status: int, reason: str = "") -> None:
+
+class KubeError(Exception):
+    """The API server refused or failed a request; `status` is the HTTP code (0 for no answer), `fields`
+    the fields the server named as the cause (from the Status' details.causes)."""
+
+    def __init__(self, message: str, status: int, reason: str = "", fields: tuple[str, ...] = ()) -> None:
         super().__init__(message)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.fields = status, reason, fields
 
     @property
     def retryable(self) -> bool:
+        if any(text in str(self) for text in _PERMANENT_SERVER_ERRORS):
+            return False
         return self.status == 0 or self.status == 429 or self.status >= 500
+
+
+def error_from_response(response: httpx.Response | None, fallback: str) -> KubeError:
+    """A KubeError carrying the apiserver's own message and the fields it names, for any status code."""
+    if response is None:
+        return KubeError(fallback, 0)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return KubeError(fallback, response.status_code)
+    details = body.get("details") or {}
+    fields = tuple(str(c["field"]) for c in details.get("causes") or [] if isinstance(c, dict) and c.get("field"))
+    message = str(body.get("message") or fallback)
+    return KubeError(message, response.status_code, str(body.get("reason", "")), fields)
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, kr8s.asyncio.Api] = weakref.WeakKeyDictionary()
@@ -89,9 +113,7 @@ async def request(
         async with client.call_api(method, version=version, namespace=namespace, url=url, **kwargs) as resp:
             return resp.json() if resp.content else {}
     except kr8s.ServerError as err:
-        status = err.response.status_code if err.response is not None else 0
-        body: dict[str, Any] = err.status if isinstance(err.status, dict) else {}
-        raise KubeError(str(err), status, str(body.get("reason", ""))) from err
+        raise error_from_response(err.response, str(err)) from err
     except (httpx.TransportError, kr8s.APITimeoutError) as err:
         raise KubeError(f"API server unreachable: {err}", 0) from err
 

@@ -124,6 +124,11 @@ def test_more_gpus_than_the_cluster_has_reports_the_shortage(
         ({"engine": {"kind": "tgi"}}, "spec.engine.kind"),
         ({"model": None}, "spec.model"),
         ({"name": "x" * 64}, "metadata.name"),
+        ({"name": "llama-3.1-8b"}, "metadata.name"),
+        ({"modelCache": {"claimName": "weights", "mountPath": "/dev/shm"}}, "spec.modelCache.mountPath"),
+        ({"modelCache": {"claimName": "Weights_1"}}, "spec.modelCache.claimName"),
+        ({"resources": {"gpus": 1, "gpuProduct": "NVIDIA H100"}}, "spec.resources.gpuProduct"),
+        ({"engine": {"kind": "vllm", "image": "vllm/vllm-openai:latest extra"}}, "spec.engine.image"),
     ],
 )
 def test_invalid_manifests_are_rejected_naming_the_field(
@@ -140,6 +145,16 @@ def test_invalid_manifests_are_rejected_naming_the_field(
     result = cluster.apply(manifest, namespace, check=False)
     assert result.returncode != 0
     assert field in result.stderr, result.stderr
+
+
+def test_a_gpu_less_simulator_replica_runs_on_the_dev_clusters_gpu_nodes(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
+) -> None:
+    cluster.apply(llmserve(resources={"gpus": 0}, autoscaling={"enabled": False}), namespace)
+    obj = wait_ready(cluster, namespace, "llama", 1)
+    assert condition(obj, "Degraded")["reason"] == "AsExpected"
+    pod = cluster.list("pods", namespace, "llmserve.dev/llmserve=llama")[0]
+    assert "nvidia.com/gpu" not in pod["spec"]["containers"][0]["resources"].get("limits", {})
 
 
 def test_operator_restart_readopts_without_churn(

@@ -78,6 +78,8 @@ def test_concurrent_status_writers_keep_every_writers_fields(
     )
     assert condition(obj, "ScalingActive") and "autoscaling" in obj["status"]
 
+    raw = cluster.kubectl("get", "llms/llama", "-n", namespace, "-o", "json", "--show-managed-fields").stdout
+    obj = json.loads(raw)
     assert _owned_conditions(obj, "llmserve-operator") == {"Ready", "Progressing", "Degraded"}
     assert _owned_conditions(obj, "llmserve-autoscaler") == {"AbleToScale", "ScalingActive", "ScalingLimited"}
     assert _owned_conditions(obj, BURST_MANAGER) == {"BurstCapacity"}

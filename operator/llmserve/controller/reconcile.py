@@ -33,6 +33,13 @@ def spec_error_message(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def apply_error_message(child: Obj, err: kube.KubeError) -> str:
+    """Which child the apiserver refused, its own words, and the fields it named (if its words do not)."""
+    message = f"applying {child['kind']} {child['metadata']['name']} failed: {err}"
+    missing = [field for field in err.fields if field not in str(err)]
+    return message + (f" (fields: {', '.join(missing)})" if missing else "")
+
+
 def parse_spec(raw_spec: Obj) -> tuple[LLMServeSpec | None, str]:
     try:
         return LLMServeSpec.model_validate(dict(raw_spec)), ""
@@ -59,13 +66,16 @@ class Reconciler:
         deployment = render_deployment(meta["name"], meta["namespace"], meta["uid"], spec)
         service = render_service(meta["name"], meta["namespace"], meta["uid"], spec)
         with metrics.RECONCILE_SECONDS.labels(namespace=key[0], llmserve=key[1]).time():
+            child = deployment
             try:
                 applied = await kube.retry(lambda: kube.apply(deployment, FIELD_MANAGER))
+                child = service
                 await kube.retry(lambda: kube.apply(service, FIELD_MANAGER))
             except kube.KubeError as err:
-                self.apply_errors[key] = f"applying children failed: {err}"
+                message = apply_error_message(child, err)
+                self.apply_errors[key] = message
                 metrics.RECONCILE_ERRORS.labels(namespace=key[0], llmserve=key[1]).inc()
-                _event(body, "Warning", reason="ApplyFailed", message=str(err))
+                _event(body, "Warning", reason="ApplyFailed", message=message)
                 if err.retryable:
                     raise kopf.TemporaryError(f"API server error, will retry: {err}", delay=10) from err
                 raise kopf.PermanentError(f"the API server refused a child object: {err}") from err
