@@ -74,7 +74,9 @@ def error_from_response(response: httpx.Response | None, fallback: str) -> KubeE
     if not isinstance(body, dict):
         return KubeError(fallback, response.status_code)
     details = body.get("details") or {}
-    fields = tuple(str(c["field"]) for c in details.get("causes") or [] if isinstance(c, dict) and c.get("field"))
+    fields = tuple(
+        str(c["field"]) for c in details.get("causes") or [] if isinstance(c, dict) and c.get("field")
+    )
     message = str(body.get("message") or fallback)
     return KubeError(message, response.status_code, str(body.get("reason", "")), fields)
 

@@ -41,10 +41,17 @@ class SecretKeyRef(ApiModel):
     """A key inside a Secret in the LLMServe's namespace."""
 
     name: str = Field(
-        min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN, description="Name of the Secret (a DNS subdomain)."
+        min_length=1,
+        max_length=253,
+        pattern=_DNS_SUBDOMAIN,
+        description="Name of the Secret (a DNS subdomain).",
     )
     key: str = Field(
-        default="HF_TOKEN", min_length=1, max_length=253, pattern=_SECRET_KEY, description="Key inside the Secret."
+        default="HF_TOKEN",
+        min_length=1,
+        max_length=253,
+        pattern=_SECRET_KEY,
+        description="Key inside the Secret.",
     )
 
 
@@ -183,7 +190,10 @@ class ModelCacheSpec(ApiModel):
     """A PersistentVolumeClaim holding downloaded model weights."""
 
     claim_name: str = Field(
-        min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN, description="Name of an existing PVC (a DNS subdomain)."
+        min_length=1,
+        max_length=253,
+        pattern=_DNS_SUBDOMAIN,
+        description="Name of an existing PVC (a DNS subdomain).",
     )
     mount_path: str = Field(
         default="/root/.cache/huggingface",
