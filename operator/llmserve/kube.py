@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import warnings
 import weakref
 from collections.abc import AsyncIterator
@@ -82,6 +83,24 @@ def error_from_response(response: httpx.Response | None, fallback: str) -> KubeE
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, kr8s.asyncio.Api] = weakref.WeakKeyDictionary()
+# Requests in flight at once (per event loop). httpx keeps 20 idle connections: past that, every request
+# beyond opened a new TLS connection and closed it after one use, and the pool scanned its queue on each
+# request (quadratic). With hundreds of LLMServes writing at once that was most of the operator's CPU;
+# a bounded number in flight reuses warm connections and queues the rest cheaply.
+MAX_IN_FLIGHT = int(os.environ.get("LLMSERVE_KUBE_MAX_IN_FLIGHT", "16"))
+# Status writes get their own, smaller lane: hundreds of them must not queue ahead of creating children.
+MAX_STATUS_IN_FLIGHT = 4
+_lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slot(subresource: str | None) -> asyncio.Semaphore:
+    lanes = _lanes.setdefault(asyncio.get_running_loop(), {})
+    lane = "status" if subresource == "status" else "default"
+    if lane not in lanes:
+        lanes[lane] = asyncio.Semaphore(MAX_STATUS_IN_FLIGHT if lane == "status" else MAX_IN_FLIGHT)
+    return lanes[lane]
 
 
 async def api() -> kr8s.asyncio.Api:
@@ -112,7 +131,10 @@ async def request(
     version, url = _path(kind, name, subresource)
     client = await api()
     try:
-        async with client.call_api(method, version=version, namespace=namespace, url=url, **kwargs) as resp:
+        async with (
+            _slot(subresource),
+            client.call_api(method, version=version, namespace=namespace, url=url, **kwargs) as resp,
+        ):
             return resp.json() if resp.content else {}
     except kr8s.ServerError as err:
         raise error_from_response(err.response, str(err)) from err
