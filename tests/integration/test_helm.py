@@ -75,11 +75,11 @@ def test_the_operator_runs_two_replicas_that_elect_a_leader_through_a_lease(helm
 @pytest.mark.parametrize(
     ("value", "field"),
     [
-        ("operator.replicas=-1", "operator.replicas"),
-        ("gateway.port=70000", "gateway.port"),
-        ("operator.logLevel=loud", "operator.logLevel"),
+        ("operator.replicas=-1", "/operator/replicas"),
+        ("gateway.port=70000", "/gateway/port"),
+        ("operator.logLevel=loud", "/operator/logLevel"),
         ("operator.replicaz=2", "replicaz"),
-        ("operator.watchNamespaces={Not_A_Namespace}", "operator.watchNamespaces"),
+        ("operator.watchNamespaces={Not_A_Namespace}", "/operator/watchNamespaces/0"),
     ],
 )
 def test_nonsense_values_are_refused_before_anything_is_installed_naming_the_value(
