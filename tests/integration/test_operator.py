@@ -167,8 +167,22 @@ def test_operator_restart_readopts_without_churn(
     pods = {p["metadata"]["uid"] for p in cluster.list("pods", namespace, "llmserve.dev/llmserve=llama")}
 
     operator_process.restart()
-    # The restarted operator resumes the object; prove it ran by waiting for a change it must react to.
-    cluster.kubectl("label", "llms/llama", "-n", namespace, "touched=yes")
+    # Prove the restarted operator resumed: a spec change (one that renders no different child) must be
+    # acted on, i.e. show up as the status' observedGeneration, before "no churn" means anything.
+    cluster.kubectl(
+        "patch", "llms/llama", "-n", namespace, "--type=merge", "-p", '{"spec":{"maxReplicas":5}}'
+    )
+    generation = (cluster.get("llmserve", "llama", namespace) or {})["metadata"]["generation"]
+    wait_for(
+        lambda: (
+            ((cluster.get("llmserve", "llama", namespace) or {}).get("status") or {}).get(
+                "observedGeneration"
+            )
+            == generation
+        ),
+        timeout=30,
+        message="the restarted operator observed the spec change",
+    )
     wait_ready(cluster, namespace, "llama", 2)
 
     after = cluster.get("deployment", "llama", namespace)
