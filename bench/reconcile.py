@@ -1,7 +1,13 @@
 """Reconcile benchmark: apply N LLMServes to the local control plane and time Deployment creation and Ready.
 
-Prints p50/p99 of apply -> Deployment created and apply -> Ready, the total time and the operator's peak
-RSS. Usage: python bench/reconcile.py [--count 200] [--nodes 4] [--gpus-per-node 64]
+Prints p50/p99 of apply -> Deployment created and apply -> Ready, the operator's peak RSS, its CPU seconds
+per object while they come up, and its CPU while all of them sit idle (autoscaler scrapes included).
+
+With --operator-only the fake kubelet starts no simulator per pod: one idle simulator per node answers
+/health and /metrics for every pod IP on it and pods are Ready at once, so the figures are the operator's
+and the apiserver's, not N simulators starting on the same cores.
+
+Usage: python bench/reconcile.py [--count 200] [--operator-only] [--concurrency 20] [--idle-seconds 60]
 """
 
 from __future__ import annotations
@@ -10,9 +16,14 @@ import argparse
 import asyncio
 import os
 import platform
+import re
+import signal
 import statistics
+import subprocess
 import sys
 import time
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,65 +32,18 @@ sys.path.insert(0, str(REPO))
 from hack.devcluster.cluster import ClusterSpec, DevCluster  # noqa: E402
 from hack.devcluster.processes import free_port  # noqa: E402
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def measure(
-    count: int, namespace: str
-) -> tuple[dict[str, float], dict[str, float], dict[str, float], float]:
-    from llmserve import kube
-
-    applied: dict[str, float] = {}
-    created: dict[str, float] = {}
-    ready: dict[str, float] = {}
-
-    async def watch_deployments() -> None:
-        while len(created) < count:
-            async for _, obj in kube.watch("Deployment", namespace):
-                created.setdefault(obj["metadata"]["name"], time.monotonic())
-                if len(created) >= count:
-                    return
-
-    async def watch_ready() -> None:
-        while len(ready) < count:
-            async for _, obj in kube.watch("LLMServe", namespace):
-                for cond in (obj.get("status") or {}).get("conditions", []):
-                    if cond["type"] == "Ready" and cond["status"] == "True":
-                        ready.setdefault(obj["metadata"]["name"], time.monotonic())
-                if len(ready) >= count:
-                    return
-
-    async def apply_one(index: int) -> None:
-        name = f"model-{index:03d}"
-        manifest = {
-            "apiVersion": "llmserve.dev/v1alpha1",
-            "kind": "LLMServe",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
-                "engine": {"kind": "simulator"},
-                "resources": {"gpus": 1},
-                "autoscaling": {"enabled": False},
-            },
-        }
-        await kube.create(manifest)
-        applied[name] = time.monotonic()
-
-    watchers = [asyncio.create_task(watch_deployments()), asyncio.create_task(watch_ready())]
-    await asyncio.sleep(0.5)
-    started = time.monotonic()
-    semaphore = asyncio.Semaphore(20)
-
-    async def bounded(index: int) -> None:
-        async with semaphore:
-            await apply_one(index)
-
-    await asyncio.gather(*(bounded(i) for i in range(count)))
-    await asyncio.wait_for(asyncio.gather(*watchers), timeout=1800)
-    return applied, created, ready, time.monotonic() - started
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -89,43 +53,152 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def manifest(index: int, namespace: str, autoscaling: bool) -> dict[str, object]:
+    return {
+        "apiVersion": "llmserve.dev/v1alpha1",
+        "kind": "LLMServe",
+        "metadata": {"name": f"model-{index:04d}", "namespace": namespace},
+        "spec": {
+            "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
+            "engine": {"kind": "simulator"},
+            "resources": {"gpus": 1},
+            "autoscaling": {"enabled": autoscaling},
+        },
+    }
+
+
+async def measure(
+    count: int, namespace: str, concurrency: int, autoscaling: bool
+) -> tuple[dict[str, float], dict[str, float], dict[str, float], float]:
+    from llmserve import kube
+
+    applied: dict[str, float] = {}
+    created: dict[str, float] = {}
+    ready: dict[str, float] = {}
+
+    async def watch_deployments() -> None:
+        while len(created) < count:
+            async for event, obj in kube.watch("Deployment", namespace):
+                if event not in ("ADDED", "MODIFIED"):
+                    break  # an ERROR (e.g. the watch expired): watch again
+                created.setdefault(obj["metadata"]["name"], time.monotonic())
+                if len(created) >= count:
+                    return
+
+    async def watch_ready() -> None:
+        while len(ready) < count:
+            async for event, obj in kube.watch("LLMServe", namespace):
+                if event not in ("ADDED", "MODIFIED"):
+                    break
+                for cond in (obj.get("status") or {}).get("conditions", []):
+                    if cond["type"] == "Ready" and cond["status"] == "True":
+                        ready.setdefault(obj["metadata"]["name"], time.monotonic())
+                if len(ready) >= count:
+                    return
+
+    watchers = [asyncio.create_task(watch_deployments()), asyncio.create_task(watch_ready())]
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def apply_one(index: int) -> None:
+        async with semaphore:
+            body = manifest(index, namespace, autoscaling)
+            sent = time.monotonic()
+            await kube.create(body)
+            applied[str(body["metadata"]["name"])] = sent  # type: ignore[index]
+
+    await asyncio.gather(*(apply_one(i) for i in range(count)))
+    await asyncio.wait_for(asyncio.gather(*watchers), timeout=1800)
+    return applied, created, ready, time.monotonic() - started
+
+
+def wait_leader(metrics_port: int, timeout_seconds: float = 60) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as resp:
+                if re.search(r"^llmserve_operator_leader 1\.0$", resp.read().decode(), re.MULTILINE):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the operator did not become leader")
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--nodes", type=int, default=4)
-    parser.add_argument("--gpus-per-node", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=20, help="applies in flight at once")
+    parser.add_argument(
+        "--nodes", type=int, default=0, help="fake nodes (default: one per 200 objects, >= 2)"
+    )
+    parser.add_argument("--operator-only", action="store_true", help="no simulator per pod (see above)")
+    parser.add_argument("--idle-seconds", type=float, default=60, help="idle window for the steady-state CPU")
+    parser.add_argument(
+        "--no-autoscaling", action="store_true", help="autoscaling.enabled false on every object"
+    )
+    parser.add_argument("--profile", help="write py-spy's collapsed stacks of the operator to this file")
     args = parser.parse_args()
+    nodes = args.nodes or max(2, -(-args.count // 200))
+    gpus_per_node = -(-args.count // nodes) + 4
+    # Runs under the machine-wide cluster lock with the caller's prefix/CIDR/state dir, like the tests.
+    state = Path(os.environ.get("LLMSERVE_TEST_STATE_DIR", "/tmp/llmserve-bench-reconcile") + "-bench")
     cluster = DevCluster(ClusterSpec(
-        state_dir=Path("/tmp/llmserve-bench-reconcile"), prefix="llmsb", cidr_base="10.249", nodes=args.nodes,
-        gpus_per_node=args.gpus_per_node, heartbeat_seconds=5, probe_period_seconds=1.0,
-        sim_args=["--load-seconds=0"],
+        state_dir=state, prefix=os.environ.get("LLMSERVE_TEST_NETNS_PREFIX", "llmsb"),
+        cidr_base=os.environ.get("LLMSERVE_TEST_CIDR_BASE", "10.249"), nodes=nodes,
+        gpus_per_node=gpus_per_node, heartbeat_seconds=5, probe_period_seconds=1.0,
+        sim_args=["--load-seconds=0"], shared_engines=args.operator_only,
     ))  # fmt: skip
     cluster.start()
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "crd/llmserves.llmserve.dev")
+        metrics_port = free_port()
         operator = cluster.processes.start("operator", [
             sys.executable, "-m", "llmserve.cli", "operator", "--liveness-port", str(free_port()),
-            "--metrics-port", str(free_port()),
-        ], cluster.child_env())  # fmt: skip
-        time.sleep(3)
+            "--metrics-port", str(metrics_port),
+        ], {**cluster.child_env(), "LLMSERVE_METRICS_ADDR": "127.0.0.1", "LLMSERVE_LIVENESS_ADDR": "127.0.0.1"})  # fmt: skip
+        wait_leader(metrics_port)
         cluster.kubectl("create", "namespace", "bench")
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-        applied, created, ready, total = asyncio.run(measure(args.count, "bench"))
-        to_created = [created[n] - applied[n] for n in applied]
-        to_ready = [ready[n] - applied[n] for n in applied]
+        profiler = None
+        if args.profile:  # py-spy samples the operator from outside: no change to what is measured
+            profiler = subprocess.Popen(["py-spy", "record", "--pid", str(operator.pid), "--format", "raw",
+                                         "--rate", "50", "--nonblocking", "-o", args.profile],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        cpu_before = cpu_seconds(operator.pid)
+        applied, created, ready, total = asyncio.run(
+            measure(args.count, "bench", args.concurrency, not args.no_autoscaling)
+        )
+        cpu_up = cpu_seconds(operator.pid) - cpu_before
+        time.sleep(10)  # let the last status writes and first autoscaler passes settle
+        idle_start = cpu_seconds(operator.pid)
+        time.sleep(args.idle_seconds)
+        idle_cpu = (cpu_seconds(operator.pid) - idle_start) / args.idle_seconds
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
         rss = peak_rss_mib(operator.pid)
     finally:
         cluster.stop()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.count} LLMServes, "
-          f"{args.nodes} fake nodes x {args.gpus_per_node} GPUs")  # fmt: skip
+    to_created = [created[n] - applied[n] for n in applied]
+    to_ready = [ready[n] - applied[n] for n in applied]
+    mode = "operator-only (one idle simulator per node)" if args.operator_only else "one simulator per pod"
+    print(f"{datetime.now(UTC):%Y-%m-%d}; machine: {platform.machine()}, {os.cpu_count()} cores (shared); "
+          f"{args.count} LLMServes applied {args.concurrency} at a time; {nodes} fake nodes x {gpus_per_node} "
+          f"GPUs; {mode}; autoscaling {'off' if args.no_autoscaling else 'on (5 s interval)'}")  # fmt: skip
     print("| measure | p50 (s) | p99 (s) |")
     print("|---|---|---|")
     print(
-        f"| apply -> Deployment created | {statistics.median(to_created):.2f} | {percentile(to_created, 0.99):.2f} |"
+        f"| apply -> Deployment created | {statistics.median(to_created):.3f} | {percentile(to_created, 0.99):.3f} |"
     )
-    print(f"| apply -> Ready | {statistics.median(to_ready):.2f} | {percentile(to_ready, 0.99):.2f} |")
-    print(f"total (first apply -> last Ready): {total:.1f} s; operator peak RSS: {rss:.0f} MiB")
+    print(f"| apply -> Ready | {statistics.median(to_ready):.3f} | {percentile(to_ready, 0.99):.3f} |")
+    print(f"total (first apply -> last Ready): {total:.1f} s; operator peak RSS: {rss:.0f} MiB; "
+          f"operator CPU while they came up: {cpu_up:.1f} s ({1000 * cpu_up / args.count:.0f} ms/object); "
+          f"idle: {idle_cpu:.3f} CPU-s/s over {args.idle_seconds:.0f} s")  # fmt: skip
     return 0
 
 

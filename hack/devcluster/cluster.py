@@ -31,6 +31,7 @@ class ClusterSpec:
     heartbeat_seconds: float = 5.0
     probe_period_seconds: float = 1.0
     sim_args: list[str] = field(default_factory=list)
+    shared_engines: bool = False  # one idle simulator per node instead of one per pod (benchmarks)
     control_plane: ControlPlaneSettings = field(default_factory=ControlPlaneSettings)
 
 
@@ -79,6 +80,7 @@ class DevCluster:
             "--heartbeat-seconds", str(self.spec.heartbeat_seconds),
             "--probe-period-seconds", str(self.spec.probe_period_seconds),
             *(f"--sim-arg={arg}" for arg in self.spec.sim_args),
+            *(["--shared-engines"] if self.spec.shared_engines else []),
         ]  # fmt: skip
         self.processes.start("fake-kubelet", argv, self.child_env())
 

@@ -55,6 +55,10 @@ class Settings:
     heartbeat_seconds: float = 5.0
     probe_period_seconds: float = 1.0
     sim_args: tuple[str, ...] = ()
+    # One idle simulator per node, bound to 0.0.0.0 inside the node's namespace, answers /health and
+    # /metrics for every pod IP on the node, and engine pods are Ready at once: for benchmarks of the
+    # operator at hundreds of objects, without hundreds of engine processes on a 2-core machine.
+    shared_engines: bool = False
 
 
 def engine_argv(pod: Obj, node: NodeConfig, pod_ip: str, settings: Settings) -> list[str] | None:
@@ -133,7 +137,11 @@ class PodRunner:
             await asyncio.to_thread(self.node.network.release_pod_ip, self.pod_ip)
 
     async def _serve_until_deleted(self) -> None:
-        argv = engine_argv(self.pod, self.node, self.pod_ip, self.settings)
+        argv = (
+            None
+            if self.settings.shared_engines
+            else engine_argv(self.pod, self.node, self.pod_ip, self.settings)
+        )
         async with httpx.AsyncClient(timeout=2.0) as http:
             while not self.deleting.is_set():
                 if argv is not None and (self.process is None or self.process.returncode is not None):
@@ -249,8 +257,18 @@ class FakeKubelet:
     def __init__(self, nodes: list[NodeConfig], settings: Settings) -> None:
         self.nodes, self.settings = nodes, settings
         self.pods: dict[str, PodRunner] = {}
+        self.shared: list[asyncio.subprocess.Process] = []
 
     async def run(self) -> None:
+        if self.settings.shared_engines:
+            for node in self.nodes:
+                argv = [sys.executable, "-m", "llmserve.cli", "sim", "engine", "--model", "shared-idle-engine",
+                        *self.settings.sim_args, "--host", "0.0.0.0", "--port", "8000",
+                        "--gpu-product", node.gpu_product]  # fmt: skip
+                self.shared.append(await asyncio.create_subprocess_exec(
+                    "ip", "netns", "exec", node.network.namespace, *argv,
+                    stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+                ))  # fmt: skip
         for node in self.nodes:
             await self._register(node)
         await asyncio.gather(
@@ -258,7 +276,8 @@ class FakeKubelet:
         )
 
     def _node_status(self, node: NodeConfig) -> Obj:
-        capacity = {"cpu": "64", "memory": "512Gi", "pods": "110", "ephemeral-storage": "1Ti",
+        # 250 pods: the node's /24 pod CIDR, not the kubelet's usual 110, so benchmarks fit on a few nodes.
+        capacity = {"cpu": "64", "memory": "512Gi", "pods": "250", "ephemeral-storage": "1Ti",
                     "nvidia.com/gpu": str(node.gpus)}  # fmt: skip
         heartbeat = now()
         conditions = [
@@ -365,6 +384,10 @@ class FakeKubelet:
     async def shutdown(self) -> None:
         """Stops every engine at once (one by one, hundreds would outlast the launcher's grace period)."""
         await asyncio.gather(*(runner._stop_process(grace_seconds=2) for runner in list(self.pods.values())))
+        for process in self.shared:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat-seconds", type=float, default=5.0)
     parser.add_argument("--probe-period-seconds", type=float, default=1.0)
     parser.add_argument("--sim-arg", action="append", default=[], help="extra argument for every simulator")
+    parser.add_argument(
+        "--shared-engines", action="store_true", help="one idle simulator per node; pods Ready at once"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s level=%(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -389,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         for n in json.loads(args.nodes_json)
     ]
     kubelet = FakeKubelet(
-        nodes, Settings(args.heartbeat_seconds, args.probe_period_seconds, tuple(args.sim_arg))
+        nodes,
+        Settings(args.heartbeat_seconds, args.probe_period_seconds, tuple(args.sim_arg), args.shared_engines),
     )
 
     async def run() -> None:

@@ -45,19 +45,19 @@ class ProcessGroup:
 
     def stop(self, name: str, grace_seconds: float = 10) -> None:
         for entry in [p for p in self.processes if p[0] == name]:
-            _terminate(entry[1].pid, grace_seconds)
+            _terminate(entry[1].pid, grace_seconds, entry[1])
             entry[1].wait()
             self.processes.remove(entry)
 
     def stop_all(self, grace_seconds: float = 10) -> None:
         for _, proc in reversed(self.processes):
-            _terminate(proc.pid, grace_seconds)
+            _terminate(proc.pid, grace_seconds, proc)
             proc.wait()
         self.processes.clear()
         (self.state_dir / PIDS_FILE).unlink(missing_ok=True)
 
 
-def _terminate(pid: int, grace_seconds: float) -> None:
+def _terminate(pid: int, grace_seconds: float, child: subprocess.Popen[bytes] | None = None) -> None:
     """SIGTERM the process group, then SIGKILL whatever is left after the grace period."""
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -65,6 +65,10 @@ def _terminate(pid: int, grace_seconds: float) -> None:
         return
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline:
+        if child is not None:
+            # Reap our own child as soon as it exits: an unreaped zombie still counts as a member of
+            # its process group, so killpg(pid, 0) would keep succeeding for the whole grace period.
+            child.poll()
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:

@@ -20,6 +20,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     op.add_argument("--liveness-port", type=int, default=8080, help="port of /healthz")
     op.add_argument("--metrics-port", type=int, default=9090, help="port of the Prometheus /metrics endpoint")
     op.add_argument("--verbose", action="store_true")
+    op.add_argument(
+        "--no-leader-election",
+        action="store_true",
+        help="act without holding the Lease (one replica only; see docs/architecture.md, High availability)",
+    )
 
     sub.add_parser(
         "sim", help="engine simulator and fake cloud provider (see `llmserve sim --help`)", add_help=False
@@ -46,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             liveness_port=parsed.liveness_port,
             metrics_port=parsed.metrics_port,
             verbose=parsed.verbose,
+            leader_election=not parsed.no_leader_election,
         )
     parser.error(f"unknown command {parsed.command!r}")
     return 2

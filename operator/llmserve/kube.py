@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import warnings
 import weakref
 from collections.abc import AsyncIterator
@@ -45,19 +46,63 @@ _RESOURCES: dict[str, tuple[str, str]] = {
 }
 
 
-class KubeError(Exception):
-    """The API server refused or failed a request; `status` is the HTTP code (0 for no answer)."""
+# A 500 that no retry can cure: server-side apply could not build the object (e.g. two volume mounts at
+# one path, a duplicate key in an associative list). Retrying it forever only hides the cause.
+_PERMANENT_SERVER_ERRORS = ("failed to create typed patch object", "duplicate entries for key")
 
-    def __init__(self, message: str, status: int, reason: str = "") -> None:
+
+class KubeError(Exception):
+    """The API server refused or failed a request; `status` is the HTTP code (0 for no answer), `fields`
+    the fields the server named as the cause (from the Status' details.causes)."""
+
+    def __init__(self, message: str, status: int, reason: str = "", fields: tuple[str, ...] = ()) -> None:
         super().__init__(message)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.fields = status, reason, fields
 
     @property
     def retryable(self) -> bool:
+        if any(text in str(self) for text in _PERMANENT_SERVER_ERRORS):
+            return False
         return self.status == 0 or self.status == 429 or self.status >= 500
 
 
+def error_from_response(response: httpx.Response | None, fallback: str) -> KubeError:
+    """A KubeError carrying the apiserver's own message and the fields it names, for any status code."""
+    if response is None:
+        return KubeError(fallback, 0)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return KubeError(fallback, response.status_code)
+    details = body.get("details") or {}
+    fields = tuple(
+        str(c["field"]) for c in details.get("causes") or [] if isinstance(c, dict) and c.get("field")
+    )
+    message = str(body.get("message") or fallback)
+    return KubeError(message, response.status_code, str(body.get("reason", "")), fields)
+
+
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, kr8s.asyncio.Api] = weakref.WeakKeyDictionary()
+# Requests in flight at once (per event loop). httpx keeps 20 idle connections: past that, every request
+# beyond opened a new TLS connection and closed it after one use, and the pool scanned its queue on each
+# request (quadratic). With hundreds of LLMServes writing at once that was most of the operator's CPU;
+# a bounded number in flight reuses warm connections and queues the rest cheaply.
+MAX_IN_FLIGHT = int(os.environ.get("LLMSERVE_KUBE_MAX_IN_FLIGHT", "16"))
+# Status writes get their own, smaller lane: hundreds of them must not queue ahead of creating children.
+MAX_STATUS_IN_FLIGHT = 4
+_lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slot(subresource: str | None) -> asyncio.Semaphore:
+    lanes = _lanes.setdefault(asyncio.get_running_loop(), {})
+    lane = "status" if subresource == "status" else "default"
+    if lane not in lanes:
+        lanes[lane] = asyncio.Semaphore(MAX_STATUS_IN_FLIGHT if lane == "status" else MAX_IN_FLIGHT)
+    return lanes[lane]
 
 
 async def api() -> kr8s.asyncio.Api:
@@ -88,12 +133,13 @@ async def request(
     version, url = _path(kind, name, subresource)
     client = await api()
     try:
-        async with client.call_api(method, version=version, namespace=namespace, url=url, **kwargs) as resp:
+        async with (
+            _slot(subresource),
+            client.call_api(method, version=version, namespace=namespace, url=url, **kwargs) as resp,
+        ):
             return resp.json() if resp.content else {}
     except kr8s.ServerError as err:
-        status = err.response.status_code if err.response is not None else 0
-        body: dict[str, Any] = err.status if isinstance(err.status, dict) else {}
-        raise KubeError(str(err), status, str(body.get("reason", ""))) from err
+        raise error_from_response(err.response, str(err)) from err
     except (httpx.TransportError, kr8s.APITimeoutError) as err:
         raise KubeError(f"API server unreachable: {err}", 0) from err
 
@@ -139,6 +185,12 @@ async def merge_patch(
         headers={"Content-Type": "application/merge-patch+json"},
         content=json.dumps(patch),
     )
+
+
+async def replace(manifest: Obj) -> Obj:
+    """PUT: conditional on metadata.resourceVersion (409 when someone wrote the object meanwhile)."""
+    meta = manifest["metadata"]
+    return await request("PUT", manifest["kind"], meta.get("namespace"), meta["name"], json=manifest)
 
 
 async def create(manifest: Obj) -> Obj:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,9 +12,8 @@ import pytest
 import yaml
 
 from llmserve.autoscale.collect import parse_engine_metrics
-from llmserve.autoscale.state import STATE_ANNOTATION
 from tests.support.cluster import ClusterHandle, OperatorProcess, condition, wait_for
-from tests.support.manifests import engine_key_headers
+from tests.support.load import LoadGenerator, ready_pod_ips
 
 pytestmark = pytest.mark.cluster
 
@@ -26,10 +22,6 @@ EXAMPLE = yaml.safe_load((REPO / "examples" / "llama-8b-simulated.yaml").read_te
 SELECTOR = "llmserve.dev/llmserve=llama"
 INTERVAL_SECONDS = 2
 QUEUE_TARGET = 4
-# Long prompts and short answers: each request is one long prefill step, so a queue forms with few
-# engine steps and few HTTP requests per second (the machine is shared).
-PROMPT = "word" * 6000  # 6000 tokens at four characters per token
-MAX_TOKENS = 4
 
 
 def llmserve(autoscaling: dict[str, Any], **spec: Any) -> dict[str, Any]:
@@ -52,81 +44,9 @@ def spec_replicas(cluster: ClusterHandle, namespace: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def ready_pod_ips(cluster: ClusterHandle, namespace: str) -> list[str]:
-    ips = []
-    for pod in cluster.list("pods", namespace, SELECTOR):
-        status = pod.get("status", {})
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
-        if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
-            ips.append(status["podIP"])
-    return ips
-
-
 def wait_ready_replicas(cluster: ClusterHandle, namespace: str, count: int, timeout: float = 60) -> None:
     wait_for(lambda: len(ready_pod_ips(cluster, namespace)) == count, timeout=timeout,
              message=f"{count} ready replica(s)")  # fmt: skip
-
-
-class LoadGenerator:
-    """Closed-loop completions against the ready pods of one LLMServe, bounded in requests and time."""
-
-    def __init__(
-        self, cluster: ClusterHandle, namespace: str, concurrency: int, max_seconds: float = 90
-    ) -> None:
-        self.cluster, self.namespace, self.concurrency = cluster, namespace, concurrency
-        self.max_requests, self.max_seconds = 20000, max_seconds
-        self.sent = 0
-        self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def __enter__(self) -> LoadGenerator:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    async def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        targets: list[str] = []
-        in_flight: dict[str, int] = {}
-
-        async def refresh() -> None:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                targets[:] = await asyncio.to_thread(ready_pod_ips, self.cluster, self.namespace)
-                await asyncio.sleep(1.0)
-
-        async def user(client: httpx.AsyncClient, index: int) -> None:
-            while not self._stop.is_set() and time.monotonic() < deadline and self.sent < self.max_requests:
-                if not targets:
-                    await asyncio.sleep(0.2)
-                    continue
-                # Least outstanding requests, as a load balancer would: a replica that just became
-                # ready gets its share at once instead of waiting for a round-robin turn.
-                ip = min(targets, key=lambda candidate: in_flight.get(candidate, 0))
-                in_flight[ip] = in_flight.get(ip, 0) + 1
-                self.sent += 1
-                body = {"model": "llama-8b", "prompt": PROMPT, "max_tokens": MAX_TOKENS}
-                try:
-                    response = await client.post(f"http://{ip}:8000/v1/completions", json=body)
-                    response.raise_for_status()
-                except httpx.HTTPError:
-                    self.errors += 1
-                    await asyncio.sleep(0.2)  # a replica going away: back off briefly, then retry
-                finally:
-                    in_flight[ip] -= 1
-
-        # engines answer only with their LLMServe's engine key (docs/security.md)
-        headers = await asyncio.to_thread(engine_key_headers, self.cluster, self.namespace)
-        async with httpx.AsyncClient(timeout=30, trust_env=False, headers=headers) as client:
-            refresher = asyncio.create_task(refresh())
-            await asyncio.gather(*(user(client, i) for i in range(self.concurrency)))
-            refresher.cancel()
 
 
 def queue_depth(ip: str) -> float:
@@ -247,8 +167,8 @@ def test_an_operator_restart_inside_the_window_does_not_scale_down_early(
         load.stop()
     obj = cluster.get("llmserve", "llama", namespace)
     assert obj is not None
-    state = json.loads(obj["metadata"]["annotations"][STATE_ANNOTATION])
-    assert max(r for _, r in state["recommendations"]) == 3, state  # what the restarted operator reads back
+    state = obj["status"]["autoscaling"]  # written by the autoscaler alone; what the restarted one reads back
+    assert max(r["replicas"] for r in state["recommendations"]) == 3, state
 
     samples = replicas_after_load(cluster, namespace, delay + 4 * INTERVAL_SECONDS, operator=operator_process)
     early = [n for t, n in samples if t < delay - INTERVAL_SECONDS - 0.5]

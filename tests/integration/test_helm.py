@@ -14,7 +14,7 @@ import yaml
 from openai import APIConnectionError, NotFoundError, OpenAI
 
 from hack.devcluster.processes import free_port
-from tests.support.cluster import ClusterHandle, OperatorProcess, wait_for
+from tests.support.cluster import TEST_LEASE_ENV, ClusterHandle, OperatorProcess, wait_for
 from tests.support.manifests import llmserve, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +87,49 @@ def test_named_api_key_secrets_narrow_the_gateways_secret_access_to_them(helm: s
     assert not any(key.startswith("ClusterRoleBinding/demo-llmserve-gateway/") for key in docs)
 
 
+def _render(helm: str, release: str, *sets: str) -> subprocess.CompletedProcess[str]:
+    args = [helm, "template", release, str(CHART), "-n", "llmserve-system"]
+    for value in sets:
+        args += ["--set", value]
+    return subprocess.run(args, capture_output=True, text=True)
+
+
+def test_the_operator_runs_two_replicas_that_elect_a_leader_through_a_lease(helm: str) -> None:
+    rendered = _render(helm, "llmserve")
+    assert rendered.returncode == 0, rendered.stderr
+    docs = {f"{d['kind']}/{d['metadata']['name']}": d for d in yaml.safe_load_all(rendered.stdout) if d}
+    # The README's `helm install llmserve ...` names objects llmserve-*, not llmserve-llmserve-*.
+    assert not [name for name in docs if "llmserve-llmserve" in name], list(docs)
+    operator = docs["Deployment/llmserve-operator"]
+    assert operator["spec"]["replicas"] == 2
+    env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["LLMSERVE_LEASE_NAME"]["value"] == "llmserve-operator"
+    role = docs["Role/llmserve-operator-leader-election"]
+    assert {"get", "update"} <= {v for r in role["rules"] for v in r["verbs"]}
+    assert all(r["resources"] == ["leases"] for r in role["rules"])
+    assert docs["PodDisruptionBudget/llmserve-operator"]["spec"]["maxUnavailable"] == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ("operator.replicas=-1", "/operator/replicas"),
+        ("gateway.port=70000", "/gateway/port"),
+        ("operator.logLevel=loud", "/operator/logLevel"),
+        ("operator.replicaz=2", "replicaz"),
+        ("operator.watchNamespaces={Not_A_Namespace}", "/operator/watchNamespaces/0"),
+    ],
+)
+def test_nonsense_values_are_refused_before_anything_is_installed_naming_the_value(
+    helm: str, value: str, field: str
+) -> None:
+    rendered = _render(helm, "demo", value)
+    assert rendered.returncode != 0, rendered.stdout[:500]
+    assert "values don't meet the specifications of the schema" in rendered.stderr, rendered.stderr
+    assert field in rendered.stderr, rendered.stderr
+
+
 @pytest.mark.cluster
 def test_operator_serves_a_model_with_only_the_charts_rbac(
     helm: str, cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str, tmp_path: Path
@@ -103,9 +146,11 @@ def test_operator_serves_a_model_with_only_the_charts_rbac(
         token = cluster.kubectl("create", "token", "rbac-llmserve-operator", "-n", release_ns).stdout.strip()
         kubeconfig = _token_kubeconfig(cluster, token, tmp_path)
         operator_process.stop()  # only one operator may own the objects at a time
+        # POD_NAMESPACE and the Lease name as the chart's Deployment sets them (leader election's Role).
         env = {**cluster.env, "KUBECONFIG": str(kubeconfig), "LLMSERVE_LIVENESS_ADDR": "127.0.0.1",
-               "LLMSERVE_METRICS_ADDR": "127.0.0.1",
-               "LLMSERVE_ENGINE_KEY_SECRET": f"{release_ns}/rbac-llmserve-engine-key-master"}  # fmt: skip
+               "LLMSERVE_METRICS_ADDR": "127.0.0.1", "POD_NAMESPACE": release_ns,
+               "LLMSERVE_ENGINE_KEY_SECRET": f"{release_ns}/rbac-llmserve-engine-key-master",
+               "LLMSERVE_LEASE_NAME": "rbac-llmserve-operator", **TEST_LEASE_ENV}  # fmt: skip
         log_path = tmp_path / "operator.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(

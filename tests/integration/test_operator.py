@@ -124,6 +124,11 @@ def test_more_gpus_than_the_cluster_has_reports_the_shortage(
         ({"engine": {"kind": "tgi"}}, "spec.engine.kind"),
         ({"model": None}, "spec.model"),
         ({"name": "x" * 64}, "metadata.name"),
+        ({"name": "llama-3.1-8b"}, "metadata.name"),
+        ({"modelCache": {"claimName": "weights", "mountPath": "/dev/shm"}}, "spec.modelCache.mountPath"),
+        ({"modelCache": {"claimName": "Weights_1"}}, "spec.modelCache.claimName"),
+        ({"resources": {"gpus": 1, "gpuProduct": "NVIDIA H100"}}, "spec.resources.gpuProduct"),
+        ({"engine": {"kind": "vllm", "image": "vllm/vllm-openai:latest extra"}}, "spec.engine.image"),
     ],
 )
 def test_invalid_manifests_are_rejected_naming_the_field(
@@ -142,6 +147,16 @@ def test_invalid_manifests_are_rejected_naming_the_field(
     assert field in result.stderr, result.stderr
 
 
+def test_a_gpu_less_simulator_replica_runs_on_the_dev_clusters_gpu_nodes(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
+) -> None:
+    cluster.apply(llmserve(resources={"gpus": 0}, autoscaling={"enabled": False}), namespace)
+    obj = wait_ready(cluster, namespace, "llama", 1)
+    assert condition(obj, "Degraded")["reason"] == "AsExpected"
+    pod = cluster.list("pods", namespace, "llmserve.dev/llmserve=llama")[0]
+    assert "nvidia.com/gpu" not in pod["spec"]["containers"][0]["resources"].get("limits", {})
+
+
 def test_operator_restart_readopts_without_churn(
     cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
 ) -> None:
@@ -152,8 +167,22 @@ def test_operator_restart_readopts_without_churn(
     pods = {p["metadata"]["uid"] for p in cluster.list("pods", namespace, "llmserve.dev/llmserve=llama")}
 
     operator_process.restart()
-    # The restarted operator resumes the object; prove it ran by waiting for a change it must react to.
-    cluster.kubectl("label", "llms/llama", "-n", namespace, "touched=yes")
+    # Prove the restarted operator resumed: a spec change (one that renders no different child) must be
+    # acted on, i.e. show up as the status' observedGeneration, before "no churn" means anything.
+    cluster.kubectl(
+        "patch", "llms/llama", "-n", namespace, "--type=merge", "-p", '{"spec":{"maxReplicas":5}}'
+    )
+    generation = (cluster.get("llmserve", "llama", namespace) or {})["metadata"]["generation"]
+    wait_for(
+        lambda: (
+            ((cluster.get("llmserve", "llama", namespace) or {}).get("status") or {}).get(
+                "observedGeneration"
+            )
+            == generation
+        ),
+        timeout=30,
+        message="the restarted operator observed the spec change",
+    )
     wait_ready(cluster, namespace, "llama", 2)
 
     after = cluster.get("deployment", "llama", namespace)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -103,13 +104,23 @@ def start_test_cluster(external_kubeconfig: Path | None) -> Iterator[ClusterHand
         dev.stop()
 
 
-class OperatorProcess:
-    """`llmserve operator` as a real process, as a user (or the Helm chart) would run it."""
+# Leader election, faster than production's 15/10/2 s so a takeover test is short, with room for a
+# loaded 2-core machine to miss a few renewals without the leader giving up.
+TEST_LEASE_ENV = {
+    "LLMSERVE_LEASE_DURATION_SECONDS": "8",
+    "LLMSERVE_LEASE_RENEW_DEADLINE_SECONDS": "6",
+    "LLMSERVE_LEASE_RETRY_PERIOD_SECONDS": "1",
+}
 
-    def __init__(self, cluster: ClusterHandle) -> None:
+
+class OperatorProcess:
+    """`llmserve operator` as a real process, as a user (or the Helm chart) would run it. Several may run:
+    they elect a leader through the Lease, as the chart's replicas do."""
+
+    def __init__(self, cluster: ClusterHandle, name: str = "operator") -> None:
         self.cluster = cluster
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = STATE_DIR.parent / f"{STATE_DIR.name}-operator.log"
+        self.log_path = STATE_DIR.parent / f"{STATE_DIR.name}-{name}.log"
         self.liveness_port = free_port()
         self.metrics_port = free_port()
 
@@ -121,6 +132,7 @@ class OperatorProcess:
             "LLMSERVE_METRICS_ADDR": "127.0.0.1",
             # The cost meter advances every 5 s instead of every minute, so cost tests see it move.
             "LLMSERVE_COST_INTERVAL_SECONDS": "5",
+            **TEST_LEASE_ENV,
         }
         if self.cluster.dev is not None:
             env["LLMSERVE_DEVCLUSTER"] = str(self.cluster.dev.state_dir)
@@ -149,6 +161,19 @@ class OperatorProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL, as a node failure or an OOM kill would: no clean shutdown, no Lease release."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    @property
+    def identity(self) -> str:
+        """The Lease holder identity this process uses (host name and pid)."""
+        assert self.process is not None
+        return f"{socket.gethostname()}-{self.process.pid}"
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:

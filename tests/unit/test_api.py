@@ -31,6 +31,19 @@ def test_replicas_when_set_win_over_min() -> None:
         ({"engine": {"kind": "tgi"}}, "engine.kind"),
         ({"autoscaling": {"kvCacheTarget": 1.5}}, "autoscaling.kvCacheTarget"),
         ({"resources": {"memory": "lots"}}, "resources.memory"),
+        ({"resources": {"gpuProduct": "NVIDIA H100"}}, "resources.gpuProduct"),
+        ({"engine": {"image": "vllm/vllm-openai:v0.11.0 --rm"}}, "engine.image"),
+        ({"engine": {"image": "VLLM/Openai"}}, "engine.image"),
+        ({"model": {"name": "m", "hfTokenSecret": {"name": "HF_Token"}}}, "model.hfTokenSecret.name"),
+        ({"model": {"name": "m", "hfTokenSecret": {"name": "hf", "key": "a/b"}}}, "model.hfTokenSecret.key"),
+        ({"modelCache": {"claimName": "Weights_1"}}, "modelCache.claimName"),
+        ({"modelCache": {"claimName": "w", "mountPath": "/dev/shm"}}, "modelCache.mountPath"),
+        ({"modelCache": {"claimName": "w", "mountPath": "/dev/shm/"}}, "modelCache.mountPath"),
+        ({"modelCache": {"claimName": "w", "mountPath": "/dev/shm/hf"}}, "modelCache.mountPath"),
+        ({"modelCache": {"claimName": "w", "mountPath": "/dev"}}, "modelCache.mountPath"),
+        ({"modelCache": {"claimName": "w", "mountPath": "/"}}, "modelCache.mountPath"),
+        ({"modelCache": {"claimName": "w", "mountPath": "/models/../etc"}}, "modelCache.mountPath"),
+        ({"modelCache": {"claimName": "w", "mountPath": "models"}}, "modelCache.mountPath"),
     ],
 )
 def test_invalid_spec_message_names_the_field(patch: dict[str, object], field: str) -> None:
@@ -55,3 +68,24 @@ def test_simulator_may_run_without_gpus_but_vllm_may_not() -> None:
     )
     _, error = parse_spec({"model": {"name": "m"}, "resources": {"gpus": 0}})
     assert "gpus" in error
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "vllm/vllm-openai:v0.11.0",
+        "ghcr.io/llmserve/llmserve-sim:0.1.0",
+        "localhost:5000/team/vllm_custom:2026.11-cu128",
+        "registry.example.com/vllm@sha256:" + "a" * 64,
+        "nvcr.io/nvidia/tritonserver:25.01-vllm-python-py3",
+    ],
+)
+def test_ordinary_image_references_are_accepted(image: str) -> None:
+    spec, error = parse_spec({"model": {"name": "m"}, "engine": {"image": image}})
+    assert spec is not None, error
+
+
+def test_a_model_cache_elsewhere_and_dotted_secret_and_claim_names_are_accepted() -> None:
+    spec, error = parse_spec({"model": {"name": "m", "hfTokenSecret": {"name": "hf.token", "key": "HF_TOKEN"}},
+                              "modelCache": {"claimName": "weights.v2", "mountPath": "/dev-cache/hf"}})  # fmt: skip
+    assert spec is not None, error

@@ -5,15 +5,8 @@ from __future__ import annotations
 from llmserve.api.base import Condition
 from llmserve.api.llmserve import LLMServeSpec
 from llmserve.autoscale.policy import History, PolicyConfig, ReplicaMetrics, Snapshot, decide
-from llmserve.autoscale.state import (
-    STATE_ANNOTATION,
-    decision_conditions,
-    history_from_object,
-    history_from_status,
-    history_to_annotation,
-    scale_status,
-)
-from llmserve.controller.autoscaling import batch_slots, policy_config, ready_targets, spliced_conditions
+from llmserve.autoscale.state import decision_conditions, history_from_status, scale_status
+from llmserve.controller.autoscaling import batch_slots, policy_config, ready_targets, status_fragment
 
 T0 = 1_700_000_000.0
 
@@ -35,18 +28,6 @@ def test_the_stabilization_window_survives_a_round_trip_through_status() -> None
     assert decide(quiet, config, History(last_desired_replicas=6)).desired_replicas == 1  # forgotten: early
 
 
-def test_the_annotation_wins_over_a_status_another_writer_rolled_back() -> None:
-    history = History(
-        recommendations=((T0, 5), (T0 + 30, 3)), last_active_seconds=T0 + 30, last_desired_replicas=5
-    )
-    body = {
-        "metadata": {"annotations": {STATE_ANNOTATION: history_to_annotation(history)}},
-        "status": {"autoscaling": {"desiredReplicas": 1, "recommendations": []}},  # a stale copy
-    }
-    assert history_from_object(body) == history
-    assert history_from_object({"metadata": {}, "status": body["status"]}) == History(last_desired_replicas=1)
-
-
 def test_status_from_an_older_operator_or_a_hand_edit_still_loads() -> None:
     history = history_from_status(
         {"recommendations": [{"replicas": 3, "time": "not a time"}], "desiredReplicas": 2}
@@ -55,7 +36,7 @@ def test_status_from_an_older_operator_or_a_hand_edit_still_loads() -> None:
     assert history_from_status(None) == History()
 
 
-def test_our_conditions_replace_their_old_selves_in_place_and_leave_the_others_alone() -> None:
+def test_the_autoscaler_applies_only_its_own_conditions_keeping_unchanged_transition_times() -> None:
     ready = {"type": "Ready", "status": "True", "reason": "Available", "message": "", "lastTransitionTime": "2024-01-01T00:00:00Z"}  # fmt: skip
     old_active = {"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound", "message": "x",
                   "lastTransitionTime": "2024-01-01T00:00:00Z"}  # fmt: skip
@@ -64,11 +45,14 @@ def test_our_conditions_replace_their_old_selves_in_place_and_leave_the_others_a
     )
     limited = Condition.model_validate({"type": "ScalingLimited", "status": "False", "reason": "DesiredWithinRange",
                                         "lastTransitionTime": "2025-01-01T00:00:00Z"})  # fmt: skip
-    merged = spliced_conditions([ready, old_active], [new_active, limited])
-    assert [c["type"] for c in merged] == ["Ready", "ScalingActive", "ScalingLimited"]
-    assert merged[0] is ready
-    assert merged[1]["message"] == "y"
-    assert merged[1]["lastTransitionTime"] == "2024-01-01T00:00:00Z"  # same status: the transition time stays
+    fragment = status_fragment(
+        {"conditions": [ready, old_active]}, {"desiredReplicas": 2}, [new_active, limited]
+    )
+    assert [c["type"] for c in fragment["conditions"]] == ["ScalingActive", "ScalingLimited"]  # never Ready
+    assert fragment["conditions"][0]["message"] == "y"
+    assert fragment["conditions"][0]["lastTransitionTime"] == "2024-01-01T00:00:00Z"  # same status: kept
+    assert fragment["conditions"][1]["lastTransitionTime"] == "2025-01-01T00:00:00Z"
+    assert fragment["autoscaling"] == {"desiredReplicas": 2}
 
 
 def test_clamping_by_max_replicas_sets_scaling_limited() -> None:

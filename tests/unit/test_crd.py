@@ -85,5 +85,20 @@ def test_optional_field_with_exclusive_bound_keeps_a_numeric_minimum() -> None:
         "minimum": 0,
         "exclusiveMinimum": True,
         "maximum": 1,
-        "description": "A share.",
+        "description": "A share. Greater than 0 and at most 1.",
     }
+
+
+def test_kubectl_explain_shows_defaults_and_bounds() -> None:
+    spec = llmserve_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    gpus = spec["properties"]["resources"]["properties"]["gpus"]["description"]
+    assert gpus.endswith("Default: 1. At least 0 and at most 16.")
+    kind = spec["properties"]["engine"]["properties"]["kind"]["description"]
+    assert "One of: vllm, simulator." in kind
+    ratio = spec["properties"]["autoscaling"]["properties"]["batchSlotsTarget"]["description"]
+    assert ratio.endswith("At least 0.1 and at most 1.")  # an optional field keeps its bounds too
+
+
+def test_a_name_kubernetes_would_refuse_for_the_service_is_refused_by_cel() -> None:
+    rules = llmserve_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+    assert any("metadata.name.matches" in r["rule"] and "no dots" in r["message"] for r in rules)

@@ -264,8 +264,9 @@ def helm() -> str:
         built = subprocess.run(
             ["bash", "hack/build-helm.sh"], capture_output=True, text=True, check=True, cwd=REPO
         )
-    except (OSError, subprocess.CalledProcessError) as err:
-        pytest.skip(f"helm is not available: {err}")
+    except (OSError, subprocess.CalledProcessError) as err:  # fail loudly: a silent skip hides a broken build
+        stderr = getattr(err, "stderr", "") or ""
+        pytest.fail(f"hack/build-helm.sh could not build helm: {err}\n{stderr[-2000:]}")
     return built.stdout.strip().splitlines()[-1]
 
 

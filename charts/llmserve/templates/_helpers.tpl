@@ -1,5 +1,17 @@
+{{/* <release>-llmserve, or just <release> when the release name already says llmserve (the README's
+`helm install llmserve ...` gives llmserve-operator, not llmserve-llmserve-operator). */}}
 {{- define "llmserve.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains "llmserve" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
 {{- printf "%s-%s" .Release.Name "llmserve" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "llmserve.leaseName" -}}
+{{- include "llmserve.operatorName" . -}}
 {{- end -}}
 
 {{- define "llmserve.operatorName" -}}

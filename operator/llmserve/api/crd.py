@@ -42,7 +42,7 @@ def _convert(node: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:
         # (its default is the None that Optional implies, which a structural schema leaves out).
         converted = _convert(branches[0], defs)
         if node.get("description"):
-            converted["description"] = node["description"]
+            converted["description"] = _explained(node["description"], converted)
         return converted
     out: JsonSchema = {k: v for k, v in node.items() if k in _KEPT_KEYWORDS and v is not None}
     if "const" in node:
@@ -66,7 +66,33 @@ def _convert(node: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:
         out["items"] = _convert(node["items"], defs)
     if isinstance(node.get("additionalProperties"), dict):
         out["additionalProperties"] = _convert(node["additionalProperties"], defs)
+    if out.get("description") and out.get("type") not in ("object", None):
+        out["description"] = _explained(out["description"], out)
     return out
+
+
+def _explained(description: str, schema: JsonSchema) -> str:
+    """The description with the default and bounds appended, so `kubectl explain` shows them."""
+    notes = []
+    if "default" in schema and schema.get("type") != "object":
+        default = schema["default"]
+        shown = str(default).lower() if isinstance(default, bool) else default
+        notes.append(f"Default: {shown if shown not in ('', []) else repr(shown)}.")
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is not None or high is not None:
+        above = f"greater than {low}" if schema.get("exclusiveMinimum") else f"at least {low}"
+        below = f"less than {high}" if schema.get("exclusiveMaximum") else f"at most {high}"
+        bounds = [b for b, v in ((above, low), (below, high)) if v is not None]
+        notes.append(f"{' and '.join(bounds).capitalize()}.")
+    if "enum" in schema:
+        notes.append(f"One of: {', '.join(str(v) for v in schema['enum'])}.")
+    if "maxLength" in schema:
+        notes.append(f"At most {schema['maxLength']} characters.")
+    if "maxItems" in schema:
+        notes.append(f"At most {schema['maxItems']} items.")
+    if not notes or description.endswith(" ".join(notes)):
+        return description
+    return f"{description.rstrip()} {' '.join(notes)}"
 
 
 def llmserve_crd() -> JsonSchema:
@@ -85,7 +111,14 @@ def llmserve_crd() -> JsonSchema:
             {
                 "rule": "size(self.metadata.name) <= 63",
                 "message": "metadata.name must be at most 63 characters: it becomes a label value",
-            }
+            },
+            {
+                # The Service and the pods' DNS names are built from it; a dot (llama-3.1-8b) would be
+                # accepted here and refused later, leaving a model the gateway cannot reach.
+                "rule": "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+                "message": "metadata.name must be a DNS label: lowercase letters, digits and '-', starting and "
+                "ending with a letter or digit, no dots (it names the model's Service); e.g. llama-3-1-8b",
+            },
         ],
         "properties": {
             "apiVersion": {"type": "string"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -21,15 +22,38 @@ DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 DEFAULT_SIMULATOR_IMAGE = "ghcr.io/llmserve/llmserve:0.1.0"
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+# Names Kubernetes checks later (Secret, PersistentVolumeClaim: DNS subdomains), checked at apply time.
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+_LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+# A container image reference: [registry[:port]/]path[:tag][@digest], as the container runtime parses it.
+_IMAGE = (
+    r"^([a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?"
+    r"[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+SHM_MOUNT_PATH = "/dev/shm"
+# Paths the model cache may not be mounted at: the shared-memory volume (or inside it), /dev and /.
+_RESERVED_MOUNT = r"^(/+|/dev/*|/dev/+shm(/.*)?)$"
 _QUANTITY = r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 
 
 class SecretKeyRef(ApiModel):
     """A key inside a Secret in the LLMServe's namespace."""
 
-    name: str = Field(min_length=1, max_length=253, description="Name of the Secret.")
-    key: str = Field(default="HF_TOKEN", min_length=1, description="Key inside the Secret.")
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=_DNS_SUBDOMAIN,
+        description="Name of the Secret (a DNS subdomain).",
+    )
+    key: str = Field(
+        default="HF_TOKEN",
+        min_length=1,
+        max_length=253,
+        pattern=_SECRET_KEY,
+        description="Key inside the Secret.",
+    )
 
 
 class ModelShapeSpec(ApiModel):
@@ -99,7 +123,10 @@ class EngineSpec(ApiModel):
     image: str | None = Field(
         default=None,
         min_length=1,
-        description="Container image. Defaults to vllm/vllm-openai:v0.11.0 or the simulator image.",
+        max_length=512,
+        pattern=_IMAGE,
+        description="Container image ([registry/]repository[:tag][@digest]). Defaults to "
+        "vllm/vllm-openai:v0.11.0 or the simulator image.",
     )
     args: list[str] = Field(
         default_factory=list,
@@ -127,7 +154,8 @@ class ResourcesSpec(ApiModel):
         default=None,
         min_length=1,
         max_length=63,
-        description="Required nvidia.com/gpu.product node label, e.g. NVIDIA-H100-80GB-HBM3.",
+        pattern=_LABEL_VALUE,
+        description="Required nvidia.com/gpu.product node label (a label value), e.g. NVIDIA-H100-80GB-HBM3.",
     )
     cpu: str | None = Field(default=None, pattern=_QUANTITY, description="CPU request and limit, e.g. 8.")
     memory: str | None = Field(
@@ -232,11 +260,19 @@ class AutoscalingSpec(ApiModel):
 class ModelCacheSpec(ApiModel):
     """A PersistentVolumeClaim holding downloaded model weights."""
 
-    claim_name: str = Field(min_length=1, max_length=253, description="Name of an existing PVC.")
+    claim_name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=_DNS_SUBDOMAIN,
+        description="Name of an existing PVC (a DNS subdomain).",
+    )
     mount_path: str = Field(
         default="/root/.cache/huggingface",
-        pattern=r"^/",
-        description="Where the claim is mounted (HF_HOME points here).",
+        min_length=1,
+        max_length=1024,
+        pattern=r"^/[^:]*$",
+        description="Where the claim is mounted (HF_HOME points here): an absolute path, not /, /dev or "
+        "/dev/shm (the engine's shared-memory volume) or below it, without '..' or ':'.",
     )
     read_only: bool = Field(default=False, description="Mount the claim read-only.")
 
@@ -330,6 +366,19 @@ SPEC_RULES = [
         "replicas must lie between minReplicas and maxReplicas",
         ".replicas",
         lambda s: s.replicas is None or s.min_replicas <= s.replicas <= s.max_replicas,
+    ),
+    Rule(
+        f"!has(self.modelCache) || !self.modelCache.mountPath.matches('{_RESERVED_MOUNT}')",
+        f"modelCache.mountPath must not be /, /dev, or {SHM_MOUNT_PATH} or below it ({SHM_MOUNT_PATH} is the "
+        "engine's shared-memory volume)",
+        ".modelCache.mountPath",
+        lambda s: s.model_cache is None or not re.search(_RESERVED_MOUNT, s.model_cache.mount_path),
+    ),
+    Rule(
+        "!has(self.modelCache) || !self.modelCache.mountPath.matches('(^|/)[.][.](/|$)')",
+        "modelCache.mountPath must not contain '..'",
+        ".modelCache.mountPath",
+        lambda s: s.model_cache is None or not re.search(r"(^|/)[.][.](/|$)", s.model_cache.mount_path),
     ),
     Rule(
         "self.engine.kind == 'simulator' || self.resources.gpus >= 1",

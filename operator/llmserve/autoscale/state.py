@@ -1,14 +1,13 @@
-"""Converts the policy's memory and decisions to and from the LLMServe API: status, annotation, conditions."""
+"""Converts the policy's memory and decisions to and from the LLMServe API: status.autoscaling and conditions."""
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from llmserve.api.base import Condition, now_utc
-from llmserve.api.llmserve import GROUP, Recommendation, ScaleStatus
+from llmserve.api.llmserve import Recommendation, ScaleStatus
 from llmserve.autoscale.policy import Decision, History, PolicyConfig, Snapshot
 
 log = logging.getLogger(__name__)
@@ -53,36 +52,6 @@ def history_from_status(raw: Obj | None) -> History:
         last_active_seconds=_epoch(raw.get("lastActiveTime")),
         last_desired_replicas=raw.get("desiredReplicas"),
     )
-
-
-STATE_ANNOTATION = f"{GROUP}/autoscaler-state"
-
-
-def history_to_annotation(history: History) -> str:
-    """The policy's memory as compact JSON: times in whole epoch seconds."""
-    state = {
-        "recommendations": [[int(t), r] for t, r in history.recommendations],
-        "lastActive": None if history.last_active_seconds is None else int(history.last_active_seconds),
-        "desired": history.last_desired_replicas,
-    }
-    return json.dumps(state, separators=(",", ":"))
-
-
-def history_from_object(body: Obj) -> History:
-    """The memory a previous operator process left: the annotation (written only by the autoscaler, so no
-    other status writer can roll it back), else status.autoscaling."""
-    raw = (body.get("metadata", {}).get("annotations") or {}).get(STATE_ANNOTATION)
-    if raw:
-        try:
-            state = json.loads(raw)
-            return History(
-                recommendations=tuple((float(t), int(r)) for t, r in state.get("recommendations", [])),
-                last_active_seconds=None if state.get("lastActive") is None else float(state["lastActive"]),
-                last_desired_replicas=state.get("desired"),
-            )
-        except (ValueError, TypeError, AttributeError):
-            log.warning("event=autoscaler_state_unreadable annotation=%s", STATE_ANNOTATION)
-    return history_from_status((body.get("status") or {}).get("autoscaling"))
 
 
 def condition(type_: str, status: str, reason: str, message: str, generation: int) -> Condition:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -17,18 +16,22 @@ from llmserve.autoscale.collect import Collector, DirectScraper, PrometheusColle
 from llmserve.autoscale.demand_spec import DemandTracker
 from llmserve.autoscale.policy import Decision, History, PolicyConfig, Snapshot, decide
 from llmserve.autoscale.state import (
-    STATE_ANNOTATION,
     condition,
     decision_conditions,
-    history_from_object,
-    history_to_annotation,
+    history_from_status,
     rfc3339,
     scale_status,
 )
 from llmserve.controller import metrics
 from llmserve.controller.handlers import RESOURCE
 from llmserve.controller.reconcile import parse_spec
-from llmserve.controller.status import merge_conditions, summarize_pods
+from llmserve.controller.status import summarize_pods
+from llmserve.controller.status_writer import (
+    AUTOSCALER_MANAGER,
+    already_applied,
+    apply_status,
+    conditions_with_transition_times,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +45,7 @@ SCRAPE_TIMEOUT_SECONDS = float(os.environ.get("LLMSERVE_AUTOSCALER_SCRAPE_TIMEOU
 _direct = DirectScraper(port=ENGINE_PORT, timeout_seconds=SCRAPE_TIMEOUT_SECONDS)
 _prometheus: dict[str, PrometheusCollector] = {}
 
-# -- persistence and settings -------------------------------------------------------------------------
-
-
-async def save_history(key: Key, body: Obj, history: History) -> None:
-    """Persists the memory in an annotation, only when it changed."""
-    text = history_to_annotation(history)
-    if (body.get("metadata", {}).get("annotations") or {}).get(STATE_ANNOTATION) == text:
-        return
-    patch = {"metadata": {"annotations": {STATE_ANNOTATION: text}}}
-    try:
-        await kube.retry(functools.partial(kube.merge_patch, KIND, key[0], key[1], patch))
-    except kube.KubeError as err:
-        if err.status != 404:
-            raise
+# -- settings -------------------------------------------------------------------------
 
 
 def batch_slots(spec: LLMServeSpec) -> int | None:
@@ -114,52 +104,14 @@ def collector_for(spec: LLMServeSpec) -> Collector:
 # -- status and conditions ----------------------------------------------------------------------------
 
 
-def spliced_conditions(previous_raw: list[Obj], ours: list[Condition]) -> list[Obj]:
-    """Puts our conditions in place of the old ones of the same types, leaving every other one as it is."""
-    previous_ours = [
-        Condition.model_validate(c) for c in previous_raw if c.get("type") in {o.type for o in ours}
-    ]
-    merged = {c.type: c.to_wire() for c in merge_conditions(previous_ours, ours)}
-    out = [merged.pop(c.get("type", ""), c) for c in previous_raw]
-    return out + list(merged.values())
-
-
-async def write_status(key: Key, body: Obj, autoscaling: Obj | None, conditions: list[Condition]) -> None:
-    """Merge-patches status.autoscaling and our conditions, only when they changed, guarded by resourceVersion
-    so a concurrent status writer's conditions are never overwritten with a stale copy."""
-    current: Obj | None = body
-    for _attempt in range(3):
-        if current is None:
-            return
-        status = current.get("status") or {}
-        previous_conditions = list(status.get("conditions") or [])
-        new_conditions = spliced_conditions(previous_conditions, conditions)
-        same_conditions = {c["type"]: c for c in new_conditions} == {
-            c.get("type"): c for c in previous_conditions
-        }
-        wanted = _without_nulls(autoscaling) if autoscaling is not None else status.get("autoscaling")
-        if same_conditions and wanted == status.get("autoscaling"):
-            return
-        patch: Obj = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                      "status": {"conditions": new_conditions}}  # fmt: skip
-        if autoscaling is not None:
-            patch["status"]["autoscaling"] = autoscaling
-        try:
-            await kube.retry(functools.partial(kube.merge_patch, KIND, key[0], key[1], patch, "status"))
-            return
-        except kube.KubeError as err:
-            if err.status == 404:
-                return
-            if err.status != 409:
-                raise
-        current = await kube.retry(lambda: kube.get(KIND, key[0], key[1]))
-    log.warning("event=autoscaler_status_conflict namespace=%s llmserve=%s", *key)
-
-
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    return value
+def status_fragment(previous: Obj, autoscaling: Obj | None, conditions: list[Condition]) -> Obj:
+    """Everything the autoscaler owns in status: status.autoscaling (observations and the policy's memory,
+    which a restarted or newly elected operator reads back) and its three conditions."""
+    ours = [c.to_wire() for c in conditions]
+    fragment: Obj = {"conditions": conditions_with_transition_times(previous.get("conditions"), ours)}
+    if autoscaling is not None:
+        fragment["autoscaling"] = autoscaling
+    return fragment
 
 
 # -- the loop -----------------------------------------------------------------------------------------
@@ -173,6 +125,17 @@ class Autoscaler:
         self.history: History | None = None
         self.failing_pods: frozenset[str] = frozenset()
         self.demand = DemandTracker()  # in memory: rates need two scrapes, not a restart
+        self.written: Obj | None = None  # the status fragment last applied: only we write it
+
+    async def write_status(self, body: Obj, autoscaling: Obj | None, conditions: list[Condition]) -> None:
+        """Applies our status fields under our own field manager, when they changed."""
+        previous = self.written if self.written is not None else body.get("status") or {}
+        fragment = status_fragment(previous, autoscaling, conditions)
+        if fragment == self.written or (self.written is None and already_applied(previous, fragment)):
+            return
+        namespace, name = self.key
+        await apply_status(name, namespace, AUTOSCALER_MANAGER, fragment)
+        self.written = fragment
 
     async def stand_down(self, body: Obj) -> None:
         """enabled: false — the scale subresource belongs to kubectl, an HPA or KEDA; we only say so."""
@@ -180,13 +143,13 @@ class Autoscaler:
         generation = body.get("metadata", {}).get("generation", 0)
         message = "spec.autoscaling.enabled is false: kubectl scale, an HPA or KEDA sets spec.replicas"
         disabled = condition("ScalingActive", "False", "ScalingDisabled", message, generation)
-        await write_status(self.key, body, None, [disabled])
+        await self.write_status(body, None, [disabled])
 
     async def tick(self, body: Obj, spec: LLMServeSpec, pods: list[Obj]) -> Decision:
         namespace, name = self.key
         status = body.get("status") or {}
         if self.history is None:
-            self.history = history_from_object(body)
+            self.history = history_from_status(status.get("autoscaling"))
         config = policy_config(spec)
         summary = summarize_pods(pods)
         targets = ready_targets(namespace, pods)
@@ -227,8 +190,7 @@ class Autoscaler:
         conditions = decision_conditions(
             decision, snapshot, config, scale_error, collected.errors, generation
         )
-        await save_history(self.key, body, history)
-        await write_status(self.key, body, autoscaling.model_dump(by_alias=True, mode="json"), conditions)
+        await self.write_status(body, autoscaling.to_wire(), conditions)
         return decision
 
     async def _rescale(self, body: Obj, current: int, decision: Decision) -> str:

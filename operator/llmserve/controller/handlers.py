@@ -32,18 +32,42 @@ def _slim_pod(body: kopf.Body) -> dict[str, Any]:
     }
 
 
+def _slim_llmserve(body: kopf.Body) -> dict[str, Any]:
+    # Without managedFields and kopf's annotations: at 1,000 objects those were most of the index's memory.
+    meta = body.metadata
+    return {
+        # apiVersion and kind too: Events about the LLMServe are posted with this body as their object.
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {
+            key: meta.get(key) for key in ("name", "namespace", "uid", "generation", "resourceVersion")
+        },
+        "spec": dict(body.get("spec", {})),
+        "status": dict(body.get("status", {})),
+    }
+
+
+def _slim_deployment(body: kopf.Body) -> dict[str, Any]:
+    return {
+        "metadata": {"name": body.metadata.name, "generation": body.metadata.get("generation")},
+        "spec": {"replicas": body.get("spec", {}).get("replicas")},
+        "status": dict(body.get("status", {})),
+    }
+
+
+# Async index functions run on the event loop; sync ones went through a thread pool on every event.
 @kopf.index(*RESOURCE)
-def llmserve_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): dict(body)}
+async def llmserve_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): _slim_llmserve(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=OWNED)
-def deployment_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, labels[LLMSERVE_LABEL]): dict(body)}
+async def deployment_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, labels[LLMSERVE_LABEL]): _slim_deployment(body)}
 
 
 @kopf.index("", "v1", "pods", labels=OWNED)
-def pod_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def pod_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {(namespace, labels[LLMSERVE_LABEL]): _slim_pod(body)}
 
 
@@ -58,6 +82,7 @@ async def _refresh_later(key: tuple[str, str], indexes: dict[str, kopf.Index[Any
     body = _one(indexes["llmserve_index"], key)
     if body is None:
         metrics.forget(key)
+        reconciler.forget(key)
         return
     pods = list(indexes["pod_index"].get(key, []))
     try:

@@ -1,16 +1,20 @@
-"""Starts the kopf operator with llmserve's settings, liveness probe and metrics endpoint."""
+"""Starts the kopf operator with llmserve's settings, liveness probe and metrics endpoint, as the Lease holder."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import signal
 from typing import Any
 
 import kopf
+from aiohttp import web
 from prometheus_client import start_http_server
 
 from llmserve.api.llmserve import GROUP
+from llmserve.controller import metrics
+from llmserve.controller.leader import LeaderElector, LeaseSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,10 @@ class _QuietRoutineHandlers(logging.Filter):
         return not any(text in record.getMessage() for text in self._ROUTINE)
 
 
-def run_operator(namespaces: list[str], liveness_port: int, metrics_port: int, verbose: bool) -> int:
-    """Blocks running the operator until SIGTERM/SIGINT."""
+def run_operator(
+    namespaces: list[str], liveness_port: int, metrics_port: int, verbose: bool, leader_election: bool = True
+) -> int:
+    """Blocks running the operator until SIGTERM/SIGINT (or, as leader, until it loses the Lease)."""
     import llmserve.controller.autoscaling  # registers the autoscaler daemon
     import llmserve.controller.capacityfit
     import llmserve.controller.cost  # noqa: F401  (registers the cost meter and its price settings)
@@ -58,13 +64,62 @@ def run_operator(namespaces: list[str], liveness_port: int, metrics_port: int, v
     logging.getLogger("kopf.objects").addFilter(_QuietRoutineHandlers())
     if metrics_port:
         start_http_server(metrics_port, addr=os.environ.get("LLMSERVE_METRICS_ADDR", "0.0.0.0"))
-    liveness = f"http://{os.environ.get('LLMSERVE_LIVENESS_ADDR', '0.0.0.0')}:{liveness_port}/healthz"
-    asyncio.run(
-        kopf.operator(
+    host = os.environ.get("LLMSERVE_LIVENESS_ADDR", "0.0.0.0")
+    liveness = f"http://{host}:{liveness_port}/healthz"
+    settings = LeaseSettings.from_env() if leader_election else None
+    return asyncio.run(_run(namespaces, liveness if liveness_port else None, (host, liveness_port), settings))
+
+
+async def _run(
+    namespaces: list[str], liveness: str | None, health_addr: tuple[str, int], lease: LeaseSettings | None
+) -> int:
+    elector = LeaderElector(lease) if lease else None
+    if elector is not None:
+        metrics.LEADER.set(0)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        # A standby is alive (its liveness probe passes) but does nothing: no watch, no handler.
+        standby_health = await _serve_health(*health_addr) if liveness else None
+        try:
+            elected = await elector.acquire(stop)
+        finally:
+            if standby_health is not None:
+                await standby_health.cleanup()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)  # kopf installs its own
+        if not elected:
+            return 0
+        metrics.LEADER.set(1)
+        keeper = asyncio.create_task(elector.keep(on_lost=_exit_at_once))
+    try:
+        await kopf.operator(
             clusterwide=not namespaces,
             namespaces=namespaces,
-            liveness_endpoint=liveness if liveness_port else None,
+            liveness_endpoint=liveness,
             standalone=True,
         )
-    )
+    finally:
+        if elector is not None:
+            keeper.cancel()
+            await elector.release()
     return 0
+
+
+def _exit_at_once() -> None:
+    """Lost the Lease: stop acting this instant (a standby may act soon); the kubelet restarts us."""
+    logging.shutdown()
+    os._exit(1)
+
+
+async def _serve_health(host: str, port: int) -> web.AppRunner:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"standby": True})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

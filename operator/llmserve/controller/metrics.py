@@ -20,6 +20,10 @@ UNSCHEDULABLE_REPLICAS = Gauge(
     "llmserve_unschedulable_replicas", "Replicas Pending for lack of capacity.", _LABELS
 )
 
+LEADER = Gauge(
+    "llmserve_operator_leader", "1 while this operator process holds the Lease and acts; 0 on standby."
+)
+
 
 def observe_status(key: tuple[str, str], status: LLMServeStatus) -> None:
     labels = {"namespace": key[0], "llmserve": key[1]}

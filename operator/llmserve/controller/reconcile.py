@@ -11,10 +11,11 @@ from pydantic import ValidationError
 
 from llmserve import kube
 from llmserve.api.base import Condition
-from llmserve.api.llmserve import KIND, LLMServeSpec, LLMServeStatus
+from llmserve.api.llmserve import LLMServeSpec, LLMServeStatus
 from llmserve.controller import metrics
 from llmserve.controller.engine_key import EngineKeys, security_children
 from llmserve.controller.status import Observed, compute_conditions, merge_conditions, summarize_pods
+from llmserve.controller.status_writer import OPERATOR_MANAGER, already_applied, apply_status
 from llmserve.render.engine import endpoint_url, render_deployment, render_service
 from llmserve.render.labels import FIELD_MANAGER, selector_string
 
@@ -33,6 +34,13 @@ def spec_error_message(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def apply_error_message(child: Obj, err: kube.KubeError) -> str:
+    """Which child the apiserver refused, its own words, and the fields it named (if its words do not)."""
+    message = f"applying {child['kind']} {child['metadata']['name']} failed: {err}"
+    missing = [field for field in err.fields if field not in str(err)]
+    return message + (f" (fields: {', '.join(missing)})" if missing else "")
+
+
 def parse_spec(raw_spec: Obj) -> tuple[LLMServeSpec | None, str]:
     try:
         return LLMServeSpec.model_validate(dict(raw_spec)), ""
@@ -47,6 +55,7 @@ class Reconciler:
         self.apply_errors: dict[Key, str] = {}
         self._refresh_locks: dict[Key, asyncio.Lock] = {}
         self.engine_keys = EngineKeys()
+        self._written: dict[Key, tuple[str, Obj]] = {}  # (uid, the status fragment last applied)
 
     async def ensure(self, body: Obj, existing_deployment: Obj | None) -> None:
         """Create or update the Deployment and Service; idempotent, shared by create/update/resume."""
@@ -59,6 +68,7 @@ class Reconciler:
         deployment = render_deployment(meta["name"], meta["namespace"], meta["uid"], spec)
         service = render_service(meta["name"], meta["namespace"], meta["uid"], spec)
         with metrics.RECONCILE_SECONDS.labels(namespace=key[0], llmserve=key[1]).time():
+            child = deployment
             try:
                 # The engine key Secret and the NetworkPolicy go first: pods never start unguarded.
                 engine_key = await self.engine_keys.key_for(meta["namespace"], meta["name"], meta["uid"])
@@ -68,11 +78,13 @@ class Reconciler:
                 for child in guards:
                     await kube.retry(lambda child=child: kube.apply(child, FIELD_MANAGER))
                 applied = await kube.retry(lambda: kube.apply(deployment, FIELD_MANAGER))
+                child = service
                 await kube.retry(lambda: kube.apply(service, FIELD_MANAGER))
             except kube.KubeError as err:
-                self.apply_errors[key] = f"applying children failed: {err}"
+                message = apply_error_message(child, err)
+                self.apply_errors[key] = message
                 metrics.RECONCILE_ERRORS.labels(namespace=key[0], llmserve=key[1]).inc()
-                _event(body, "Warning", reason="ApplyFailed", message=str(err))
+                _event(body, "Warning", reason="ApplyFailed", message=message)
                 if err.retryable:
                     raise kopf.TemporaryError(f"API server error, will retry: {err}", delay=10) from err
                 raise kopf.PermanentError(f"the API server refused a child object: {err}") from err
@@ -87,45 +99,45 @@ class Reconciler:
     async def refresh_status(
         self, body: Obj, deployment: Obj | None, pods: list[Obj]
     ) -> LLMServeStatus | None:
-        """Recompute status from the children and write it if it changed."""
+        """Recompute the reconciler's status fields from the children and apply them if they changed."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         lock = self._refresh_locks.setdefault(key, asyncio.Lock())
         async with lock:
-            for _attempt in range(3):
-                status = self.compute_status(body, deployment, pods)
-                previous = body.get("status") or {}
-                # status.autoscaling belongs to the autoscaler: left out, so a merge patch keeps it.
-                wire = {k: v for k, v in status.to_wire().items() if k != "autoscaling"}
-                if _same_status(previous, wire):
-                    return status
-                # The resourceVersion makes the write conditional: computed from a stale body (the
-                # autoscaler wrote conditions meanwhile), it fails with 409 and is redone on a fresh read.
-                patch = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": wire}
-                try:
-                    await kube.retry(
-                        lambda patch=patch: kube.merge_patch(KIND, key[0], key[1], patch, "status")
-                    )
-                except kube.KubeError as err:
-                    if err.status == 404:
-                        return None  # deleted meanwhile
-                    if err.status != 409:
-                        raise
-                    fresh = await kube.get(KIND, key[0], key[1])
-                    if fresh is None:
-                        return None
-                    body, meta = fresh, fresh["metadata"]
-                    continue
-                _report_transitions(body, previous, status)
-                metrics.observe_status(key, status)
+            # Only this manager writes these fields, so what it wrote last is newer than a body the
+            # watch has not caught up with yet (which would move lastTransitionTime and repeat Events).
+            written_uid, written = self._written.get(key, ("", None))
+            previous = (
+                written
+                if written is not None and written_uid == meta.get("uid")
+                else body.get("status") or {}
+            )
+            status = self.compute_status(body, deployment, pods, previous)
+            fragment = status.to_wire()
+            if already_applied(previous, fragment):
                 return status
-            raise kube.KubeError(f"status of {key[0]}/{key[1]} kept changing underneath", 409)
+            stored = await apply_status(key[1], key[0], OPERATOR_MANAGER, fragment)
+            if stored is None:
+                return None  # deleted meanwhile
+            self._written[key] = (str(meta.get("uid")), fragment)
+            _report_transitions(body, previous, status)
+            metrics.observe_status(key, status)
+            return status
 
-    def compute_status(self, body: Obj, deployment: Obj | None, pods: list[Obj]) -> LLMServeStatus:
+    def forget(self, key: Key) -> None:
+        """Drops what is remembered about a deleted LLMServe."""
+        self._written.pop(key, None)
+        self._refresh_locks.pop(key, None)
+        self.apply_errors.pop(key, None)
+
+    def compute_status(
+        self, body: Obj, deployment: Obj | None, pods: list[Obj], previous_raw: Obj | None = None
+    ) -> LLMServeStatus:
+        """The reconciler's own status fields and conditions (the autoscaler's are not in it)."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         spec, spec_error = parse_spec(body.get("spec", {}))
-        previous_raw = body.get("status") or {}
+        previous_raw = body.get("status") or {} if previous_raw is None else previous_raw
         previous = _previous_conditions(previous_raw)
         summary = summarize_pods(pods)
         desired = spec.desired_replicas() if spec else 0
@@ -149,7 +161,6 @@ class Reconciler:
             served_model_name=served,
             observed_generation=meta.get("generation"),
             conditions=conditions,
-            autoscaling=previous_raw.get("autoscaling"),
         )
 
 
@@ -166,13 +177,6 @@ def _previous_conditions(status: Obj) -> list[Condition]:
         except ValidationError:
             continue  # a hand-edited or foreign condition is not ours to keep
     return out
-
-
-def _same_status(previous: Obj, current: Obj) -> bool:
-    # lastTransitionTime is carried over for unchanged conditions, so a plain comparison is exact.
-    # Other writers' fields: status.autoscaling (autoscaler), status.burst (burst controller), status.cost.
-    keys = (set(previous) | set(current)) - {"autoscaling", "burst", "cost"}
-    return all(previous.get(k) == current.get(k) for k in keys)
 
 
 def _report_transitions(body: Obj, previous: Obj, status: LLMServeStatus) -> None:

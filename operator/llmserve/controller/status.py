@@ -171,7 +171,7 @@ def compute_conditions(observed: Observed) -> list[Condition]:
 
 
 def merge_conditions(previous: list[Condition], current: list[Condition]) -> list[Condition]:
-    """Keeps lastTransitionTime from the previous condition of a type whose status did not change."""
+    """`current`, keeping lastTransitionTime from the previous condition of a type whose status did not change."""
     by_type = {c.type: c for c in previous}
     merged: list[Condition] = []
     for condition in current:
@@ -179,9 +179,8 @@ def merge_conditions(previous: list[Condition], current: list[Condition]) -> lis
         if before is not None and before.status == condition.status:
             condition = condition.model_copy(update={"last_transition_time": before.last_transition_time})
         merged.append(condition)
-    kept = {c.type for c in merged}
-    # Conditions owned by other loops (e.g. the autoscaler's) are carried over untouched.
-    return merged + [c for c in previous if c.type not in kept]
+    # Conditions of other types belong to other writers (autoscaler, burst): each applies its own.
+    return merged
 
 
 def transition_time(condition: Condition) -> datetime:

@@ -8,6 +8,7 @@ from llmserve.api.llmserve import (
     DEFAULT_SIMULATOR_IMAGE,
     DEFAULT_VLLM_IMAGE,
     ENGINE_PORT,
+    SHM_MOUNT_PATH,
     LLMServeSpec,
 )
 from llmserve.render.drain import apply_drain
@@ -19,7 +20,7 @@ Manifest = dict[str, Any]
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 SERVED_NAME_ANNOTATION = "llmserve.dev/served-model-name"
-SHM_MOUNT = "/dev/shm"
+SHM_MOUNT = SHM_MOUNT_PATH
 
 # Model loads can take many minutes (download + weight load + CUDA graph capture): the startup probe
 # allows 30 minutes before liveness takes over, so a slow load is never killed as a hang.
@@ -131,8 +132,10 @@ def render_deployment(name: str, namespace: str, uid: str, spec: LLMServeSpec) -
         "volumes": volumes,
         "terminationGracePeriodSeconds": 60,
     }
-    if spec.resources.gpus:
-        pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+    # GPU nodes carry the nvidia.com/gpu taint. A GPU replica must tolerate it; a GPU-less one (gpus: 0,
+    # simulator only) tolerates it too, so it runs on any node, GPU nodes included, using none of their
+    # GPUs (on an all-GPU cluster such as the dev cluster it would otherwise never schedule).
+    pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
     if spec.resources.gpu_product:
         pod_spec["nodeSelector"] = {GPU_PRODUCT_LABEL: spec.resources.gpu_product}
     return {
