@@ -454,6 +454,11 @@ class BurstReplicasStatus(ApiModel):
     burn_rate_usd_per_hour: float = Field(
         default=0, ge=0, description="USD/hour of this model's rented replicas."
     )
+    rented_gpus: int = Field(
+        default=0,
+        ge=0,
+        description="GPUs the model's billed instances hold (what burnRateUsdPerHour pays for).",
+    )
     spent_this_month_usd: float = Field(
         default=0, ge=0, description="USD this model's rented replicas cost this month."
     )

@@ -276,6 +276,7 @@ async def _write_model_status(
         replicas=sum(1 for r in records if is_active(r)),
         ready_replicas=sum(1 for r in records if is_active(r) and r.ready_since),
         burn_rate_usd_per_hour=round(sum(r.usd_per_hour for r in records), 6),
+        rented_gpus=sum(r.gpus for r in records),
         spent_this_month_usd=round(model.spent_this_month_usd, 6) if model else 0.0,
     )
     if demand.allowed:

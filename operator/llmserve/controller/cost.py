@@ -77,9 +77,14 @@ def local_holders(spec: LLMServeSpec, pods: list[Obj], book: PriceBook) -> list[
 
 
 def rented_holders(body: Obj) -> list[Holder]:
-    """Burst instances join the meter here as source "rented" at their provider's hourly price once the
-    burst controller records them in status; until then an LLMServe rents nothing."""
-    return []
+    """The model's rented instances, as the burst controller last recorded them in status.burst: their
+    GPUs at the providers' live hourly price (an instance whose GPU count is unknown counts as one GPU)."""
+    burst = (body.get("status") or {}).get("burst") or {}
+    usd_per_hour = float(burst.get("burnRateUsdPerHour") or 0.0)
+    if usd_per_hour <= 0:
+        return []
+    gpus = max(int(burst.get("rentedGpus") or 0), 1)
+    return [Holder("burst", "rented", gpus, usd_per_hour / gpus)]
 
 
 async def _scrape(pod_ip: str) -> float:
