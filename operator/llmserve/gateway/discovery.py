@@ -137,6 +137,7 @@ class KubeDiscovery:
         self._all_synced = asyncio.Event()
         self._keys_by_secret: dict[str, ApiKey] = {}
         self._reported: set[tuple[str, str]] = set()  # (uid, resourceVersion) of bad Secrets
+        self.on_routes: list[Callable[[], None]] = []  # called after each publish (burst backends follow)
 
     async def run(self) -> None:
         watches = []
@@ -147,6 +148,10 @@ class KubeDiscovery:
             )
         watches.append(_watch_forever("Secret", self.keys_namespace, KEY_LABEL, self._on_secret))
         await asyncio.gather(*watches)
+
+    def served_names(self) -> dict[str, str]:
+        """'<namespace>/<llmserve>' -> served name, for the LLMServes this gateway routes to."""
+        return {f"{r.namespace}/{r.llmserve}": r.served_name for r in self.view.routes()}
 
     async def wait_synced(self) -> None:
         """Returns once every watch has delivered its first full listing."""
@@ -173,6 +178,8 @@ class KubeDiscovery:
             # Publishing before both listings arrived would briefly show models without backends.
             if self._models_synced:
                 self.registry.replace(SOURCE, self.view.routes())
+                for listener in self.on_routes:
+                    listener()
 
         return handle
 

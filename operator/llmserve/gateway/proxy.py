@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from llmserve.gateway.burst_backends import SOURCE as BURST_SOURCE
+from llmserve.gateway.burst_backends import choose_preferring_local
 from llmserve.gateway.errors import GatewayError
 from llmserve.gateway.metrics import GatewayMetrics
 from llmserve.gateway.registry import Backend, ModelRoute, Registry
@@ -103,7 +105,10 @@ class Proxy:
                     ejected=load.ejected_until > now,
                 )
             )
-        chosen = choose(candidates, self.rng)
+        rented = {url for url, b in by_url.items() if b.source == BURST_SOURCE}
+        chosen = (
+            choose_preferring_local(candidates, rented, self.rng) if rented else choose(candidates, self.rng)
+        )
         return None if chosen is None else by_url[chosen.key]
 
     async def forward(
@@ -188,8 +193,9 @@ class Proxy:
         url = backend.url.rstrip("/") + path
         try:
             upstream = await self.session.request(
-                forwarding.method, url, data=body, headers=headers, timeout=self.timeout
-            )
+                forwarding.method, url, data=body, headers=headers, timeout=self.timeout,
+                ssl=backend.tls if backend.tls is not None else True,
+            )  # fmt: skip
         except _CONNECT_TIMEOUT as err:
             self._eject(backend)
             raise _Retry("connect_timeout", repr(err)) from err

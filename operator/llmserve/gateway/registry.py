@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ class Backend:
     url: str  # base URL without /v1, e.g. http://10.244.1.5:8000
     headers: tuple[tuple[str, str], ...] = ()  # sent upstream, e.g. an instance's Authorization
     source: str = "pod"  # pod | static | burst
+    # The TLS a rented instance must present (its pinned certificate or its provider's proxy); None: default.
+    tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:
