@@ -282,3 +282,43 @@ def test_shortfall_is_rented_served_through_the_gateway_over_tls_and_given_back_
         assert rig.fake.account_key not in text, f"the provider account key is in the {where} log"
         assert secret["apiKey"] not in text, f"the instance key is in the {where} log"
         assert GATEWAY_KEY not in text, f"the gateway key is in the {where} log"
+
+
+def test_operator_killed_after_a_create_whose_answer_it_never_saw_adopts_the_instance_once(
+    cluster: ClusterHandle, rig: Rig, namespace: str
+) -> None:
+    if rig.api != "runpod":
+        pytest.skip(
+            "one provider is enough: adoption is provider-neutral (the Vast client is paced to seconds)"
+        )
+    pool_name = "e2e-adopt"
+    cluster.kubectl("apply", "-f", "-", input_text=json.dumps(pool(pool_name, rig.api)))
+    # The create happens at the provider, then the connection drops: the operator's status holds only the
+    # intent (name, no id) when it is killed.
+    rig.fake.faults(lose_create_responses=1)
+    cluster.apply(model(pool_name, replicas=3), namespace)
+    created = wait_for(lambda: list(rig.fake.instances().values()) or None, timeout=120, interval=0.05,
+                       message="the fake provider created an instance")  # fmt: skip
+    assert rig.operator.process is not None
+    rig.operator.process.kill()  # SIGKILL: no chance to write anything more
+    rig.operator.process.wait()
+    [record] = pool_status(cluster, pool_name)["instances"]
+    assert record.get("id") is None and record["phase"] == "Requested"
+    assert record["name"] == created[0]["name"]
+
+    rig.operator.start()
+    wait_for(lambda: burst_status(cluster, namespace).get("readyReplicas") == 1, timeout=120,
+             message="the adopted instance serves")  # fmt: skip
+    [adopted] = pool_status(cluster, pool_name)["instances"]
+    assert adopted["id"] == created[0]["id"]
+    assert len(rig.fake.instances()) == 1, "adopted, not created again"
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=BurstAdopted"
+    ).stdout
+    assert "BurstAdopted" in events
+
+    cluster.kubectl("delete", "llmserve", "llama", "-n", namespace, "--wait=false")
+    wait_for(lambda: cluster.get("llmserve", "llama", namespace) is None, timeout=90, message="LLMServe gone")
+    ledger = rig.fake.ledger()
+    assert [i for i in ledger["instances"].values() if i["status"] != "terminated"] == []
+    assert ledger["total_usd"] <= MONTHLY_BUDGET_USD

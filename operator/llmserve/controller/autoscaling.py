@@ -25,6 +25,8 @@ from llmserve.autoscale.state import (
     scale_status,
 )
 from llmserve.controller import metrics
+from llmserve.controller.burst import operator_namespace
+from llmserve.controller.burst_capacity import BurstCapacity, burst_capacity, with_burst
 from llmserve.controller.handlers import RESOURCE
 from llmserve.controller.reconcile import parse_spec
 from llmserve.controller.status import merge_conditions, summarize_pods
@@ -190,7 +192,10 @@ class Autoscaler:
         targets = ready_targets(namespace, pods)
         started = time.perf_counter()
         collected = await collector_for(spec).collect(targets)
-        self._report_scrape_errors(collected.errors)
+        burst = BurstCapacity()
+        if spec.burst is not None:
+            burst = await burst_capacity(f"{namespace}/{name}", spec.burst.pool, operator_namespace())
+        self._report_scrape_errors({**collected.errors, **burst.errors})
         current = spec.desired_replicas()
         snapshot = Snapshot(
             now_seconds=time.time(),
@@ -200,6 +205,7 @@ class Autoscaler:
             replicas=tuple(collected.metrics[t.pod_name] for t in targets if t.pod_name in collected.metrics),
             unscraped_replicas=summary.ready - len(collected.metrics),
         )
+        snapshot = with_burst(snapshot, burst)  # rented replicas are capacity too
         decision = decide(snapshot, config, self.history)
         for note in decision.notes:
             log.info("event=autoscaler_note namespace=%s llmserve=%s note=%r", namespace, name, note)
