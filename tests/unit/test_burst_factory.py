@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from llmserve.api.burstpool import BurstPoolSpec
@@ -67,3 +69,22 @@ def test_a_missing_key_is_an_invalid_provider_error_that_never_shows_a_key() -> 
         make_provider(spec("runpod"), "")
     assert err.value.kind is ErrorKind.INVALID
     assert "API key" in str(err.value)
+
+
+async def test_a_static_pool_without_gpu_preferences_claims_an_endpoint_within_the_hourly_cap() -> None:
+    from llmserve.burst.engine import PoolController
+    from llmserve.burst.planner import Demand
+    from tests.support.burst_chaos import InMemoryStore
+    from tests.support.inmemory_provider import FakeClock
+
+    pool = spec("static", gpuPreferences=[])
+    store = InMemoryStore()
+    controller = PoolController(pool="s", spec=pool, cluster_id="c1", provider=make_provider(pool, KEY),
+                                store=store, clock=FakeClock(datetime(2026, 11, 1, tzinfo=UTC)))  # fmt: skip
+    demand = Demand(owner="ai/llama", max_replicas=1, unschedulable_replicas=1, local_ready_replicas=0)
+    await controller.step({demand.owner: demand}, demands_synced=True)
+    [record] = store.saved.instances
+    assert record.id == "static-0-0" and record.endpoint == "https://llm.example.internal"
+    assert record.usd_per_hour == 2.5
+    await controller.step({demand.owner: demand}, demands_synced=True)  # the next step sees it serve
+    assert store.saved.instances[0].ready_since is not None

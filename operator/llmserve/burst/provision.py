@@ -73,10 +73,18 @@ class Provisioner:
         self.spec, self.cluster_id, self.provider, self.store = spec, cluster_id, provider, store
         self.caps, self.launcher = caps, launcher
 
+    def preferences(self) -> list[GpuPreference]:
+        """The pool's GPU preferences; a static pool without any takes any endpoint within maxHourlySpend."""
+        if self.spec.gpu_preferences or self.spec.provider != "static":
+            return list(self.spec.gpu_preferences)
+        # Built without validation: maxHourlySpend may be 0 (then nothing fits, as the caps would say).
+        return [GpuPreference.model_construct(gpu_type="static", gpus_per_replica=1,
+                                              max_usd_per_hour=self.spec.max_hourly_spend)]  # fmt: skip
+
     async def offers(self) -> OfferList:
         """Every fitting offer in the order to try; raises ProviderError for anything but no capacity."""
         found: list[tuple[GpuPreference, list[Offer]]] = []
-        for preference in self.spec.gpu_preferences:
+        for preference in self.preferences():
             query = OfferQuery(
                 gpu_type=preference.gpu_type,
                 gpus=preference.gpus_per_replica,
