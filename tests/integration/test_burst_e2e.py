@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -62,6 +63,7 @@ def rig(
         "create", "secret", "generic", "provider-key", "-n", system, f"--from-literal=apiKey={account_key}"
     )
     state = Path(f"{STATE_DIR}-burst-e2e-{api}")
+    shutil.rmtree(state, ignore_errors=True)  # a fresh account: no ledger or instances of an earlier test
     fake = FakeProviderProcess(api, state, account_key, provision_seconds=2.0, clock="wall").start()
     env = {
         f"LLMSERVE_BURST_{api.upper()}_URL": fake.api_url,
@@ -79,6 +81,8 @@ def rig(
     try:
         yield Rig(api, system, fake, operator_process)
     finally:
+        if operator_process.process is None or operator_process.process.poll() is not None:
+            operator_process.start()  # a test that killed it failed before starting it again
         cluster.kubectl("delete", "burstpools", "--all", "--wait=false", check=False)
         wait_for(lambda: not cluster.kubectl("get", "burstpools", "-o", "name").stdout.strip(), timeout=90,
                  message="pools gone (their finalizers terminate what is left)")  # fmt: skip
@@ -297,8 +301,8 @@ def test_operator_killed_after_a_create_whose_answer_it_never_saw_adopts_the_ins
     # intent (name, no id) when it is killed.
     rig.fake.faults(lose_create_responses=1)
     cluster.apply(model(pool_name, replicas=3), namespace)
-    created = wait_for(lambda: list(rig.fake.instances().values()) or None, timeout=120, interval=0.05,
-                       message="the fake provider created an instance")  # fmt: skip
+    created = wait_for(lambda: [i for i in rig.fake.instances().values() if i["status"] != "terminated"],
+                       timeout=120, interval=0.05, message="the fake provider created an instance")  # fmt: skip
     assert rig.operator.process is not None
     rig.operator.process.kill()  # SIGKILL: no chance to write anything more
     rig.operator.process.wait()
