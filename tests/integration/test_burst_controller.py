@@ -124,10 +124,10 @@ def test_unschedulable_replicas_are_rented_and_deleting_the_llmserve_leaves_none
     assert condition(bp, "CredentialsValid")["status"] == "True"
     names = sorted(i["name"] for i in bp["status"]["instances"])
     assert sorted(live_instances()) == names
-    # Each instance got its own API key, in a Secret, passed to the engine as VLLM_API_KEY.
+    # Each instance got its own API key, in a Secret, passed to the engine as vLLM's --api-key.
     for name in names:
         assert cluster.get("secret", f"burst-{name}", burst_operator["system"]) is not None
-        assert provider_state()["env"][name] == ["VLLM_API_KEY"]
+        assert provider_state()["env"][name] == ["--api-key"]
     events = cluster.kubectl(
         "get", "events", "-n", namespace, "--field-selector", "involvedObject.kind=LLMServe"
     ).stdout

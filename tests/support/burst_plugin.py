@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llmserve.api.burstpool import BurstPoolSpec
+from llmserve.burst.engine import running_means_serving
 from llmserve.burst.types import Account, ErrorKind, Instance, LaunchSpec, Offer, OfferQuery, ProviderError
 from tests.support.inmemory_provider import FakeClock, InMemoryProvider, offer
 
@@ -32,6 +33,7 @@ def _shared() -> InMemoryProvider:
 
 class WallClockProvider:
     name = "runpod"
+    serving_probe = staticmethod(running_means_serving)  # its endpoints are names only: nothing to call
 
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key
@@ -69,7 +71,8 @@ class WallClockProvider:
         return await self._call("list_offers", query)  # type: ignore[no-any-return]
 
     async def create(self, spec: LaunchSpec, offer_: Offer) -> Instance:
-        _ENV[spec.name] = sorted(spec.env)  # names only: the test checks the key is passed, never its value
+        # Names only: the test checks the key is passed (vLLM's --api-key), never its value.
+        _ENV[spec.name] = sorted(spec.env) + [a for a in spec.args if a == "--api-key"]
         return await self._call("create", spec, offer_)  # type: ignore[no-any-return]
 
     async def get(self, instance_id: str) -> Instance:

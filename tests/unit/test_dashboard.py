@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 
+import llmserve.controller.burst_metrics as burst_metrics
 import llmserve.controller.metrics as controller_metrics
 from llmserve.gateway.metrics import GatewayMetrics
 from llmserve.sim.metrics import EngineMetrics
@@ -94,7 +95,8 @@ def _series(families: Iterable[Metric], declared: Mapping[str, tuple[str, ...]])
 def exported_series() -> dict[str, frozenset[str]]:
     """Every series name the operator, the gateway and an engine (the simulator) export, with labels."""
     # The operator serves prometheus_client's default registry (start_http_server).
-    operator = _series(REGISTRY.collect(), _declared_label_names(vars(controller_metrics).values()))
+    declared = [*vars(controller_metrics).values(), *vars(burst_metrics).values()]  # same registry
+    operator = _series(REGISTRY.collect(), _declared_label_names(declared))
     gateway_metrics = GatewayMetrics()
     gateway = _series(
         gateway_metrics.registry.collect(), _declared_label_names(vars(gateway_metrics).values())
@@ -111,6 +113,7 @@ def test_the_exported_series_include_the_three_components() -> None:
     assert series["llmserve_desired_replicas"] == {"namespace", "llmserve"}
     assert series["llmserve_gateway_tokens_total"] == {"key", "model", "kind"}
     assert series["vllm:time_to_first_token_seconds_bucket"] == {"model_name", "engine", "le"}
+    assert series["llmserve_burst_instances"] == {"pool", "provider", "phase"}
 
 
 # -- what the dashboard queries ---------------------------------------------------------------------

@@ -30,7 +30,7 @@ from llmserve.burst.budget import (
 )
 from llmserve.burst.planner import Demand, decide_model, is_active, price_drains
 from llmserve.burst.pool_status import PoolHealth, finish_status
-from llmserve.burst.provision import NoOffer, OfferList, Provisioner, Stopped, follow
+from llmserve.burst.provision import Launcher, NoOffer, OfferList, Provisioner, Stopped, follow
 from llmserve.burst.reaper import Reaper, Wanted
 from llmserve.burst.types import (
     ErrorKind,
@@ -63,7 +63,6 @@ class StatusStore(Protocol):
 
 
 Probe = Callable[[InstanceStatus], Awaitable[bool]]
-LaunchEnv = Callable[[InstanceStatus], Awaitable[dict[str, str]]]
 
 
 async def running_means_serving(record: InstanceStatus) -> bool:
@@ -102,16 +101,10 @@ class PoolController:
         store: StatusStore,
         clock: Clock,
         probe: Probe = running_means_serving,
-        launch_env: LaunchEnv | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         self.pool, self.spec, self.cluster_id = pool, spec, cluster_id
-        self.provider, self.store, self.clock, self.probe, self.launch_env = (
-            provider,
-            store,
-            clock,
-            probe,
-            launch_env,
-        )
+        self.provider, self.store, self.clock, self.probe = provider, store, clock, probe
         self.reaper = Reaper(cluster_id, spec.orphan_grace_seconds)
         self.health = PoolHealth()
         self.backoff_until: datetime | None = None
@@ -128,7 +121,7 @@ class PoolController:
             provider=provider,
             store=store,
             caps=self.caps,
-            launch_env=launch_env,
+            launcher=launcher,
         )
 
     # -- the step --------------------------------------------------------------------------------------

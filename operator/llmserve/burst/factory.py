@@ -1,4 +1,11 @@
-"""The one place that turns a BurstPool's provider name into a Provider client."""
+"""Turns a BurstPool's spec and credentials into a Provider client, through burst.providers.build_provider.
+
+build_provider is the one table of provider kinds; this module only adds what a pool says (static
+endpoints) and what a test or special install sets in the environment:
+LLMSERVE_BURST_<PROVIDER>_URL (another API base URL, e.g. the fake provider on loopback),
+LLMSERVE_BURST_RUNPOD_PROXY_URL_TEMPLATE (RunPod's HTTPS proxy address, `{pod_id}` and `{port}` filled
+in), and LLMSERVE_BURST_PLUGIN_<PROVIDER>=module:callable (an out-of-tree client or a test double).
+"""
 
 from __future__ import annotations
 
@@ -7,29 +14,21 @@ import os
 from collections.abc import Callable
 
 from llmserve.api.burstpool import BurstPoolSpec
+from llmserve.burst.providers import build_provider
+from llmserve.burst.static import StaticEndpoint
 from llmserve.burst.types import ErrorKind, Provider, ProviderError
 
-# provider name -> (module, class). Each class is built as Class(api_key=..., base_url=...) (base_url None
-# means the provider's real API). The modules are issue 9's clients; the lead adjusts a name here if a
-# client is spelled differently, and nothing else changes.
-CLIENTS: dict[str, tuple[str, str]] = {
-    "runpod": ("llmserve.burst.runpod", "RunPodProvider"),
-    "vastai": ("llmserve.burst.vastai", "VastAIProvider"),
-    "static": ("llmserve.burst.static", "StaticProvider"),
-}
-
-# Tests and special installs may register a constructor directly (e.g. an in-process test double).
 ProviderConstructor = Callable[[BurstPoolSpec, str], Provider]
-_registered: dict[str, ProviderConstructor] = {}
-
-
-def register(provider: str, constructor: ProviderConstructor) -> None:
-    _registered[provider] = constructor
 
 
 def base_url_override(provider: str) -> str | None:
     """LLMSERVE_BURST_<PROVIDER>_URL points a provider at another base URL (the fake provider in tests)."""
     return os.environ.get(f"LLMSERVE_BURST_{provider.upper()}_URL") or None
+
+
+def proxy_template_override(provider: str) -> str | None:
+    """LLMSERVE_BURST_<PROVIDER>_PROXY_URL_TEMPLATE: where the provider's HTTPS proxy is (RunPod)."""
+    return os.environ.get(f"LLMSERVE_BURST_{provider.upper()}_PROXY_URL_TEMPLATE") or None
 
 
 def _plugin(provider: str) -> ProviderConstructor | None:
@@ -43,25 +42,30 @@ def _plugin(provider: str) -> ProviderConstructor | None:
     return constructor
 
 
+def static_endpoints(spec: BurstPoolSpec, api_key: str) -> list[StaticEndpoint]:
+    """A static pool's endpoints; the pool's credentials Secret (if any) holds the key they all accept."""
+    return [
+        # gpu_type "" matches any query: a static endpoint serves whatever the model asks for.
+        StaticEndpoint(url=e.url.rstrip("/"), api_key=api_key, usd_per_hour=e.usd_per_hour, gpu_type="")
+        for e in spec.static_endpoints
+    ]
+
+
 def make_provider(spec: BurstPoolSpec, api_key: str) -> Provider:
-    """A client for the pool's provider. Raises ProviderError(invalid) when no client is installed for it.
+    """A client for the pool's provider. Raises ProviderError(invalid) when the pool cannot have one.
 
     The key is handed to the client only; it never reaches a log or an exception message here.
     """
-    if spec.provider in _registered:
-        return _registered[spec.provider](spec, api_key)
     plugin = _plugin(spec.provider)
     if plugin is not None:
         return plugin(spec, api_key)
-    module_name, class_name = CLIENTS[spec.provider]
     try:
-        client_class = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as err:
-        raise ProviderError(
-            ErrorKind.INVALID,
-            f"no {spec.provider} client is installed ({module_name}.{class_name}: {type(err).__name__})",
-            provider=spec.provider,
-        ) from None
-    if spec.provider == "static":
-        return client_class(endpoints=spec.static_endpoints, api_key=api_key)  # type: ignore[no-any-return]
-    return client_class(api_key=api_key, base_url=base_url_override(spec.provider))  # type: ignore[no-any-return]
+        return build_provider(
+            spec.provider,
+            api_key,
+            base_url=base_url_override(spec.provider),
+            proxy_url_template=proxy_template_override(spec.provider),
+            static_endpoints=static_endpoints(spec, api_key) if spec.provider == "static" else (),
+        )
+    except ValueError as err:  # messages name the kind or the field, never the key
+        raise ProviderError(ErrorKind.INVALID, str(err), provider=spec.provider) from None

@@ -28,6 +28,10 @@ class Demand:
     args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     port: int = 8000
+    # What the rented engine serves, for its launch spec (burst.security.vllm_launch_spec).
+    model: str = ""
+    served_model_name: str = ""
+    extra_args: tuple[str, ...] = ()  # the LLMServe's engine args beyond model, name, host and port
 
 
 def wanted_burst_replicas(demand: Demand) -> int:

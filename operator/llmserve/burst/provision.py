@@ -21,7 +21,9 @@ from llmserve.burst.types import (
     instance_name,
 )
 
-LaunchEnv = Callable[[InstanceStatus], Awaitable[dict[str, str]]]
+# Turns the provider-neutral spec into what is really launched (per-instance key, TLS): the controller's
+# is burst.security.vllm_launch_spec plus a Secret written before the create call.
+Launcher = Callable[[InstanceStatus, Demand, LaunchSpec], Awaitable[LaunchSpec]]
 OfferList = list[tuple[GpuPreference, Offer]]
 
 
@@ -66,15 +68,23 @@ class Provisioner:
         provider: Provider,
         store: StatusSaver,
         caps: Caps,
-        launch_env: LaunchEnv | None,
+        launcher: Launcher | None,
     ) -> None:
         self.spec, self.cluster_id, self.provider, self.store = spec, cluster_id, provider, store
-        self.caps, self.launch_env = caps, launch_env
+        self.caps, self.launcher = caps, launcher
+
+    def preferences(self) -> list[GpuPreference]:
+        """The pool's GPU preferences; a static pool without any takes any endpoint within maxHourlySpend."""
+        if self.spec.gpu_preferences or self.spec.provider != "static":
+            return list(self.spec.gpu_preferences)
+        # Built without validation: maxHourlySpend may be 0 (then nothing fits, as the caps would say).
+        return [GpuPreference.model_construct(gpu_type="static", gpus_per_replica=1,
+                                              max_usd_per_hour=self.spec.max_hourly_spend)]  # fmt: skip
 
     async def offers(self) -> OfferList:
         """Every fitting offer in the order to try; raises ProviderError for anything but no capacity."""
         found: list[tuple[GpuPreference, list[Offer]]] = []
-        for preference in self.spec.gpu_preferences:
+        for preference in self.preferences():
             query = OfferQuery(
                 gpu_type=preference.gpu_type,
                 gpus=preference.gpus_per_replica,
@@ -106,18 +116,19 @@ class Provisioner:
                 continue
             record = self._intent(status, demand, preference, offer, now)
             await self.store.save(status)  # the intent is on record before the money is spent
-            env = dict(demand.env) | (await self.launch_env(record) if self.launch_env else {})
             launch = LaunchSpec(
                 name=record.name,
                 cluster_id=self.cluster_id,
                 image=self.spec.image or demand.image,
                 args=demand.args,
-                env=env,
+                env=dict(demand.env),
                 port=demand.port,
                 gpu_type=offer.gpu_type,
                 gpus=offer.gpus,
                 max_usd_per_hour=preference.max_usd_per_hour,
             )
+            if self.launcher is not None:
+                launch = await self.launcher(record, demand, launch)
             try:
                 instance = await self.provider.create(launch, offer)
             except ProviderError as err:

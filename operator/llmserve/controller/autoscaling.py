@@ -23,6 +23,8 @@ from llmserve.autoscale.state import (
     scale_status,
 )
 from llmserve.controller import metrics
+from llmserve.controller.burst import operator_namespace
+from llmserve.controller.burst_capacity import BurstCapacity, burst_capacity, with_burst
 from llmserve.controller.handlers import RESOURCE
 from llmserve.controller.reconcile import parse_spec
 from llmserve.controller.status import summarize_pods
@@ -155,7 +157,10 @@ class Autoscaler:
         targets = ready_targets(namespace, pods)
         started = time.perf_counter()
         collected = await collector_for(spec).collect(targets)
-        self._report_scrape_errors(collected.errors)
+        burst = BurstCapacity()
+        if spec.burst is not None:
+            burst = await burst_capacity(f"{namespace}/{name}", spec.burst.pool, operator_namespace())
+        self._report_scrape_errors({**collected.errors, **burst.errors})
         current = spec.desired_replicas()
         now = time.time()
         snapshot = Snapshot(
@@ -167,6 +172,7 @@ class Autoscaler:
             unscraped_replicas=summary.ready - len(collected.metrics),
             demand=self.demand.estimate(spec, config, collected.metrics, pods, now, current),
         )
+        snapshot = with_burst(snapshot, burst)  # rented replicas are capacity too
         decision = decide(snapshot, config, self.history)
         for note in decision.notes:
             log.info("event=autoscaler_note namespace=%s llmserve=%s note=%r", namespace, name, note)

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from llmserve import kube
 from llmserve.api.base import Condition
 from llmserve.api.burstpool import PLURAL as POOL_PLURAL
-from llmserve.api.burstpool import BurstPoolSpec, BurstPoolStatus, InstanceStatus
+from llmserve.api.burstpool import BurstPoolSpec, BurstPoolStatus
 from llmserve.api.llmserve import GROUP, PLURAL, VERSION, BurstReplicasStatus, LLMServeSpec
 from llmserve.burst.engine import BurstEvent, PoolController, StepResult, wanted_by
 from llmserve.burst.factory import make_provider
@@ -29,10 +29,10 @@ from llmserve.burst.reaper import Wanted
 from llmserve.burst.types import ProviderError
 from llmserve.controller import burst_metrics
 from llmserve.controller.burst_demand import demand_of, not_allowed_message
+from llmserve.controller.burst_launch import make_launcher, make_probe
 from llmserve.controller.burst_store import (
     KubePoolStore,
     delete_instance_secret,
-    instance_api_key_env,
     read_credentials,
     write_llmserve_burst_status,
 )
@@ -127,9 +127,6 @@ async def _runtime(name: str, body: Obj, spec: BurstPoolSpec) -> PoolRuntime | s
     except ProviderError as err:
         return str(err)
 
-    async def launch_env(record: InstanceStatus) -> dict[str, str]:
-        return await instance_api_key_env(namespace, body, record)
-
     controller = PoolController(
         pool=name,
         spec=spec,
@@ -137,7 +134,9 @@ async def _runtime(name: str, body: Obj, spec: BurstPoolSpec) -> PoolRuntime | s
         provider=provider,
         store=KubePoolStore(name),
         clock=SystemClock(),
-        launch_env=launch_env,
+        # A plugged-in client (out-of-tree, or the cluster tests' double) may bring its own readiness check.
+        probe=getattr(provider, "serving_probe", None) or make_probe(namespace),
+        launcher=make_launcher(namespace, body, spec.provider, api_key),
     )
     _runtimes[name] = PoolRuntime(controller, fingerprint)
     return _runtimes[name]

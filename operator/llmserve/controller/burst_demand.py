@@ -84,4 +84,7 @@ def demand_of(
         args=tuple(engine_args(meta["name"], spec)),
         env={e.name: e.value for e in spec.engine.env},
         port=ENGINE_PORT,
+        model=spec.model.name,
+        served_model_name=spec.served_name(meta["name"]),
+        extra_args=(*(("--revision", spec.model.revision) if spec.model.revision else ()), *spec.engine.args),
     )

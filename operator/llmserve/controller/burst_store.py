@@ -1,4 +1,4 @@
-"""The burst controller's Kubernetes writes: pool status, LLMServe status.burst, per-instance key Secrets.
+"""The burst controller's Kubernetes writes: pool status, LLMServe status.burst, credentials, instance Secrets.
 
 Every status write is a server-side apply of /status under the field manager `llmserve-burst`, so the
 burst controller owns exactly its fields and never races the reconciler or the autoscaler.
@@ -7,20 +7,18 @@ burst controller owns exactly its fields and never races the reconciler or the a
 from __future__ import annotations
 
 import base64
-import secrets
 from typing import Any
 
 from llmserve import kube
 from llmserve.api.base import Condition
 from llmserve.api.burstpool import KIND as POOL_KIND
-from llmserve.api.burstpool import BurstPoolStatus, InstanceStatus
+from llmserve.api.burstpool import BurstPoolStatus
 from llmserve.api.llmserve import GROUP, VERSION, BurstReplicasStatus
 from llmserve.api.llmserve import KIND as LLMSERVE_KIND
 
 FIELD_MANAGER = "llmserve-burst"
 INSTANCE_LABEL = f"{GROUP}/burst-instance"
 POOL_LABEL = f"{GROUP}/burst-pool"
-API_KEY_ENV = "VLLM_API_KEY"  # vLLM reads its --api-key from here, so the key is not in the args
 
 Obj = dict[str, Any]
 
@@ -64,48 +62,8 @@ async def write_llmserve_burst_status(
             raise
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
 def secret_name(instance_name: str) -> str:
     return f"burst-{instance_name}"
-
-
-async def instance_api_key_env(operator_namespace: str, pool: Obj, record: InstanceStatus) -> dict[str, str]:
-    """The per-instance API key (made once, kept in a Secret owned by the pool) as the engine's env.
-
-    The Secret exists before the create call, so the gateway can read the key of any instance that
-    status records, including one adopted after a lost create response.
-    """
-    name = secret_name(record.name)
-    existing = await kube.retry(lambda: kube.get("Secret", operator_namespace, name))
-    if existing is not None:
-        key = base64.b64decode(existing["data"]["apiKey"]).decode()
-        return {API_KEY_ENV: key}
-    key = secrets.token_urlsafe(32)
-    meta = pool["metadata"]
-    manifest = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": name,
-            "namespace": operator_namespace,
-            "labels": {INSTANCE_LABEL: record.name, POOL_LABEL: meta["name"]},
-            "ownerReferences": [
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": POOL_KIND,
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                }
-            ],
-        },
-        "type": "Opaque",
-        "data": {"apiKey": _b64(key), "owner": _b64(record.owner)},
-    }
-    await kube.retry(lambda: kube.apply(manifest, FIELD_MANAGER))
-    return {API_KEY_ENV: key}
 
 
 async def delete_instance_secret(operator_namespace: str, instance_name: str) -> None:

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from llmserve.gateway.auth import KeyStore
+from llmserve.gateway.burst_backends import BurstDiscovery
 from llmserve.gateway.discovery import KubeDiscovery, KubeScaler
 from llmserve.gateway.errors import error_body
 from llmserve.gateway.hold import Holder, HoldSettings
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="port of the OpenAI API (default 8080)")
     p.add_argument("--static", type=Path, metavar="FILE",
                    help="YAML/JSON file of models, backends and keys; without it, Kubernetes discovery")  # fmt: skip
+    p.add_argument("--burst-namespace", default=os.environ.get("LLMSERVE_OPERATOR_NAMESPACE", ""),
+                   help="namespace of the burst instance Secrets (default $LLMSERVE_OPERATOR_NAMESPACE, else "
+                   "--keys-namespace); '-' turns burst backends off")  # fmt: skip
     p.add_argument("--kubernetes", action="store_true", help="with --static: also discover from Kubernetes")
     p.add_argument("--namespace", action="append", default=[],
                    help="serve LLMServes of these namespaces only (repeatable; default all)")  # fmt: skip
@@ -152,6 +156,12 @@ async def run(args: argparse.Namespace) -> int:
             registry, keys, args.namespace, args.keys_namespace, engine_key, args.key_secret
         )
         tasks.append(asyncio.create_task(discovery.run()))
+        if args.burst_namespace != "-":  # rented burst instances: pools, and instance Secrets there
+            burst = BurstDiscovery(
+                registry, args.burst_namespace or args.keys_namespace, discovery.served_names
+            )
+            discovery.on_routes.append(burst.publish)
+            tasks.append(asyncio.create_task(burst.run()))
         try:
             async with asyncio.timeout(STARTUP_SYNC_TIMEOUT_SECONDS):
                 await discovery.wait_synced()

@@ -204,6 +204,7 @@ class KubeDiscovery:
         self.key_secret_names = sorted(set(key_secret_names or []))
         self._named_synced: set[str] = set()
         self._conflicts_reported: set[str] = set()  # uids of LLMServes told their name is taken
+        self.on_routes: list[Callable[[], None]] = []  # called after each publish (burst backends follow)
 
     async def run(self) -> None:
         watches = []
@@ -228,6 +229,10 @@ class KubeDiscovery:
                 _watch_forever("Secret", ref.namespace, "", self._on_master, f"metadata.name={ref.name}")
             )
         await asyncio.gather(*watches)
+
+    def served_names(self) -> dict[str, str]:
+        """'<namespace>/<llmserve>' -> served name, for the LLMServes this gateway routes to."""
+        return {f"{r.namespace}/{r.llmserve}": r.served_name for r in self.view.routes()}
 
     async def wait_synced(self) -> None:
         """Returns once every watch has delivered its first full listing."""
@@ -256,6 +261,8 @@ class KubeDiscovery:
             # Publishing before both listings arrived would briefly show models without backends.
             if self._models_synced:
                 self._publish()
+                for listener in self.on_routes:
+                    listener()
 
         return handle
 

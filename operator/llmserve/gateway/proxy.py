@@ -13,6 +13,8 @@ import aiohttp
 from aiohttp import web
 
 from llmserve.gateway.backend_safety import client_headers, describe_error, is_auth_failure
+from llmserve.gateway.burst_backends import BURST_PENALTY_REQUESTS
+from llmserve.gateway.burst_backends import SOURCE as BURST_SOURCE
 from llmserve.gateway.errors import GatewayError
 from llmserve.gateway.health import record_failure, record_success
 from llmserve.gateway.metering import USAGE_TAIL_BYTES, charged_usage, usage_from_tail
@@ -25,6 +27,7 @@ from llmserve.gateway.routing import (
     Candidate,
     Choice,
     Policy,
+    load_score,
     route,
 )
 from llmserve.gateway.usage import SseUsageTap, Usage, usage_from_body
@@ -151,9 +154,24 @@ class Proxy:
 
     def pick(self, route: ModelRoute, exclude: set[str], affinity_key: int | None = None) -> Backend | None:
         by_url = self.candidates(route, exclude)
-        choice = _route(self.settings, [c for _, c in by_url.values()], self.rng, affinity_key)
+        pool = [c for _, c in by_url.values()]
+        choice = _route(self.settings, pool, self.rng, affinity_key)
         if choice is None:
             return None
+        rented = {url for url, (backend, _) in by_url.items() if backend.source == BURST_SOURCE}
+        if choice.candidate.key in rented:
+            # Local replicas are preferred: a rented one takes the request only when every local replica
+            # is full or ejected, or it is clearly lighter (docs/burst.md, "Serving").
+            local = [c for c in pool if c.key not in rented]
+            local_choice = _route(self.settings, local, self.rng, affinity_key) if local else None
+            if (
+                local_choice is not None
+                and local_choice.candidate.has_room
+                and not local_choice.candidate.ejected
+                and load_score(local_choice.candidate)
+                <= load_score(choice.candidate) + BURST_PENALTY_REQUESTS
+            ):
+                choice = local_choice
         if choice.placed_on_full:
             outcome = "on_full"
         elif not choice.candidate.has_room:
@@ -273,8 +291,9 @@ class Proxy:
         url = backend.url.rstrip("/") + path
         try:
             upstream = await self.session.request(
-                forwarding.method, url, data=body, headers=headers, timeout=self.timeout
-            )
+                forwarding.method, url, data=body, headers=headers, timeout=self.timeout,
+                ssl=backend.tls if backend.tls is not None else True,
+            )  # fmt: skip
         except _CONNECT_TIMEOUT as err:
             self._eject(backend)
             raise _Retry("connect_timeout", describe_error(err)) from err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -20,6 +21,8 @@ class Backend:
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     source: str = "pod"  # pod | static | burst
     batch_slots: int | None = None  # the engine's --max-num-seqs when known (LLMServe args, static file)
+    # The TLS a rented instance must present (its pinned certificate or its provider's proxy); None: default.
+    tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:

@@ -65,7 +65,10 @@ class Scraper:
         timeout = aiohttp.ClientTimeout(total=max(0.5, self.interval_seconds))
         try:
             async with self.session.get(
-                backend.url.rstrip("/") + "/metrics", headers=dict(backend.headers), timeout=timeout
+                backend.url.rstrip("/") + "/metrics",
+                headers=dict(backend.headers),
+                timeout=timeout,
+                ssl=backend.tls if backend.tls is not None else True,
             ) as resp:
                 resp.raise_for_status()
                 load = parse_engine_metrics(await resp.text())

@@ -1,0 +1,155 @@
+"""What a rented engine is launched with, and the check that it serves, for one BurstPool.
+
+Before each create call the launcher mints the instance's secrets (burst.security.vllm_launch_spec: a
+per-instance API key; for engines that serve TLS themselves, a certificate) and writes them to the
+instance's Secret in the operator's namespace, so the gateway can reach any instance status records,
+including one adopted after a lost create response. The probe calls the instance's /health over that
+TLS (pinned certificate, or the provider's proxy) before the instance counts as serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from llmserve import kube
+from llmserve.api.burstpool import InstanceStatus
+from llmserve.burst.backends import (
+    API_KEY_FIELD,
+    PROVIDER_FIELD,
+    TLS_CERT_FIELD,
+    TLS_FINGERPRINT_FIELD,
+    InstanceAccess,
+    access_from_secret,
+)
+from llmserve.burst.engine import Probe
+from llmserve.burst.planner import Demand
+from llmserve.burst.provision import Launcher
+from llmserve.burst.security import EngineRequest, EngineSecrets, vllm_launch_spec
+from llmserve.burst.types import LaunchSpec
+from llmserve.controller.burst_store import FIELD_MANAGER, INSTANCE_LABEL, POOL_LABEL, secret_name
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_SECONDS = 3.0
+Obj = dict[str, Any]
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def instance_secret(
+    namespace: str, pool: Obj, record: InstanceStatus, provider: str, engine: EngineSecrets
+) -> Obj:
+    """The instance's Secret, owned by its pool (pure). The TLS private key is not kept: only the engine
+    needs it, and it travels there once, inside the launch spec."""
+    data = {API_KEY_FIELD: engine.api_key, "owner": record.owner, PROVIDER_FIELD: provider}
+    if engine.tls_cert_pem and engine.tls_fingerprint_sha256:
+        data[TLS_CERT_FIELD] = engine.tls_cert_pem
+        data[TLS_FINGERPRINT_FIELD] = engine.tls_fingerprint_sha256
+    meta = pool["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": secret_name(record.name),
+            "namespace": namespace,
+            "labels": {INSTANCE_LABEL: record.name, POOL_LABEL: meta["name"]},
+            "ownerReferences": [
+                {
+                    "apiVersion": pool.get("apiVersion", "llmserve.dev/v1alpha1"),
+                    "kind": "BurstPool",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                }
+            ],
+        },
+        "type": "Opaque",
+        "data": {k: _b64(v) for k, v in data.items()},
+    }
+
+
+def rented_launch(
+    provider: str, record: InstanceStatus, demand: Demand, base: LaunchSpec
+) -> tuple[LaunchSpec, EngineSecrets]:
+    """The vLLM launch spec of a rented engine (pure apart from minting secrets)."""
+    request = EngineRequest(
+        cluster_id=base.cluster_id,
+        owner=record.owner,
+        slot=record.slot,
+        image=base.image,
+        model=demand.model,
+        served_model_name=demand.served_model_name or demand.model,
+        gpu_type=base.gpu_type,
+        gpus=base.gpus,
+        max_usd_per_hour=base.max_usd_per_hour,
+        port=base.port,
+        extra_args=demand.extra_args,
+        env=dict(base.env),
+    )
+    spec, engine = vllm_launch_spec(provider, request, datetime.now(UTC))
+    if spec.name != base.name:  # the engine and the status must agree on the deterministic name
+        raise ValueError(f"launch spec name {spec.name} differs from the recorded {base.name}")
+    return replace(spec, disk_gb=max(spec.disk_gb, base.disk_gb)), engine
+
+
+def make_launcher(namespace: str, pool: Obj, provider: str, static_key: str = "") -> Launcher:
+    async def launch(record: InstanceStatus, demand: Demand, base: LaunchSpec) -> LaunchSpec:
+        if provider == "static":  # nothing is launched: the endpoint's own key reaches it
+            engine = EngineSecrets(api_key=static_key)
+            spec = base
+        else:
+            spec, engine = rented_launch(provider, record, demand, base)
+        manifest = instance_secret(namespace, pool, record, provider, engine)
+        await kube.retry(lambda: kube.apply(manifest, FIELD_MANAGER))
+        return spec
+
+    return launch
+
+
+async def read_access(namespace: str, instance: str) -> InstanceAccess | None:
+    secret = await kube.retry(lambda: kube.get("Secret", namespace, secret_name(instance)))
+    if secret is None:
+        return None
+    try:
+        return access_from_secret(secret)
+    except ValueError as err:
+        log.warning("event=burst_secret_invalid instance=%s reason=%r", instance, str(err))
+        return None
+
+
+def make_probe(namespace: str) -> Probe:
+    """Serving means: Running, an endpoint, and /health answering 200 over the expected TLS."""
+    cache: dict[str, InstanceAccess] = {}
+
+    async def probe(record: InstanceStatus) -> bool:
+        if record.phase != "Running" or not record.endpoint:
+            return False
+        access = cache.get(record.name) or await read_access(namespace, record.name)
+        if access is None:
+            return False
+        cache[record.name] = access
+        try:
+            async with httpx.AsyncClient(
+                verify=access.ssl_context, timeout=PROBE_TIMEOUT_SECONDS, trust_env=False
+            ) as http:
+                response = await http.get(
+                    record.endpoint.rstrip("/") + "/health",
+                    headers={"Authorization": f"Bearer {access.api_key}"},
+                )
+        except httpx.HTTPError as err:
+            log.info("event=burst_probe_failed instance=%s error=%s", record.name, type(err).__name__)
+            return False
+        if response.status_code == 200:
+            cache.pop(record.name, None)
+            return True
+        log.info("event=burst_probe_failed instance=%s status=%d", record.name, response.status_code)
+        return False
+
+    return probe
