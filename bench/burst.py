@@ -54,7 +54,7 @@ class BurstFleet(Fleet):
     ) -> None:
         args = argparse.Namespace(**{**vars(args), "gpus": local_gpus})
         super().__init__(args, llmserve_policy(args))
-        self.result = BurstResult(name)
+        self.result: BurstResult = BurstResult(name)
         self.burst_max, self.unschedulable_seconds = burst_max, unsched_s
         self.pending_since: list[float] = []  # one per Unschedulable local replica, oldest first
         self.rented: list[Rented] = []
@@ -89,7 +89,7 @@ class BurstFleet(Fleet):
         replica = self.router(candidates, request)
         if isinstance(replica, Rented) and replica.first_routed is None:
             replica.first_routed = now
-            self.result.ready_to_first_routed.append(now - replica.ready_at)  # type: ignore[attr-defined]
+            self.result.ready_to_first_routed.append(now - replica.ready_at)
         replica.engine.submit(request_id, request.prompt_tokens, request.output_tokens, now)
         self.start_step(now, replica)
         return True
@@ -150,7 +150,7 @@ class BurstFleet(Fleet):
             self.rented.append(replica)
             self.replicas.append(replica)
             self.push(ready_at, "ready")
-            self.result.unschedulable_to_create.append(now - since)  # type: ignore[attr-defined]
+            self.result.unschedulable_to_create.append(now - since)
         # Drain the surplus: not-ready first, then the newest; a drained replica finishes what it holds.
         surplus = sorted(active, key=lambda r: (r.ready_at <= now, r.created), reverse=False)[
             : max(0, len(active) - wanted)
@@ -159,15 +159,16 @@ class BurstFleet(Fleet):
             replica.removed = True
             if not replica.engine.has_work:
                 replica.stopped = now
-        self.result.peak_rented = max(self.result.peak_rented, self.active_rented())  # type: ignore[attr-defined]
+        self.result.peak_rented = max(self.result.peak_rented, self.active_rented())
 
     def push(self, when: float, kind: str, payload: object = None) -> None:
         if kind != "tick":  # the last real event ends the run, as in Fleet.run
             self.last_event = max(getattr(self, "last_event", 0.0), when)
         super().push(when, kind, payload)
 
-    def run(self, trace: list[Request], initial_replicas: int) -> Result:
-        result = super().run(trace, initial_replicas)
+    def run(self, trace: list[Request], initial_replicas: int) -> BurstResult:
+        super().run(trace, initial_replicas)
+        result = self.result
         end = self.last_event
         gpus = self.args.gpus_per_replica
         # Fleet.run counted every replica's GPU time up to its own end; count both kinds apart here.
@@ -176,7 +177,7 @@ class BurstFleet(Fleet):
             for r in self.replicas
             if not isinstance(r, Rented)
         )
-        result.rented_seconds = sum((min(r.stopped or end, end) - r.created) * gpus for r in self.rented)  # type: ignore[attr-defined]
+        result.rented_seconds = sum((min(r.stopped or end, end) - r.created) * gpus for r in self.rented)
         return result
 
 
@@ -199,12 +200,20 @@ def _spec(args: argparse.Namespace) -> LLMServeSpec:
     return spec_for(argparse.Namespace(**{**vars(args), "gpus": total_gpus}))
 
 
+def dollars(result: BurstResult, args: argparse.Namespace) -> tuple[float, float]:
+    """The run's bill in USD: (local GPUs at their amortized price, rented GPUs at the provider's)."""
+    return (
+        result.gpu_seconds / 3600 * args.local_usd_per_gpu_hour,
+        result.rented_seconds / 3600 * args.rented_usd_per_gpu_hour,
+    )
+
+
 def row(result: BurstResult, args: argparse.Namespace) -> list[str]:
     good = sum(1 for a, f in result.finished if meets_slo(a, f, args))
     ttfts = sorted(f.first_token_time - a for a, f in result.finished)
     p99 = ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))] if ttfts else float("nan")
     local_h, rented_h = result.gpu_seconds / 3600, result.rented_seconds / 3600
-    dollars = local_h * args.local_usd_per_gpu_hour + rented_h * args.rented_usd_per_gpu_hour
+    local_usd, rented_usd = dollars(result, args)
     u2c = result.unschedulable_to_create
     r2f = result.ready_to_first_routed
     return [
@@ -213,14 +222,14 @@ def row(result: BurstResult, args: argparse.Namespace) -> list[str]:
         f"{statistics.median(ttfts):.2f} / {p99:.2f}" if ttfts else "-",
         f"{local_h:.1f}",
         f"{rented_h:.1f}",
-        f"{dollars:,.0f}",
+        f"{local_usd + rented_usd:,.0f}",
         str(result.peak_rented),
         f"{statistics.median(u2c):.0f} / {max(u2c):.0f}" if u2c else "-",
         f"{statistics.median(r2f):.1f}" if r2f else "-",
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -262,7 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.gpus = args.local_gpus
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     trace = generate_trace(args.seed, args.duration_minutes * 60, args.peak_rps, args.max_model_len)
     print(
         f"trace: {len(trace)} requests over {trace[-1].arrival / 60:.1f} min (seed {args.seed}, peak {args.peak_rps} rps); "
@@ -287,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
               "Unschedulable -> create sent p50 / max (s)", "ready -> first request (s)"]  # fmt: skip
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for result in results:
-        print("| " + " | ".join(row(result, args)) + " |")  # type: ignore[arg-type]
+        print("| " + " | ".join(row(result, args)) + " |")
     return 0
 
 
