@@ -3,8 +3,9 @@
 Every replica is the simulator's own continuous-batching timing model (llmserve.sim.batching.Engine); the
 llmserve policy is the operator's own code (llmserve.autoscale.policy.decide). New replicas hold their GPUs
 through a cold start before serving; replicas that are removed stop taking requests, finish what they
-hold, then free their GPUs. A router sends each request to the least-loaded ready replica and holds
-requests while none is ready (as the gateway does). A clairvoyant oracle and the fluid lower bound
+hold, then free their GPUs. The gateway's own router (llmserve.gateway.routing, slot-aware least load;
+`--router ideal` for plain fewest-requests) sends each request to a ready replica, and requests are held
+while none is ready (as the gateway does). A clairvoyant oracle and the fluid lower bound
 (bench/autoscaling_oracle.py) are the yardsticks.
 
     python bench/autoscaling.py                                  # seeded bursty trace, every policy
@@ -27,7 +28,7 @@ from pathlib import Path
 # `from bench import autoscaling` (tests, bench/burst.py) find them.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from autoscaling_fleet import Fleet, Result
+from autoscaling_fleet import ROUTERS, Fleet, Result
 from autoscaling_oracle import Oracle, fluid_gpu_hours, jump_windows, need, unavoidable
 from autoscaling_policies import HpaLike, KedaLike, KubeAiLike, Llmserve, Static
 from autoscaling_traces import Request, generate_trace, load_azure_trace, suite, write_azure_trace
@@ -241,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--policies", default="llmserve,hpa,keda,kubeai,static", help="comma-separated subset"
     )
+    parser.add_argument(
+        "--router",
+        choices=ROUTERS,
+        default="gateway",
+        help="gateway: the product's router (llmserve.gateway.routing, slot-aware least load); "
+        "ideal: fewest requests running + waiting",
+    )
     args = parser.parse_args(argv)  # fmt: skip
 
     traces: dict[str, list[Request]]
@@ -273,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {len(next(iter(traces.values())))} requests to {args.write_trace}")
         return 0
     print(f"model {args.model} on {args.gpus_per_replica}x {args.gpu} per replica, max_num_seqs {args.max_num_seqs}, "
-          f"GPU cap {args.gpus}; SLO: TTFT <= {args.slo_ttft_seconds:g}s and mean ITL <= "
+          f"GPU cap {args.gpus}, router {args.router}; SLO: TTFT <= {args.slo_ttft_seconds:g}s and mean ITL <= "
           f"{1000 * args.slo_itl_seconds:g}ms per request")  # fmt: skip
     started = time.process_time()
     for label, trace in traces.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import heapq
+import random
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from autoscaling_traces import Request
 from llmserve.autoscale.histogram import Histogram
 from llmserve.autoscale.policy import ReplicaMetrics
 from llmserve.autoscale.window import EngineCounters
+from llmserve.gateway import routing as gateway_routing
 from llmserve.sim.batching import Engine, EngineConfig, FinishedRequest, StepResult
 from llmserve.sim.metrics import PER_TOKEN_BUCKETS, TTFT_BUCKETS
 from llmserve.sim.profiles import resolve_profile
@@ -115,12 +117,63 @@ Router = Callable[[list[Replica], Request], Replica]
 
 
 def least_loaded(candidates: list[Replica], request: Request) -> Replica:
-    """The router: the ready replica with the fewest requests running + waiting (as the gateway picks)."""
+    """The ideal router (`--router ideal`): the ready replica with the fewest requests running + waiting,
+    first in list order on a tie."""
     return min(candidates, key=lambda r: r.load)
 
 
+class GatewayRouter:
+    """The gateway's own router (`--router gateway`, the default): `llmserve.gateway.routing.route` with
+    slot-aware least load, over the fleet's ready replicas as the gateway would see them.
+
+    The simulated gateway is every replica's only client and sees each engine's gauges fresh, so its
+    in-flight count is the engine's running + waiting (a real gateway reads the gauges from a scrape).
+    """
+
+    def __init__(
+        self,
+        batch_slots: int,
+        seed: int = 0,
+        policy: gateway_routing.Policy = gateway_routing.Policy.LEAST_LOAD,
+    ) -> None:
+        self.batch_slots, self.policy = batch_slots, policy
+        self.rng = random.Random(seed)  # the gateway breaks exact ties at random; seeded, runs repeat
+
+    def __call__(self, candidates: list[Replica], request: Request) -> Replica:
+        seen = [
+            gateway_routing.Candidate(
+                str(index),
+                outstanding=r.load,
+                scraped_running=r.engine.num_running,
+                scraped_waiting=r.engine.num_waiting,
+                kv_usage_fraction=r.engine.kv_usage_fraction,
+                capacity=self.batch_slots,
+            )
+            for index, r in enumerate(candidates)
+        ]
+        choice = gateway_routing.route(self.policy, seen, self.rng)
+        if choice is None:  # route() only returns None for no candidates; dispatch never asks then
+            raise ValueError("the gateway router was asked to choose among no replicas")
+        return candidates[int(choice.candidate.key)]
+
+
+ROUTERS = ("gateway", "ideal")
+
+
+def make_router(name: str, args: argparse.Namespace) -> Router:
+    """`--router`: "gateway" (the product's router, the default) or "ideal" (plain fewest requests)."""
+    if name == "gateway":
+        return GatewayRouter(args.max_num_seqs, seed=getattr(args, "seed", 0))
+    if name == "ideal":
+        return least_loaded
+    raise ValueError(f"--router must be one of {', '.join(ROUTERS)}, not {name!r}")
+
+
 class Fleet:
-    def __init__(self, args: argparse.Namespace, policy: Policy, router: Router = least_loaded) -> None:
+    def __init__(self, args: argparse.Namespace, policy: Policy, router: Router | None = None) -> None:
+        # Without an explicit router, args.router picks one (the gateway's when the flag is absent).
+        if router is None:
+            router = make_router(getattr(args, "router", "gateway"), args)
         self.args, self.policy, self.router = args, policy, router
         self.reads_counters = bool(getattr(policy, "reads_counters", False))
         self.profile = resolve_profile(args.gpu, args.model, tensor_parallel_size=args.gpus_per_replica)

@@ -1,11 +1,12 @@
 """Fleet simulation with a local GPU cap and rented capacity: local-only vs local + burst vs all-rented.
 
-The fleet of bench/autoscaling.py (batching-model replicas, the operator's own autoscaling policy, a
-least-load router that holds requests while nothing is ready), plus the burst controller's rule: local
-replicas that stay Unschedulable for `--unschedulable-seconds` are rented (up to `--burst-max`), become
-ready after the provider's provisioning time plus the engine's cold start, and are drained first when
-the pending replica they stand in for goes away (the ReplicaSet deletes unassigned pods first) or gets
-a GPU. The router prefers a local replica over a rented one at equal load.
+The fleet of bench/autoscaling_fleet.py (batching-model replicas; the operator's default policy with its
+SLO demand model, built as bench/autoscaling.py builds "llmserve"; the gateway's own router, which holds
+requests while nothing is ready), plus the burst controller's rule: local replicas that stay
+Unschedulable for `--unschedulable-seconds` are rented (up to `--burst-max`), become ready after the
+provider's provisioning time plus the engine's cold start, and are drained first when the pending
+replica they stand in for goes away (the ReplicaSet deletes unassigned pods first) or gets a GPU. The
+router treats local and rented replicas alike, as the gateway does (`--router ideal`: fewest requests).
 
     python bench/burst.py                       # seeded bursty trace, the three modes
     python bench/burst.py --local-gpus 16 --burst-max 8 --provisioning-seconds 300
@@ -22,20 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from autoscaling import (
-    Engine,
-    Fleet,
-    Llmserve,
-    Replica,
-    ReplicaMetrics,
-    Request,
-    Result,
-    View,
-    generate_trace,
-    meets_slo,
-    policy_config,
-)
-from llmserve.api.llmserve import LLMServeSpec
+from autoscaling import demand_model, meets_slo, spec_for
+from autoscaling_fleet import ROUTERS, CounterBook, Fleet, Replica, Result, View
+from autoscaling_policies import Llmserve
+from autoscaling_traces import Request, generate_trace
+from llmserve.api.llmserve import AutoscalingSpec, LLMServeSpec
+from llmserve.autoscale.policy import ReplicaMetrics
+from llmserve.controller.autoscaling import policy_config
+from llmserve.sim.batching import Engine
 
 BURST_TICK_SECONDS = 10.0  # the burst controller's interval (LLMSERVE_BURST_INTERVAL_SECONDS)
 
@@ -58,8 +53,8 @@ class BurstFleet(Fleet):
         self, args: argparse.Namespace, name: str, local_gpus: int, burst_max: int, unsched_s: float
     ) -> None:
         args = argparse.Namespace(**{**vars(args), "gpus": local_gpus})
-        super().__init__(args, Llmserve(policy_config(_spec(args)), 5.0))
-        self.result = BurstResult(name)
+        super().__init__(args, llmserve_policy(args))
+        self.result: BurstResult = BurstResult(name)
         self.burst_max, self.unschedulable_seconds = burst_max, unsched_s
         self.pending_since: list[float] = []  # one per Unschedulable local replica, oldest first
         self.rented: list[Rented] = []
@@ -91,19 +86,17 @@ class BurstFleet(Fleet):
         candidates = self.ready(now)
         if not candidates:
             return False
-        replica = min(candidates, key=lambda r: (r.load, isinstance(r, Rented)))
+        replica = self.router(candidates, request)
         if isinstance(replica, Rented) and replica.first_routed is None:
             replica.first_routed = now
-            self.result.ready_to_first_routed.append(now - replica.ready_at)  # type: ignore[attr-defined]
+            self.result.ready_to_first_routed.append(now - replica.ready_at)
         replica.engine.submit(request_id, request.prompt_tokens, request.output_tokens, now)
         self.start_step(now, replica)
         return True
 
     def tick(self, now: float) -> None:
         live = self.live()
-        serving = [
-            r for r in self.replicas if not r.removed and r.ready_at <= now
-        ]  # rented ones are capacity
+        serving = self.ready(now)  # rented replicas are capacity: the operator scrapes them too
         view = View(
             now=now,
             current=len(live) + self.unscheduled,
@@ -115,7 +108,14 @@ class BurstFleet(Fleet):
                 for r in serving
             ],
             held_at_router=len(self.held),
+            counters={
+                r.name: (r.book.snapshot(), float(r.load), float(r.engine.num_running))
+                for r in serving
+                if r.book is not None
+            },
         )
+        if self.unscheduled:
+            self.result.capped_seconds += self.policy.interval_seconds
         desired = max(0, min(self.max_replicas * 2 + self.burst_max, self.policy.desired(view)))
         if desired != view.current:
             self.result.rescales += 1
@@ -140,11 +140,17 @@ class BurstFleet(Fleet):
             ready_at = (
                 now if now == 0 else now + self.args.provisioning_seconds + self.args.cold_start_seconds
             )
-            replica = Rented(Engine(self.profile, self.engine_config), now, ready_at)
+            replica = Rented(
+                Engine(self.profile, self.engine_config),
+                now,
+                ready_at,
+                name=f"rented-{len(self.rented)}",
+                book=CounterBook() if self.reads_counters else None,
+            )
             self.rented.append(replica)
             self.replicas.append(replica)
             self.push(ready_at, "ready")
-            self.result.unschedulable_to_create.append(now - since)  # type: ignore[attr-defined]
+            self.result.unschedulable_to_create.append(now - since)
         # Drain the surplus: not-ready first, then the newest; a drained replica finishes what it holds.
         surplus = sorted(active, key=lambda r: (r.ready_at <= now, r.created), reverse=False)[
             : max(0, len(active) - wanted)
@@ -153,15 +159,16 @@ class BurstFleet(Fleet):
             replica.removed = True
             if not replica.engine.has_work:
                 replica.stopped = now
-        self.result.peak_rented = max(self.result.peak_rented, self.active_rented())  # type: ignore[attr-defined]
+        self.result.peak_rented = max(self.result.peak_rented, self.active_rented())
 
     def push(self, when: float, kind: str, payload: object = None) -> None:
         if kind != "tick":  # the last real event ends the run, as in Fleet.run
             self.last_event = max(getattr(self, "last_event", 0.0), when)
         super().push(when, kind, payload)
 
-    def run(self, trace: list[Request], initial_replicas: int) -> Result:
-        result = super().run(trace, initial_replicas)
+    def run(self, trace: list[Request], initial_replicas: int) -> BurstResult:
+        super().run(trace, initial_replicas)
+        result = self.result
         end = self.last_event
         gpus = self.args.gpus_per_replica
         # Fleet.run counted every replica's GPU time up to its own end; count both kinds apart here.
@@ -170,18 +177,35 @@ class BurstFleet(Fleet):
             for r in self.replicas
             if not isinstance(r, Rented)
         )
-        result.rented_seconds = sum((min(r.stopped or end, end) - r.created) * gpus for r in self.rented)  # type: ignore[attr-defined]
+        result.rented_seconds = sum((min(r.stopped or end, end) - r.created) * gpus for r in self.rented)
         return result
 
 
+def llmserve_policy(args: argparse.Namespace) -> Llmserve:
+    """The operator's default policy for this LLMServe, built exactly as bench/autoscaling.py builds
+    "llmserve" (spec -> policy config, the SLO demand model, the cold start as startup time), except
+    that maxReplicas is the LLMServe's own `--max-total-replicas` rather than the local GPU cap."""
+    spec = _spec(args)
+    return Llmserve(
+        policy_config(spec),
+        spec.autoscaling.interval_seconds,
+        demand_model(args),
+        args.cold_start_seconds,
+    )
+
+
 def _spec(args: argparse.Namespace) -> LLMServeSpec:
-    return LLMServeSpec.model_validate({
-        "model": {"name": args.model},
-        "engine": {"kind": "simulator", "args": [f"--max-num-seqs={args.max_num_seqs}"]},
-        "minReplicas": 1,
-        "maxReplicas": args.max_total_replicas,
-        "autoscaling": {"scaleDownDelaySeconds": args.scale_down_delay_seconds},
-    })  # fmt: skip
+    # spec_for sizes maxReplicas from args.gpus; here the LLMServe's cap is --max-total-replicas.
+    total_gpus = args.max_total_replicas * args.gpus_per_replica
+    return spec_for(argparse.Namespace(**{**vars(args), "gpus": total_gpus}))
+
+
+def dollars(result: BurstResult, args: argparse.Namespace) -> tuple[float, float]:
+    """The run's bill in USD: (local GPUs at their amortized price, rented GPUs at the provider's)."""
+    return (
+        result.gpu_seconds / 3600 * args.local_usd_per_gpu_hour,
+        result.rented_seconds / 3600 * args.rented_usd_per_gpu_hour,
+    )
 
 
 def row(result: BurstResult, args: argparse.Namespace) -> list[str]:
@@ -189,7 +213,7 @@ def row(result: BurstResult, args: argparse.Namespace) -> list[str]:
     ttfts = sorted(f.first_token_time - a for a, f in result.finished)
     p99 = ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))] if ttfts else float("nan")
     local_h, rented_h = result.gpu_seconds / 3600, result.rented_seconds / 3600
-    dollars = local_h * args.local_usd_per_gpu_hour + rented_h * args.rented_usd_per_gpu_hour
+    local_usd, rented_usd = dollars(result, args)
     u2c = result.unschedulable_to_create
     r2f = result.ready_to_first_routed
     return [
@@ -198,14 +222,14 @@ def row(result: BurstResult, args: argparse.Namespace) -> list[str]:
         f"{statistics.median(ttfts):.2f} / {p99:.2f}" if ttfts else "-",
         f"{local_h:.1f}",
         f"{rented_h:.1f}",
-        f"{dollars:,.0f}",
+        f"{local_usd + rented_usd:,.0f}",
         str(result.peak_rented),
         f"{statistics.median(u2c):.0f} / {max(u2c):.0f}" if u2c else "-",
         f"{statistics.median(r2f):.1f}" if r2f else "-",
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -233,10 +257,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rented-usd-per-gpu-hour", type=float, default=2.69)
     parser.add_argument("--slo-ttft-seconds", type=float, default=1.0)
     parser.add_argument("--slo-itl-seconds", type=float, default=0.05)
-    parser.add_argument("--scale-down-delay-seconds", type=int, default=300)
+    parser.add_argument(
+        "--scale-down-delay-seconds", type=int, default=AutoscalingSpec().scale_down_delay_seconds
+    )
+    parser.add_argument(
+        "--batch-slots-target", type=float, default=AutoscalingSpec().effective_batch_slots_target
+    )
+    parser.add_argument(
+        "--router",
+        choices=ROUTERS,
+        default="gateway",
+        help="gateway: the product's router (the default); ideal: fewest requests",
+    )
     args = parser.parse_args(argv)
     args.gpus = args.local_gpus
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     trace = generate_trace(args.seed, args.duration_minutes * 60, args.peak_rps, args.max_model_len)
     print(
         f"trace: {len(trace)} requests over {trace[-1].arrival / 60:.1f} min (seed {args.seed}, peak {args.peak_rps} rps); "
@@ -244,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({args.local_gpus // args.gpus_per_replica} replicas); burst.maxReplicas {args.burst_max}; rented ready after "
         f"{args.provisioning_seconds:g}s provisioning + {args.cold_start_seconds:g}s cold start; renting after "
         f"{args.unschedulable_seconds:g}s Unschedulable; USD/GPU-h local {args.local_usd_per_gpu_hour} (amortized), "
-        f"rented {args.rented_usd_per_gpu_hour}; SLO TTFT <= {args.slo_ttft_seconds:g}s, ITL <= {1000 * args.slo_itl_seconds:g}ms"
+        f"rented {args.rented_usd_per_gpu_hour}; router {args.router}; SLO TTFT <= {args.slo_ttft_seconds:g}s, ITL <= {1000 * args.slo_itl_seconds:g}ms"
     )
     all_rented_max = args.max_total_replicas
     modes = [
@@ -261,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
               "Unschedulable -> create sent p50 / max (s)", "ready -> first request (s)"]  # fmt: skip
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for result in results:
-        print("| " + " | ".join(row(result, args)) + " |")  # type: ignore[arg-type]
+        print("| " + " | ".join(row(result, args)) + " |")
     return 0
 
 
