@@ -10,7 +10,7 @@ from openai import OpenAI
 
 from llmserve.cost.prices import EXAMPLE_USD_PER_GPU_HOUR
 from tests.support.cluster import ClusterHandle, OperatorProcess, wait_for
-from tests.support.manifests import llmserve, wait_ready
+from tests.support.manifests import engine_key_headers, llmserve, wait_ready
 
 pytestmark = pytest.mark.cluster
 
@@ -27,7 +27,11 @@ def test_cost_per_model_shows_in_status_metrics_and_kubectl(
     cluster.apply(llmserve("priced", minReplicas=1, maxReplicas=1), namespace)
     obj = wait_ready(cluster, namespace, "priced", 1)
     pods = cluster.list("pods", namespace, obj["status"]["selector"])
-    client = OpenAI(base_url=f"http://{pods[0]['status']['podIP']}:8000/v1", api_key="unused", max_retries=0)
+    # straight to the engine, with its LLMServe's engine key (docs/security.md)
+    engine_key = engine_key_headers(cluster, namespace, "priced")["Authorization"].removeprefix("Bearer ")
+    client = OpenAI(
+        base_url=f"http://{pods[0]['status']['podIP']}:8000/v1", api_key=engine_key, max_retries=0
+    )
     served = 0
     for _ in range(5):
         reply = client.completions.create(model="llama-8b", prompt="the cost of serving", max_tokens=40)

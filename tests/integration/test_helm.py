@@ -148,7 +148,7 @@ def test_operator_serves_a_model_with_only_the_charts_rbac(
         operator_process.stop()  # only one operator may own the objects at a time
         # POD_NAMESPACE and the Lease name as the chart's Deployment sets them (leader election's Role).
         env = {**cluster.env, "KUBECONFIG": str(kubeconfig), "LLMSERVE_LIVENESS_ADDR": "127.0.0.1",
-               "LLMSERVE_METRICS_ADDR": "127.0.0.1", "POD_NAMESPACE": release_ns,
+               "LLMSERVE_METRICS_ADDR": "127.0.0.1", "POD_NAMESPACE": release_ns, "LLMSERVE_OPERATOR_NAMESPACE": release_ns,
                "LLMSERVE_ENGINE_KEY_SECRET": f"{release_ns}/rbac-llmserve-engine-key-master",
                "LLMSERVE_LEASE_NAME": "rbac-llmserve-operator", **TEST_LEASE_ENV}  # fmt: skip
         log_path = tmp_path / "operator.log"

@@ -58,8 +58,8 @@ def test_default_install_runs_the_image_the_same_release_publishes(helm: str, fa
         for d in deployments
     }
     assert images == {
-        "llmserve-llmserve-operator": [facts.image],
-        "llmserve-llmserve-gateway": [facts.image],
+        "llmserve-operator": [facts.image],
+        "llmserve-gateway": [facts.image],
     }
     # The README and the CI kind job reach the gateway by this Service name.
     services = [d["metadata"]["name"] for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Service"]
