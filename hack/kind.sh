@@ -50,7 +50,7 @@ api_key=$(kubectl -n "$namespace" get secret quickstart-api-key -o jsonpath='{.d
 kubectl apply -n default -f examples/llama-8b-simulated.yaml
 kubectl wait -n default llmserve/llama-8b --for=condition=Ready --timeout=5m
 
-gateway="svc/$release-llmserve-gateway"
+gateway="svc/$release-gateway"  # the chart names objects <release>-* when the release name says llmserve
 cat <<EOF
 
 llmserve $version is running on kind-$cluster with a simulated llama-8b. Call it through the gateway:

@@ -63,6 +63,6 @@ def test_default_install_runs_the_image_the_same_release_publishes(helm: str, fa
     }
     # The README and the CI kind job reach the gateway by this Service name.
     services = [d["metadata"]["name"] for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Service"]
-    assert "llmserve-llmserve-gateway" in services
+    assert "llmserve-gateway" in services
     for path in (REPO / "README.md", REPO / ".github/workflows/ci.yml"):
-        assert "svc/llmserve-llmserve-gateway 8080:80" in path.read_text(), path
+        assert "svc/llmserve-gateway 8080:80" in path.read_text(), path
