@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,17 @@ def llmserve(autoscaling: dict[str, Any], **spec: Any) -> dict[str, Any]:
         "intervalSeconds": INTERVAL_SECONDS,
         "queueDepthTarget": QUEUE_TARGET,
         "scaleUpMaxStep": 4,
+        # The queue is the signal under test: a full batch at 100% of its slots is on target, so the
+        # batch-slot signal (default target kvCacheTarget, 80%) does not scale up before a queue forms.
+        "batchSlotsTarget": 1,
         **autoscaling,
     }
     manifest["spec"].update({"minReplicas": 1, "maxReplicas": 3, **spec})
     return manifest
+
+
+def epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 def spec_replicas(cluster: ClusterHandle, namespace: str) -> int | None:
@@ -58,12 +66,10 @@ def queue_depth(ip: str) -> float:
 
 
 def replicas_after_load(
-    cluster: ClusterHandle, namespace: str, seconds: float, operator: OperatorProcess | None = None
+    cluster: ClusterHandle, namespace: str, seconds: float
 ) -> list[tuple[float, int | None]]:
-    """spec.replicas sampled for `seconds` after the load stopped (restarting the operator first if given)."""
+    """spec.replicas sampled for `seconds` after the load stopped."""
     start = time.monotonic()
-    if operator is not None:
-        operator.restart()
     samples = []
     while time.monotonic() - start < seconds:
         samples.append((time.monotonic() - start, spec_replicas(cluster, namespace)))
@@ -86,7 +92,8 @@ def test_replicas_rise_within_two_intervals_of_the_queue_passing_its_target(
 ) -> None:
     cluster.apply(llmserve({"scaleDownDelaySeconds": 5}), namespace)
     wait_ready_replicas(cluster, namespace, 1)
-    with LoadGenerator(cluster, namespace, concurrency=12) as load:
+    # 16 in flight on one replica: (2 running + 14 waiting) / (2 slots + target 4) asks for 3 replicas.
+    with LoadGenerator(cluster, namespace, concurrency=16) as load:
         queue_passed, scaled = ramp_up(cluster, namespace, load)
         # Two intervals, plus the test's own polling granularity (one kubectl call).
         assert scaled - queue_passed <= 2 * INTERVAL_SECONDS + 0.5
@@ -170,10 +177,18 @@ def test_an_operator_restart_inside_the_window_does_not_scale_down_early(
     state = obj["status"]["autoscaling"]  # written by the autoscaler alone; what the restarted one reads back
     assert max(r["replicas"] for r in state["recommendations"]) == 3, state
 
-    samples = replicas_after_load(cluster, namespace, delay + 4 * INTERVAL_SECONDS, operator=operator_process)
-    early = [n for t, n in samples if t < delay - INTERVAL_SECONDS - 0.5]
-    assert early and all(n == 3 for n in early), samples
-    assert samples[-1][1] == 1, samples
+    held_since = max(epoch(r["time"]) for r in state["recommendations"] if r["replicas"] == 3)
+
+    # Judged on what the autoscaler recorded, not on the test's clock (issue 11): a restarted operator that
+    # forgot the window would scale down at its first decision, seconds after the last recommendation of 3.
+    operator_process.restart()
+    obj = wait_for(
+        lambda: (o := cluster.get("llmserve", "llama", namespace)) and o["spec"].get("replicas") == 1 and o,
+        timeout=delay + 30,
+        message="scaled down to minReplicas 1 after the window",
+    )  # fmt: skip
+    scaled_down = epoch(obj["status"]["autoscaling"]["lastScaleTime"])
+    assert scaled_down >= held_since + delay, obj["status"]["autoscaling"]
 
 
 def test_with_autoscaling_disabled_kubectl_scale_alone_decides(
