@@ -28,7 +28,8 @@ QUEUE_TARGET = 4
 def llmserve(autoscaling: dict[str, Any], **spec: Any) -> dict[str, Any]:
     manifest = copy.deepcopy(EXAMPLE)
     manifest["metadata"] = {"name": "llama"}
-    manifest["spec"]["engine"]["args"] = ["--max-num-seqs=2"]
+    # The load repeats one long prompt to make each request a long prefill; prefix caching would skip it.
+    manifest["spec"]["engine"]["args"] = ["--max-num-seqs=2", "--no-enable-prefix-caching"]
     manifest["spec"]["autoscaling"] = {
         "intervalSeconds": INTERVAL_SECONDS,
         "queueDepthTarget": QUEUE_TARGET,
@@ -77,14 +78,28 @@ def replicas_after_load(
     return samples
 
 
-def ramp_up(cluster: ClusterHandle, namespace: str, load: LoadGenerator) -> tuple[float, float]:
-    """Waits for the queue to pass its target and then for the autoscaler to add replicas; returns both times."""
+def load_ratio(scaling: dict[str, Any]) -> float:
+    """The queue signal as the policy weighs it with 2 batch slots: (running + waiting) / (slots + target)."""
+    running = scaling.get("requestsRunningPerReplica") or 0.0
+    return (running + (scaling.get("queueDepthPerReplica") or 0.0)) / (2 + QUEUE_TARGET)
+
+
+def ramp_up(cluster: ClusterHandle, namespace: str) -> list[dict[str, Any]]:
+    """Waits for the queue to pass its target and then for the autoscaler to add replicas; returns the
+    status.autoscaling the autoscaler recorded before and at the scale-up."""
     ip = ready_pod_ips(cluster, namespace)[0]
     wait_for(lambda: queue_depth(ip) > QUEUE_TARGET, timeout=30, interval=0.1, message="queue above target")
-    queue_passed = time.monotonic()
-    wait_for(lambda: (spec_replicas(cluster, namespace) or 1) > 1, timeout=15, interval=0.1,
-             message="autoscaler adds replicas")  # fmt: skip
-    return queue_passed, time.monotonic()
+    recorded: list[dict[str, Any]] = []
+
+    def scaled_up() -> bool:
+        obj = cluster.get("llmserve", "llama", namespace) or {}
+        scaling = (obj.get("status") or {}).get("autoscaling") or {}
+        if scaling and scaling not in recorded:
+            recorded.append(scaling)
+        return (obj.get("spec", {}).get("replicas") or 1) > 1
+
+    wait_for(scaled_up, timeout=15, interval=0.1, message="autoscaler adds replicas")
+    return recorded
 
 
 def test_replicas_rise_within_two_intervals_of_the_queue_passing_its_target(
@@ -94,9 +109,11 @@ def test_replicas_rise_within_two_intervals_of_the_queue_passing_its_target(
     wait_ready_replicas(cluster, namespace, 1)
     # 16 in flight on one replica: (2 running + 14 waiting) / (2 slots + target 4) asks for 3 replicas.
     with LoadGenerator(cluster, namespace, concurrency=16) as load:
-        queue_passed, scaled = ramp_up(cluster, namespace, load)
-        # Two intervals, plus the test's own polling granularity (one kubectl call).
-        assert scaled - queue_passed <= 2 * INTERVAL_SECONDS + 0.5
+        recorded = ramp_up(cluster, namespace)
+        # Judged on the decisions the autoscaler recorded, not on the test's clock (issue 11): none saw
+        # the load clearly above target (beyond the 10% tolerance) and held one replica.
+        held = [r for r in recorded if r.get("desiredReplicas") == 1 and load_ratio(r) > 1.2]
+        assert not held, recorded
         wait_ready_replicas(cluster, namespace, 3)
         obj = wait_for(
             lambda: (o := cluster.get("llmserve", "llama", namespace)) and o["status"]["autoscaling"].get("scrapedReplicas") == 3 and o,
