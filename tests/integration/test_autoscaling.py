@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,23 @@ QUEUE_TARGET = 4
 def llmserve(autoscaling: dict[str, Any], **spec: Any) -> dict[str, Any]:
     manifest = copy.deepcopy(EXAMPLE)
     manifest["metadata"] = {"name": "llama"}
-    manifest["spec"]["engine"]["args"] = ["--max-num-seqs=2"]
+    # The load repeats one long prompt to make each request a long prefill; prefix caching would skip it.
+    manifest["spec"]["engine"]["args"] = ["--max-num-seqs=2", "--no-enable-prefix-caching"]
     manifest["spec"]["autoscaling"] = {
         "intervalSeconds": INTERVAL_SECONDS,
         "queueDepthTarget": QUEUE_TARGET,
         "scaleUpMaxStep": 4,
+        # The queue is the signal under test: a full batch at 100% of its slots is on target, so the
+        # batch-slot signal (default target kvCacheTarget, 80%) does not scale up before a queue forms.
+        "batchSlotsTarget": 1,
         **autoscaling,
     }
     manifest["spec"].update({"minReplicas": 1, "maxReplicas": 3, **spec})
     return manifest
+
+
+def epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 def spec_replicas(cluster: ClusterHandle, namespace: str) -> int | None:
@@ -58,12 +67,10 @@ def queue_depth(ip: str) -> float:
 
 
 def replicas_after_load(
-    cluster: ClusterHandle, namespace: str, seconds: float, operator: OperatorProcess | None = None
+    cluster: ClusterHandle, namespace: str, seconds: float
 ) -> list[tuple[float, int | None]]:
-    """spec.replicas sampled for `seconds` after the load stopped (restarting the operator first if given)."""
+    """spec.replicas sampled for `seconds` after the load stopped."""
     start = time.monotonic()
-    if operator is not None:
-        operator.restart()
     samples = []
     while time.monotonic() - start < seconds:
         samples.append((time.monotonic() - start, spec_replicas(cluster, namespace)))
@@ -71,14 +78,56 @@ def replicas_after_load(
     return samples
 
 
-def ramp_up(cluster: ClusterHandle, namespace: str, load: LoadGenerator) -> tuple[float, float]:
-    """Waits for the queue to pass its target and then for the autoscaler to add replicas; returns both times."""
+def last_recommended(cluster: ClusterHandle, namespace: str, replicas: int) -> float:
+    """When the autoscaler last recommended `replicas`, as recorded in its scale-down window."""
+    obj = cluster.get("llmserve", "llama", namespace)
+    assert obj is not None
+    window = obj["status"]["autoscaling"]["recommendations"]
+    assert max(r["replicas"] for r in window) == replicas, window
+    return max(epoch(r["time"]) for r in window if r["replicas"] == replicas)
+
+
+def wait_scaled_down(cluster: ClusterHandle, namespace: str, replicas: int, timeout: float) -> dict[str, Any]:
+    """status.autoscaling once spec.replicas is down to `replicas` and the decision that did it is recorded
+    (the autoscaler writes /scale first, then its status)."""
+
+    def done(o: dict[str, Any] | None) -> bool:
+        scaling = ((o or {}).get("status") or {}).get("autoscaling") or {}
+        return (o or {}).get("spec", {}).get("replicas") == replicas and scaling.get(
+            "desiredReplicas"
+        ) == replicas
+
+    obj = wait_for(
+        lambda: (o := cluster.get("llmserve", "llama", namespace)) and done(o) and o,
+        timeout=timeout,
+        message=f"scaled down to {replicas}",
+    )  # fmt: skip
+    scaling: dict[str, Any] = obj["status"]["autoscaling"]
+    return scaling
+
+
+def load_ratio(scaling: dict[str, Any]) -> float:
+    """The queue signal as the policy weighs it with 2 batch slots: (running + waiting) / (slots + target)."""
+    running = scaling.get("requestsRunningPerReplica") or 0.0
+    return (running + (scaling.get("queueDepthPerReplica") or 0.0)) / (2 + QUEUE_TARGET)
+
+
+def ramp_up(cluster: ClusterHandle, namespace: str) -> list[dict[str, Any]]:
+    """Waits for the queue to pass its target and then for the autoscaler to add replicas; returns the
+    status.autoscaling the autoscaler recorded before and at the scale-up."""
     ip = ready_pod_ips(cluster, namespace)[0]
     wait_for(lambda: queue_depth(ip) > QUEUE_TARGET, timeout=30, interval=0.1, message="queue above target")
-    queue_passed = time.monotonic()
-    wait_for(lambda: (spec_replicas(cluster, namespace) or 1) > 1, timeout=15, interval=0.1,
-             message="autoscaler adds replicas")  # fmt: skip
-    return queue_passed, time.monotonic()
+    recorded: list[dict[str, Any]] = []
+
+    def scaled_up() -> bool:
+        obj = cluster.get("llmserve", "llama", namespace) or {}
+        scaling = (obj.get("status") or {}).get("autoscaling") or {}
+        if scaling and scaling not in recorded:
+            recorded.append(scaling)
+        return (obj.get("spec", {}).get("replicas") or 1) > 1
+
+    wait_for(scaled_up, timeout=15, interval=0.1, message="autoscaler adds replicas")
+    return recorded
 
 
 def test_replicas_rise_within_two_intervals_of_the_queue_passing_its_target(
@@ -86,10 +135,13 @@ def test_replicas_rise_within_two_intervals_of_the_queue_passing_its_target(
 ) -> None:
     cluster.apply(llmserve({"scaleDownDelaySeconds": 5}), namespace)
     wait_ready_replicas(cluster, namespace, 1)
-    with LoadGenerator(cluster, namespace, concurrency=12) as load:
-        queue_passed, scaled = ramp_up(cluster, namespace, load)
-        # Two intervals, plus the test's own polling granularity (one kubectl call).
-        assert scaled - queue_passed <= 2 * INTERVAL_SECONDS + 0.5
+    # 16 in flight on one replica: (2 running + 14 waiting) / (2 slots + target 4) asks for 3 replicas.
+    with LoadGenerator(cluster, namespace, concurrency=16) as load:
+        recorded = ramp_up(cluster, namespace)
+        # Judged on the decisions the autoscaler recorded, not on the test's clock (issue 11): none saw
+        # the load clearly above target (beyond the 10% tolerance) and held one replica.
+        held = [r for r in recorded if r.get("desiredReplicas") == 1 and load_ratio(r) > 1.2]
+        assert not held, recorded
         wait_ready_replicas(cluster, namespace, 3)
         obj = wait_for(
             lambda: (o := cluster.get("llmserve", "llama", namespace)) and o["status"]["autoscaling"].get("scrapedReplicas") == 3 and o,
@@ -124,11 +176,12 @@ def test_replicas_fall_only_after_the_scale_down_delay_and_never_below_min(
         wait_for(lambda: spec_replicas(cluster, namespace) == 3, timeout=30, message="scaled to max 3")
         time.sleep(INTERVAL_SECONDS)  # let one more decision record the high recommendation
         load.stop()
-    samples = replicas_after_load(cluster, namespace, delay + 4 * INTERVAL_SECONDS)
-    early = [n for t, n in samples if t < delay - INTERVAL_SECONDS - 0.5]
-    assert early and all(n == 3 for n in early), samples
-    assert samples[-1][1] == 2, samples  # minReplicas
-    assert all(n is not None and n >= 2 for _, n in samples), samples
+    held_since = last_recommended(cluster, namespace, 3)
+    # On recorded facts (issue 11): the scale-down came a full delay after the last recommendation of 3.
+    scaling = wait_scaled_down(cluster, namespace, 2, timeout=delay + 30)
+    assert epoch(scaling["lastScaleTime"]) >= held_since + delay, scaling
+    samples = replicas_after_load(cluster, namespace, 3 * INTERVAL_SECONDS)
+    assert all(n == 2 for _, n in samples), samples  # never below minReplicas
 
 
 def test_an_idle_model_with_min_zero_scales_to_zero_and_a_wake_gets_a_full_idle_period(
@@ -165,15 +218,14 @@ def test_an_operator_restart_inside_the_window_does_not_scale_down_early(
         wait_for(lambda: spec_replicas(cluster, namespace) == 3, timeout=30, message="scaled to 3")
         time.sleep(INTERVAL_SECONDS)
         load.stop()
-    obj = cluster.get("llmserve", "llama", namespace)
-    assert obj is not None
-    state = obj["status"]["autoscaling"]  # written by the autoscaler alone; what the restarted one reads back
-    assert max(r["replicas"] for r in state["recommendations"]) == 3, state
+    # status.autoscaling is written by the autoscaler alone; it is what the restarted one reads back
+    held_since = last_recommended(cluster, namespace, 3)
 
-    samples = replicas_after_load(cluster, namespace, delay + 4 * INTERVAL_SECONDS, operator=operator_process)
-    early = [n for t, n in samples if t < delay - INTERVAL_SECONDS - 0.5]
-    assert early and all(n == 3 for n in early), samples
-    assert samples[-1][1] == 1, samples
+    # Judged on what the autoscaler recorded, not on the test's clock (issue 11): a restarted operator that
+    # forgot the window would scale down at its first decision, seconds after the last recommendation of 3.
+    operator_process.restart()
+    scaling = wait_scaled_down(cluster, namespace, 1, timeout=delay + 30)
+    assert epoch(scaling["lastScaleTime"]) >= held_since + delay, scaling
 
 
 def test_with_autoscaling_disabled_kubectl_scale_alone_decides(

@@ -90,7 +90,12 @@ def test_a_long_prompt_phase_through_the_gateway_scales_on_latency_while_queue_a
 ) -> None:
     manifest = llmserve(
         "llama",
-        engine={"kind": "simulator", "args": ["--max-num-seqs=32", "--time-scale=1"]},
+        # Every request repeats one prompt: with prefix caching on, the simulator (like vLLM) would
+        # serve it from cache after the first, and prefill would no longer break the TTFT target.
+        engine={
+            "kind": "simulator",
+            "args": ["--max-num-seqs=32", "--time-scale=1", "--no-enable-prefix-caching"],
+        },
         replicas=1,
         minReplicas=1,
         maxReplicas=3,
