@@ -27,6 +27,7 @@ import pytest
 
 from hack.devcluster.processes import free_port
 from llmserve.burst.security import mint_api_key, pinned_ssl_context
+from tests.support.burst_cleanup import remove_burst_objects
 from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, serving, wait_for
 from tests.support.fake_provider import FakeProviderProcess
 from tests.support.manifests import llmserve
@@ -83,13 +84,15 @@ def rig(
     finally:
         if operator_process.process is None or operator_process.process.poll() is not None:
             operator_process.start()  # a test that killed it failed before starting it again
-        cluster.kubectl("delete", "burstpools", "--all", "--wait=false", check=False)
-        wait_for(lambda: not cluster.kubectl("get", "burstpools", "-o", "name").stdout.strip(), timeout=90,
-                 message="pools gone (their finalizers terminate what is left)")  # fmt: skip
-        for key in env:
-            os.environ.pop(key, None)
-        operator_process.restart()
-        fake.stop()
+        try:
+            # Their finalizers terminate what is left; stripped (and the teardown fails) if that stalls, so
+            # a stuck pool never reaches the next test's operator.
+            remove_burst_objects(cluster, [], timeout_seconds=90)
+        finally:
+            for key in env:
+                os.environ.pop(key, None)
+            operator_process.restart()
+            fake.stop()
         assert fake.engine_pids() == [], "a rented engine outlived the test"
         cluster.kubectl("delete", "namespace", system, "--wait=false", check=False)
 
