@@ -132,10 +132,11 @@ class Gateway:
         self, cluster: ClusterHandle, namespace: str, burst_namespace: str, env: dict[str, str]
     ) -> None:
         self.port = free_port()
+        self.metrics_port = free_port()  # /metrics has its own port since the gateway hardening
         self.log_path = STATE_DIR.parent / f"{STATE_DIR.name}-gateway-{namespace}.log"
         args = [sys.executable, "-m", "llmserve.cli", "gateway", "--namespace", namespace, "--keys-namespace",
                 namespace, "--burst-namespace", burst_namespace, "--port", str(self.port),
-                "--scrape-interval", "0.5"]  # fmt: skip
+                "--metrics-port", str(self.metrics_port), "--scrape-interval", "0.5"]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                             env={**cluster.env, **env}, start_new_session=True)  # fmt: skip
@@ -147,7 +148,7 @@ class Gateway:
                              timeout=60)  # fmt: skip
 
     def backends(self, served: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
         lines = [
             ln for ln in text.splitlines() if ln.startswith(f'llmserve_gateway_backends{{model="{served}"')
         ]
