@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.burst_cleanup import remove_burst_objects
 from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, condition, wait_for
 from tests.support.manifests import llmserve
 
@@ -40,11 +41,32 @@ def burst_operator(cluster: ClusterHandle, operator_process: OperatorProcess) ->
     }
     os.environ.update(extra)
     operator_process.restart()
-    yield {"system": system, "operator": operator_process}
-    for key in extra:
-        os.environ.pop(key, None)
-    cluster.kubectl("delete", "burstpools", "--all", "--wait=false", check=False)
-    operator_process.restart()
+    try:
+        yield {"system": system, "operator": operator_process}
+    finally:
+        try:
+            # While the operator still has the provider plugged in: only it can finish the pools' finalizers.
+            remove_burst_objects(cluster, [])
+        finally:
+            for key in extra:
+                os.environ.pop(key, None)
+            operator_process.restart()
+
+
+@pytest.fixture(autouse=True)
+def no_burst_leftovers(
+    cluster: ClusterHandle, burst_operator: dict[str, Any], namespace: str
+) -> Iterator[None]:
+    """Each test starts and ends with no BurstPool, bursting LLMServe or live instance, pass or fail, so
+    one test's rented instances never show up in the next one's counts or burn rate."""
+    assert live_instances() == [], "an earlier test left rented instances behind"
+    yield
+    restore = json.dumps({"stringData": {"apiKey": KEY}})  # a test that revoked it may have failed first
+    cluster.kubectl(
+        "patch", "secret", "runpod-key", "-n", burst_operator["system"], "--type=merge", "-p", restore
+    )
+    remove_burst_objects(cluster, [namespace])
+    assert live_instances() == [], "rented instances outlived their pools"
 
 
 def pool(name: str, **spec: Any) -> dict[str, Any]:

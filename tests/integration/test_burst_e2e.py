@@ -27,6 +27,7 @@ import pytest
 
 from hack.devcluster.processes import free_port
 from llmserve.burst.security import mint_api_key, pinned_ssl_context
+from tests.support.burst_cleanup import remove_burst_objects
 from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, serving, wait_for
 from tests.support.fake_provider import FakeProviderProcess
 from tests.support.manifests import llmserve
@@ -83,13 +84,15 @@ def rig(
     finally:
         if operator_process.process is None or operator_process.process.poll() is not None:
             operator_process.start()  # a test that killed it failed before starting it again
-        cluster.kubectl("delete", "burstpools", "--all", "--wait=false", check=False)
-        wait_for(lambda: not cluster.kubectl("get", "burstpools", "-o", "name").stdout.strip(), timeout=90,
-                 message="pools gone (their finalizers terminate what is left)")  # fmt: skip
-        for key in env:
-            os.environ.pop(key, None)
-        operator_process.restart()
-        fake.stop()
+        try:
+            # Their finalizers terminate what is left; stripped (and the teardown fails) if that stalls, so
+            # a stuck pool never reaches the next test's operator.
+            remove_burst_objects(cluster, [], timeout_seconds=90)
+        finally:
+            for key in env:
+                os.environ.pop(key, None)
+            operator_process.restart()
+            fake.stop()
         assert fake.engine_pids() == [], "a rented engine outlived the test"
         cluster.kubectl("delete", "namespace", system, "--wait=false", check=False)
 
@@ -129,10 +132,11 @@ class Gateway:
         self, cluster: ClusterHandle, namespace: str, burst_namespace: str, env: dict[str, str]
     ) -> None:
         self.port = free_port()
+        self.metrics_port = free_port()  # /metrics has its own port since the gateway hardening
         self.log_path = STATE_DIR.parent / f"{STATE_DIR.name}-gateway-{namespace}.log"
         args = [sys.executable, "-m", "llmserve.cli", "gateway", "--namespace", namespace, "--keys-namespace",
                 namespace, "--burst-namespace", burst_namespace, "--port", str(self.port),
-                "--scrape-interval", "0.5"]  # fmt: skip
+                "--metrics-port", str(self.metrics_port), "--scrape-interval", "0.5"]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                             env={**cluster.env, **env}, start_new_session=True)  # fmt: skip
@@ -144,7 +148,7 @@ class Gateway:
                              timeout=60)  # fmt: skip
 
     def backends(self, served: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
         lines = [
             ln for ln in text.splitlines() if ln.startswith(f'llmserve_gateway_backends{{model="{served}"')
         ]

@@ -39,8 +39,11 @@ def _slim_llmserve(body: kopf.Body) -> dict[str, Any]:
         # apiVersion and kind too: Events about the LLMServe are posted with this body as their object.
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
+        # deletionTimestamp too: the burst controller stops wanting rented replicas for a deleting LLMServe
+        # (without it the LLMServe's burst finalizer waits forever for instances nobody retires).
         "metadata": {
-            key: meta.get(key) for key in ("name", "namespace", "uid", "generation", "resourceVersion")
+            key: meta.get(key)
+            for key in ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
         },
         "spec": dict(body.get("spec", {})),
         "status": dict(body.get("status", {})),
