@@ -12,10 +12,20 @@ from pathlib import Path
 PIDS_FILE = "pids"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on now, never the same one twice in this process: callers often
+    take several ports before starting the servers that bind them, and the kernel may offer a port again
+    once the probe socket is closed."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class ProcessGroup:
