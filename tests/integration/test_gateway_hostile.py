@@ -57,39 +57,41 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     logs = tmp_path_factory.mktemp("hostile")
     engine_port, gateway_port, slow_port, hostile_port = free_port(), free_port(), free_port(), free_port()
     metrics_port = free_port()
-    engine = sim(engine_port, "llama", logs, "--time-scale", "50", "--api-key", ENGINE_KEY).start()
-    slow = sim(slow_port, "slow", logs, "--time-scale", "1").start()
-    hostile = HostileBackend(hostile_port).start()
-    rude = [f"http://127.0.0.1:{hostile_port}"]
-    config = {
-        "models": [
-            {"name": "llama", "backends": [{"url": f"http://127.0.0.1:{engine_port}", "apiKey": ENGINE_KEY}]},
-            {"name": "slow", "backends": [f"http://127.0.0.1:{slow_port}"]},
-            *({"name": name, "backends": rude} for name in ("rude", "authfail", "frozen", "big")),
-        ],
-        "keys": [
-            {"name": "hostile", "key": KEY},
-            {"name": "metered", "key": METERED_KEY},
-            {"name": "budget", "key": BUDGET_KEY, "tokensPerMinute": 200},
-        ],
-    }
-    (logs / "gateway.yaml").write_text(yaml.safe_dump(config))
-    gateway = Process(
-        [sys.executable, "-m", "llmserve.cli", "gateway", "--static", str(logs / "gateway.yaml"),
-         "--port", str(gateway_port), "--metrics-port", str(metrics_port), "--log-level", "DEBUG",
-         "--header-timeout", "2", "--body-timeout", "2", "--stream-idle-timeout", "1",
-         "--max-connections", str(MAX_CONNECTIONS), "--scrape-interval", "0.2"],
-        logs / "gateway.log", f"http://127.0.0.1:{gateway_port}/health",
-    ).start()  # fmt: skip
+    started: list[Process | HostileBackend] = []  # stopped even when a later one fails to start
     try:
+        started.append(sim(engine_port, "llama", logs, "--time-scale", "50", "--api-key", ENGINE_KEY).start())
+        started.append(sim(slow_port, "slow", logs, "--time-scale", "1").start())
+        started.append(HostileBackend(hostile_port).start())
+        rude = [f"http://127.0.0.1:{hostile_port}"]
+        config = {
+            "models": [
+                {
+                    "name": "llama",
+                    "backends": [{"url": f"http://127.0.0.1:{engine_port}", "apiKey": ENGINE_KEY}],
+                },
+                {"name": "slow", "backends": [f"http://127.0.0.1:{slow_port}"]},
+                *({"name": name, "backends": rude} for name in ("rude", "authfail", "frozen", "big")),
+            ],
+            "keys": [
+                {"name": "hostile", "key": KEY},
+                {"name": "metered", "key": METERED_KEY},
+                {"name": "budget", "key": BUDGET_KEY, "tokensPerMinute": 200},
+            ],
+        }
+        (logs / "gateway.yaml").write_text(yaml.safe_dump(config))
+        started.append(Process(
+            [sys.executable, "-m", "llmserve.cli", "gateway", "--static", str(logs / "gateway.yaml"),
+             "--port", str(gateway_port), "--metrics-port", str(metrics_port), "--log-level", "DEBUG",
+             "--header-timeout", "2", "--body-timeout", "2", "--stream-idle-timeout", "1",
+             "--max-connections", str(MAX_CONNECTIONS), "--scrape-interval", "0.2"],
+            logs / "gateway.log", f"http://127.0.0.1:{gateway_port}/health",
+        ).start())  # fmt: skip
         result = Servers(gateway_port, engine_port, logs, metrics_port)
         result.slow_port = slow_port
         yield result
     finally:
-        gateway.stop()
-        engine.stop()
-        slow.stop()
-        hostile.stop()
+        for server in reversed(started):
+            server.stop()
     # Every log of this run is searched for every key it used, for request bytes and for tracebacks.
     for log_file in logs.glob("*.log"):
         text = log_file.read_text(errors="replace")
