@@ -189,13 +189,24 @@ class DemandModel:
         backlog_requests: float,
         startup_seconds: float | None,
         batch_fill: float,
+        held_requests: float = 0.0,
+        windows: tuple[WindowRates | None, WindowRates | None] | None = None,
     ) -> Demand | None:
-        """Demand for the next decision; None until two scrapes have been seen with traffic."""
+        """Demand for the next decision; None until two scrapes have been seen with traffic.
+
+        `backlog_requests` counts every waiting request; `held_requests` is the part of it held in the
+        gateway (not yet in any engine's queue). `windows` (stable, short) replaces the scraped window when
+        the rates come from elsewhere (Prometheus, llmserve.autoscale.promql).
+        """
         s = self.settings
-        stable = self.window.rates(now_seconds, s.stable_window_seconds)
+        if windows is not None:
+            stable, short = windows
+        else:
+            stable = self.window.rates(now_seconds, s.stable_window_seconds)
+            short = self.window.rates(now_seconds, s.panic_window_seconds)
         if stable is None:
             return None
-        short = self.window.rates(now_seconds, s.panic_window_seconds) or stable
+        short = short or stable
         self._learn(short, ready_replicas)
         panic = short.arrivals_per_second > s.panic_threshold * max(stable.arrivals_per_second, 1e-9)
         rates = short if panic else stable
@@ -216,7 +227,17 @@ class DemandModel:
         spare = ready_replicas * per_replica - arrivals
         remaining = backlog_requests - spare * startup
         clearance = s.backlog_clearance_seconds
-        for_backlog = math.ceil(remaining / (per_replica * clearance) - 1e-9) if remaining > 0 else 0
+        for_backlog = 0
+        if remaining > 0:
+            # vLLM never moves a queued request to another engine: what waits in an engine's queue is
+            # drained by that replica alone, and a new replica only takes new arrivals off it. So the
+            # engine-queued share asks for at most one replica per ready replica holding it (the one it keeps
+            # busy); only requests held in the gateway can go to any new replica and clear faster with more.
+            held_share = min(1.0, held_requests / backlog_requests) if backlog_requests > 0 else 0.0
+            per_clearance = per_replica * clearance
+            for_held = math.ceil(remaining * held_share / per_clearance - 1e-9)
+            for_queued = math.ceil(remaining * (1 - held_share) / per_clearance - 1e-9)
+            for_backlog = max(0, for_held) + min(ready_replicas, max(0, for_queued))
         if backlog_requests > max(1, ready_replicas):
             self.last_backlog_seconds = now_seconds
         ratio, description = self._latency(short, now_seconds)
