@@ -188,19 +188,3 @@ def test_the_slo_percentile_decides_which_latency_is_compared(percentile: float)
     demand = model.estimate(T0 + 32.5, 2, 2, 0.0, 60.0, 0.8)
     assert demand is not None and demand.latency_ratio is not None
     assert (demand.latency_ratio > 1) == (percentile == 0.99)
-
-
-def test_a_backlog_queued_in_the_engines_asks_at_most_one_replica_per_replica_holding_it() -> None:
-    # vLLM never hands a queued request to another engine: replicas added for an engine-queued backlog only
-    # take new arrivals, so asking for dozens of them (as for a backlog held in the gateway) is waste.
-    model = DemandModel(replica_model(), SLO)
-    engines = Engines(4)
-    for step in range(1, 13):
-        model.observe(T0 + step * INTERVAL, engines.advance(**STEADY))
-    now = T0 + 12 * INTERVAL
-    queued = model.estimate(now, 4, 4, backlog_requests=20000, startup_seconds=60.0, batch_fill=0.8)
-    held = model.estimate(
-        now, 4, 4, backlog_requests=20000, startup_seconds=60.0, batch_fill=0.8, held_requests=20000
-    )
-    assert queued is not None and queued.replicas_for_backlog == 4
-    assert held is not None and held.replicas_for_backlog > 4 * 4

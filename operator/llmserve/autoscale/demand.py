@@ -189,13 +189,12 @@ class DemandModel:
         backlog_requests: float,
         startup_seconds: float | None,
         batch_fill: float,
-        held_requests: float = 0.0,
         windows: tuple[WindowRates | None, WindowRates | None] | None = None,
     ) -> Demand | None:
         """Demand for the next decision; None until two scrapes have been seen with traffic.
 
-        `backlog_requests` counts every waiting request; `held_requests` is the part of it held in the
-        gateway (not yet in any engine's queue). `windows` (stable, short) replaces the scraped window when
+        `backlog_requests` counts every waiting request (in the engines and held in the gateway). `windows`
+        (stable, short) replaces the scraped window when
         the rates come from elsewhere (Prometheus, llmserve.autoscale.promql).
         """
         s = self.settings
@@ -227,17 +226,11 @@ class DemandModel:
         spare = ready_replicas * per_replica - arrivals
         remaining = backlog_requests - spare * startup
         clearance = s.backlog_clearance_seconds
-        for_backlog = 0
-        if remaining > 0:
-            # vLLM never moves a queued request to another engine: what waits in an engine's queue is
-            # drained by that replica alone, and a new replica only takes new arrivals off it. So the
-            # engine-queued share asks for at most one replica per ready replica holding it (the one it keeps
-            # busy); only requests held in the gateway can go to any new replica and clear faster with more.
-            held_share = min(1.0, held_requests / backlog_requests) if backlog_requests > 0 else 0.0
-            per_clearance = per_replica * clearance
-            for_held = math.ceil(remaining * held_share / per_clearance - 1e-9)
-            for_queued = math.ceil(remaining * (1 - held_share) / per_clearance - 1e-9)
-            for_backlog = max(0, for_held) + min(ready_replicas, max(0, for_queued))
+        # Engine-queued requests stay where they are (vLLM never moves them), yet the gateway's least-load
+        # router gives new replicas arrivals until their queues match the old ones': every arrival waits
+        # behind a queue as deep as the fleet's, and that level falls with the whole fleet's capacity. So
+        # the backlog is cleared by replicas added anywhere, as if it were shared.
+        for_backlog = math.ceil(remaining / (per_replica * clearance) - 1e-9) if remaining > 0 else 0
         if backlog_requests > max(1, ready_replicas):
             self.last_backlog_seconds = now_seconds
         ratio, description = self._latency(short, now_seconds)
