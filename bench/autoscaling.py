@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from autoscaling_fleet import ROUTERS, Fleet, Result
-from autoscaling_oracle import Need, Oracle, fluid_gpu_hours, jump_windows, need, unavoidable
+from autoscaling_oracle import BUCKET_SECONDS, Need, Oracle, fluid_gpu_hours, jump_windows, need, unavoidable
 from autoscaling_policies import HpaLike, KedaLike, KubeAiLike, Llmserve, Static
 from autoscaling_traces import Request, generate_trace, load_azure_trace, suite, write_azure_trace
 from llmserve.api.llmserve import AutoscalingSpec, LLMServeSpec
@@ -163,9 +163,10 @@ def run_all(
         "keda": lambda: KedaLike(max_replicas),
         "kubeai": lambda: KubeAiLike(args.max_num_seqs, max_replicas),
     }  # fmt: skip
-    oracle = Fleet(args, Oracle(needed, args.cold_start_seconds, args.oracle_safety)).run(
-        trace, needed.planned[0]
-    )
+    # The oracle knows the trace from its start: it asked one cold start before t=0 for what the first cold
+    # start needs (a reactive policy cannot, so its misses there count as unavoidable: jump_windows).
+    ahead = needed.planned[: int(args.cold_start_seconds // BUCKET_SECONDS) + 2]
+    oracle = Fleet(args, Oracle(needed, args.cold_start_seconds, args.oracle_safety)).run(trace, max(ahead))
     results = []
     for name in args.policies.split(","):
         if name.strip() in candidates:
