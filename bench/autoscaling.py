@@ -291,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
             Path(__file__).parent / "traces" / "azure-conv-sample.csv", args.max_model_len
         )
         traces.update(suite(args.seed, scale, args.max_model_len))
+        # A 70B bf16 replica's start (sources in docs/benchmarks.md, "Cold starts"): ~60 s with the image
+        # and weights on the node (30-60 s to load 140 GB from local NVMe, plus engine start); ~180 s with
+        # a fresh image pull (30-60 s) and weights from a fast cache; ~300 s downloading the 140 GB at the
+        # ~1 GB/s object storage sustains (140 s) on top. Users report ~10 min for vLLM 70B TP4 cold.
         cold_starts = [60.0] if args.quick else [60.0, 180.0, 300.0]
         if args.cold_starts:
             cold_starts = [float(c) for c in args.cold_starts.split(",")]
