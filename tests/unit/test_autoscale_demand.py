@@ -60,6 +60,7 @@ def run(
     waiting: float = 0.0,
     kv: float = 0.4,
     running: float = 20.0,
+    startup: float = 60.0,
 ) -> tuple[Decision, float, History]:
     """Scrapes every 5 s for `seconds`, deciding each time; replicas follow the decisions at once, but the
     engines' traffic stays spread over the pods `engines` simulates."""
@@ -68,7 +69,7 @@ def run(
     while now < start + seconds:
         now += INTERVAL
         model.observe(now, engines.advance(**load))
-        demand = model.estimate(now, current, len(engines.state), waiting * current, 60.0, 0.8)
+        demand = model.estimate(now, current, len(engines.state), waiting * current, startup, 0.8)
         replicas = tuple(ReplicaMetrics(waiting, running, kv) for _ in range(len(engines.state)))
         snapshot = Snapshot(now, current, len(engines.state), 0, replicas, demand=demand)
         decision = decide(snapshot, CONFIG, history)
@@ -140,17 +141,25 @@ def test_a_backlog_the_fleet_drains_before_new_replicas_could_start_asks_for_not
     assert slow is not None and slow.replicas_for_backlog < large.replicas_for_backlog
 
 
-def test_scale_down_after_a_crowd_waits_for_the_stabilization_window() -> None:
+@pytest.mark.parametrize(("startup", "hold"), [(60.0, 120.0), (300.0, 300.0)])
+def test_scale_down_after_a_crowd_waits_for_two_start_ups_at_most_the_stabilization_window(
+    startup: float, hold: float
+) -> None:
+    # Replicas that start in 60 s are held 120 s; replicas that start in 300 s are held the whole
+    # scaleDownDelaySeconds (300 s), not 600 s.
+    assert CONFIG.scale_down_delay_seconds == 300
     model = DemandModel(replica_model(), SLO)
     engines = Engines(8)
     history = History(last_desired_replicas=8)
     busy = dict(STEADY, arrivals_per_second=30.0)
-    decision, now, history = run(model, engines, 120, T0, 8, history, busy)
+    decision, now, history = run(model, engines, 120, T0, 8, history, busy, startup=startup)
     high = decision.desired_replicas
     quiet = dict(STEADY, arrivals_per_second=3.0)
-    decision, now, history = run(model, engines, 200, now, high, history, quiet, running=3)
+    decision, now, history = run(
+        model, engines, hold - 20, now, high, history, quiet, running=3, startup=startup
+    )
     assert decision.desired_replicas == high and decision.stabilized
-    decision, _, _ = run(model, engines, 200, now, high, history, quiet, running=3)
+    decision, _, _ = run(model, engines, 40, now, high, history, quiet, running=3, startup=startup)
     assert decision.desired_replicas < high
 
 

@@ -104,6 +104,7 @@ class Demand:
     latency_description: str
     prompt_tokens_per_request: float
     output_tokens_per_request: float
+    startup_seconds: float = 60.0  # how long a new replica takes to become ready (measured, or the default)
 
     @property
     def replicas(self) -> int:
@@ -245,6 +246,7 @@ class DemandModel:
             latency_description=description,
             prompt_tokens_per_request=prompt,
             output_tokens_per_request=output,
+            startup_seconds=startup,
         )
 
     def _latency(self, rates: WindowRates, now_seconds: float) -> tuple[float | None, str]:
