@@ -6,6 +6,8 @@ clock injected (one scrape every 5 s).
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from llmserve.autoscale.demand import DemandModel, DemandSettings, ReplicaModel, SloTargets
@@ -197,3 +199,17 @@ def test_the_slo_percentile_decides_which_latency_is_compared(percentile: float)
     demand = model.estimate(T0 + 32.5, 2, 2, 0.0, 60.0, 0.8)
     assert demand is not None and demand.latency_ratio is not None
     assert (demand.latency_ratio > 1) == (percentile == 0.99)
+
+
+def test_a_deep_backlog_asks_for_no_more_replicas_than_the_arrivals_do() -> None:
+    # Queued requests stay in their engine; new replicas only take arrivals off those replicas, so past
+    # the arrivals' own count they would sit idle until the backlog is gone.
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(4)
+    for step in range(1, 13):
+        model.observe(T0 + step * INTERVAL, engines.advance(**STEADY))
+    now = T0 + 12 * INTERVAL
+    deep = model.estimate(now, 4, 4, backlog_requests=20000, startup_seconds=300.0, batch_fill=0.8)
+    assert deep is not None
+    assert deep.replicas_for_backlog == math.ceil(deep.replicas_for_arrivals - 1e-9)
+    assert deep.replicas <= 2 * math.ceil(deep.replicas_for_arrivals)
