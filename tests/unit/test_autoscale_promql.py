@@ -172,3 +172,20 @@ async def test_a_failing_prometheus_gives_no_windows_instead_of_an_error(
     assert (
         await collector.slo_windows([Target("fail-pod", "ai", "10.0.0.1")], SloWindows(60, 15, 0.9)) is None
     )
+
+
+def test_the_operator_asks_prometheus_for_the_demand_models_windows_at_the_slo_percentile() -> None:
+    from llmserve.api.llmserve import LLMServeSpec
+    from llmserve.autoscale.demand_spec import DemandTracker
+
+    def spec(autoscaling: dict[str, Any]) -> LLMServeSpec:
+        return LLMServeSpec.model_validate(
+            {"model": {"name": "m"}, "engine": {"kind": "simulator"}, "autoscaling": autoscaling}
+        )
+
+    slo = {"timeToFirstTokenSeconds": 1, "interTokenLatencySeconds": 0.05, "percentile": 99}
+    tracker = DemandTracker()
+    assert tracker.prometheus_windows(spec({"metricsSource": "prometheus", "slo": slo})) == SloWindows(
+        60, 15, 0.99
+    )
+    assert tracker.prometheus_windows(spec({"metricsSource": "prometheus"})) is None
