@@ -213,3 +213,20 @@ def test_a_deep_backlog_asks_for_no_more_replicas_than_the_arrivals_do() -> None
     assert deep is not None
     assert deep.replicas_for_backlog == math.ceil(deep.replicas_for_arrivals - 1e-9)
     assert deep.replicas <= 2 * math.ceil(deep.replicas_for_arrivals)
+
+
+def test_a_ramp_is_sized_for_where_it_will_be_one_start_up_later_and_a_flat_rate_is_not() -> None:
+    flat, ramp = DemandModel(replica_model(), SLO), DemandModel(replica_model(), SLO)
+    flat_engines, ramp_engines = Engines(4), Engines(4)
+    for step in range(1, 19):  # 90 s: the flat fleet at 10 req/s, the other rising by 1 req/s every 5 s
+        now = T0 + step * INTERVAL
+        flat.observe(now, flat_engines.advance(**dict(STEADY, arrivals_per_second=10.0)))
+        ramp.observe(now, ramp_engines.advance(**dict(STEADY, arrivals_per_second=10.0 + 1.0 * step)))
+    steady = flat.estimate(now, 4, 4, backlog_requests=0, startup_seconds=180.0, batch_fill=0.8)
+    rising = ramp.estimate(now, 4, 4, backlog_requests=0, startup_seconds=180.0, batch_fill=0.8)
+    assert steady is not None and not steady.rising and steady.arrivals_per_second == pytest.approx(10.0)
+    assert rising is not None and rising.rising and not rising.panic
+    # 27 req/s over the last 15 s, 22.5 over the last minute (a rise of 0.2 req/s each second, well above
+    # the noise of a 15 s count): 63 req/s in 180 s, capped at twice the short window's 27.
+    assert rising.arrivals_per_second == pytest.approx(2 * 27.0)
+    assert rising.describe().startswith("rising: ")
