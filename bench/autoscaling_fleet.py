@@ -207,6 +207,12 @@ class Fleet:
     def run(self, trace: list[Request], initial_replicas: int) -> Result:
         for _ in range(initial_replicas):
             self.add_replica(0.0, warm=True)
+        # The trace starts in steady state: a policy with a scale-down window remembers the initial fleet as
+        # its own recent recommendation, instead of seeing an empty fleet at t=0 (before the first arrival)
+        # and dropping to one replica that the first minute's load then piles onto.
+        start = getattr(self.policy, "start", None)
+        if start is not None:
+            start(0.0, initial_replicas)
         for index, request in enumerate(trace):
             self.push(request.arrival, "arrival", (f"r{index}", request))
         self.push(0.0, "tick")

@@ -79,17 +79,28 @@ class Oracle:
         return wanted
 
 
-def jump_windows(needed: Need, cold_start_seconds: float, factor: float = 1.25) -> list[tuple[float, float]]:
-    """Where demand jumps faster than a cold start: the need rises above `factor` times its level one cold start
-    earlier. A request arriving within one cold start after such a rise could only be served in time by a
-    fleet that knew it was coming (the oracle pre-provisions for it): its miss is unavoidable for any
-    reactive policy that kept the default headroom."""
+def jump_windows(
+    needed: Need, cold_start_seconds: float, factor: float = 1.25, hold_seconds: float = 300.0
+) -> list[tuple[float, float]]:
+    """Where demand outruns a cold start: the need of a 10 s bucket is above `factor` times the highest need
+    seen in the `hold_seconds` (the default scale-down window) that ended one cold start before it.
+
+    Replicas a reactive policy asks for arrive one cold start later, so at time t it can have at most what
+    it saw by t - cold start (and kept through its scale-down window); a fleet at the default headroom
+    (0.8 fill) absorbs 1.25x that. A request arriving in a bucket above it could only be served in time by
+    a fleet that knew it was coming (the oracle pre-provisions for it): its miss is unavoidable. A step
+    gives a window of one cold start; a ramp that outpaces 1.25x per cold start gives a window as long as
+    it does. Before the trace starts the level is the initial fleet's (every policy starts with
+    planned[0]). (An earlier version compared with the previous cold start's highest bucket, which a
+    steady ramp never exceeds by 25%: a ramp that tripled within one cold start counted as avoidable.)
+    """
     windows = []
     steps = max(1, round(cold_start_seconds / BUCKET_SECONDS))
+    hold = max(0, round(hold_seconds / BUCKET_SECONDS))
     for index, t in enumerate(needed.times):
-        before = needed.planned[max(0, index - steps) : index] or [needed.planned[index]]
-        if needed.planned[index] > factor * max(before) and needed.planned[index] > max(before):
-            windows.append((t, t + cold_start_seconds))
+        seen = needed.planned[max(0, index - steps - hold) : max(0, index - steps) + 1]
+        if needed.planned[index] > factor * max(seen) and needed.planned[index] > max(seen):
+            windows.append((t, t + BUCKET_SECONDS))
     merged: list[tuple[float, float]] = []
     for start, stop in windows:
         if merged and start <= merged[-1][1]:

@@ -29,6 +29,10 @@ class Llmserve:
         self.history = History()
         self.decisions: list[tuple[float, int, str]] = []
 
+    def start(self, now: float, replicas: int) -> None:
+        """The fleet starts warm: as if the policy had recommended `replicas` just before."""
+        self.history = History(((now, replicas),), now, replicas)
+
     def desired(self, view: View) -> int:
         demand = None
         starting = max(0, view.current - view.ready - view.unschedulable)
@@ -63,6 +67,10 @@ class HpaLike:
         self.target, self.max_replicas, self.interval_seconds = target_running, max_replicas, 15.0
         self.window: deque[tuple[float, int]] = deque()
         self.stabilization = stabilization_seconds
+
+    def start(self, now: float, replicas: int) -> None:
+        """The fleet starts warm: as if the HPA had recommended `replicas` just before."""
+        self.window.append((now, replicas))
 
     def desired(self, view: View) -> int:
         if not view.replicas:

@@ -6,6 +6,8 @@ clock injected (one scrape every 5 s).
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from llmserve.autoscale.demand import DemandModel, DemandSettings, ReplicaModel, SloTargets
@@ -60,6 +62,7 @@ def run(
     waiting: float = 0.0,
     kv: float = 0.4,
     running: float = 20.0,
+    startup: float = 60.0,
 ) -> tuple[Decision, float, History]:
     """Scrapes every 5 s for `seconds`, deciding each time; replicas follow the decisions at once, but the
     engines' traffic stays spread over the pods `engines` simulates."""
@@ -68,7 +71,7 @@ def run(
     while now < start + seconds:
         now += INTERVAL
         model.observe(now, engines.advance(**load))
-        demand = model.estimate(now, current, len(engines.state), waiting * current, 60.0, 0.8)
+        demand = model.estimate(now, current, len(engines.state), waiting * current, startup, 0.8)
         replicas = tuple(ReplicaMetrics(waiting, running, kv) for _ in range(len(engines.state)))
         snapshot = Snapshot(now, current, len(engines.state), 0, replicas, demand=demand)
         decision = decide(snapshot, CONFIG, history)
@@ -140,17 +143,25 @@ def test_a_backlog_the_fleet_drains_before_new_replicas_could_start_asks_for_not
     assert slow is not None and slow.replicas_for_backlog < large.replicas_for_backlog
 
 
-def test_scale_down_after_a_crowd_waits_for_the_stabilization_window() -> None:
+@pytest.mark.parametrize(("startup", "hold"), [(60.0, 120.0), (300.0, 300.0)])
+def test_scale_down_after_a_crowd_waits_for_two_start_ups_at_most_the_stabilization_window(
+    startup: float, hold: float
+) -> None:
+    # Replicas that start in 60 s are held 120 s; replicas that start in 300 s are held the whole
+    # scaleDownDelaySeconds (300 s), not 600 s.
+    assert CONFIG.scale_down_delay_seconds == 300
     model = DemandModel(replica_model(), SLO)
     engines = Engines(8)
     history = History(last_desired_replicas=8)
     busy = dict(STEADY, arrivals_per_second=30.0)
-    decision, now, history = run(model, engines, 120, T0, 8, history, busy)
+    decision, now, history = run(model, engines, 120, T0, 8, history, busy, startup=startup)
     high = decision.desired_replicas
     quiet = dict(STEADY, arrivals_per_second=3.0)
-    decision, now, history = run(model, engines, 200, now, high, history, quiet, running=3)
+    decision, now, history = run(
+        model, engines, hold - 20, now, high, history, quiet, running=3, startup=startup
+    )
     assert decision.desired_replicas == high and decision.stabilized
-    decision, _, _ = run(model, engines, 200, now, high, history, quiet, running=3)
+    decision, _, _ = run(model, engines, 40, now, high, history, quiet, running=3, startup=startup)
     assert decision.desired_replicas < high
 
 
@@ -188,3 +199,34 @@ def test_the_slo_percentile_decides_which_latency_is_compared(percentile: float)
     demand = model.estimate(T0 + 32.5, 2, 2, 0.0, 60.0, 0.8)
     assert demand is not None and demand.latency_ratio is not None
     assert (demand.latency_ratio > 1) == (percentile == 0.99)
+
+
+def test_a_deep_backlog_asks_for_no_more_replicas_than_the_arrivals_do() -> None:
+    # Queued requests stay in their engine; new replicas only take arrivals off those replicas, so past
+    # the arrivals' own count they would sit idle until the backlog is gone.
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(4)
+    for step in range(1, 13):
+        model.observe(T0 + step * INTERVAL, engines.advance(**STEADY))
+    now = T0 + 12 * INTERVAL
+    deep = model.estimate(now, 4, 4, backlog_requests=20000, startup_seconds=300.0, batch_fill=0.8)
+    assert deep is not None
+    assert deep.replicas_for_backlog == math.ceil(deep.replicas_for_arrivals - 1e-9)
+    assert deep.replicas <= 2 * math.ceil(deep.replicas_for_arrivals)
+
+
+def test_a_ramp_is_sized_for_where_it_will_be_one_start_up_later_and_a_flat_rate_is_not() -> None:
+    flat, ramp = DemandModel(replica_model(), SLO), DemandModel(replica_model(), SLO)
+    flat_engines, ramp_engines = Engines(4), Engines(4)
+    for step in range(1, 19):  # 90 s: the flat fleet at 10 req/s, the other rising by 1 req/s every 5 s
+        now = T0 + step * INTERVAL
+        flat.observe(now, flat_engines.advance(**dict(STEADY, arrivals_per_second=10.0)))
+        ramp.observe(now, ramp_engines.advance(**dict(STEADY, arrivals_per_second=10.0 + 1.0 * step)))
+    steady = flat.estimate(now, 4, 4, backlog_requests=0, startup_seconds=180.0, batch_fill=0.8)
+    rising = ramp.estimate(now, 4, 4, backlog_requests=0, startup_seconds=180.0, batch_fill=0.8)
+    assert steady is not None and not steady.rising and steady.arrivals_per_second == pytest.approx(10.0)
+    assert rising is not None and rising.rising and not rising.panic
+    # 27 req/s over the last 15 s, 22.5 over the last minute (a rise of 0.2 req/s each second, well above
+    # the noise of a 15 s count): 63 req/s in 180 s, capped at twice the short window's 27.
+    assert rising.arrivals_per_second == pytest.approx(2 * 27.0)
+    assert rising.describe().startswith("rising: ")

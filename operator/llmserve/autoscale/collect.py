@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmserve.autoscale.histogram import Histogram
 from llmserve.autoscale.policy import ReplicaMetrics
-from llmserve.autoscale.window import EngineCounters
+from llmserve.autoscale.promql import SloWindows, rates_from_signals, signals_from_vector, window_query
+from llmserve.autoscale.window import EngineCounters, WindowRates
 
 log = logging.getLogger(__name__)
 
@@ -243,3 +244,23 @@ class PrometheusCollector:
             message = f"Prometheus at {self.url} failed: {_describe(err)}"
             return CollectResult(errors={t.pod_name: message for t in targets})
         return metrics_from_prometheus(list(series), targets)
+
+    async def slo_windows(
+        self, targets: list[Target], windows: SloWindows
+    ) -> tuple[WindowRates | None, WindowRates | None] | None:
+        """The demand model's (stable, short) windows from rate()/histogram_quantile() queries
+        (llmserve.autoscale.promql); None when Prometheus fails (logged; the gauges still decide)."""
+        if not targets:
+            return None
+        answers: list[WindowRates | None] = []
+        for seconds in (windows.stable_seconds, windows.short_seconds):
+            query = window_query(
+                targets[0].namespace, (t.pod_name for t in targets), seconds, windows.quantile
+            )
+            try:
+                series = await asyncio.to_thread(self._client.custom_query, query)
+            except Exception as err:  # the client raises requests' and its own errors; all mean "no data"
+                log.warning("event=prometheus_slo_query_failed url=%s error=%r", self.url, _describe(err))
+                return None
+            answers.append(rates_from_signals(signals_from_vector(list(series)), seconds, windows.quantile))
+        return answers[0], answers[1]

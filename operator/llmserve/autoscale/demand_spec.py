@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from llmserve.api.llmserve import LLMServeSpec
-from llmserve.autoscale.demand import Demand, DemandModel, ReplicaModel, SloTargets
+from llmserve.autoscale.demand import Demand, DemandModel, DemandSettings, ReplicaModel, SloTargets
 from llmserve.autoscale.policy import PolicyConfig, ReplicaMetrics
-from llmserve.autoscale.window import EngineCounters
+from llmserve.autoscale.promql import SloWindows
+from llmserve.autoscale.window import EngineCounters, WindowRates
 from llmserve.controller.status import summarize_pods
 from llmserve.sim.profiles import resolve_profile
 
@@ -98,14 +99,19 @@ class DemandTracker:
         pods: list[Obj],
         now_seconds: float,
         current_replicas: int,
+        windows: tuple[WindowRates | None, WindowRates | None] | None = None,
     ) -> Demand | None:
-        """Arrivals, backlog and latency against spec.autoscaling.slo (None without an SLO or counters)."""
+        """Arrivals, backlog and latency against spec.autoscaling.slo (None without an SLO or counters).
+
+        `windows` (stable, short) are the rates Prometheus answered (metricsSource: prometheus); without
+        them the scraped counters feed the model's own window."""
         key = demand_key(spec, config.batch_slots_per_replica)
         if key != self.key:
             self.key, self.model = key, demand_model_for(spec, config.batch_slots_per_replica)
         if self.model is None:
             return None
-        self.model.observe(now_seconds, scraped_counters(metrics_by_pod))
+        if windows is None:
+            self.model.observe(now_seconds, scraped_counters(metrics_by_pod))
         summary = summarize_pods(pods)
         starting = max(0, current_replicas - summary.ready - summary.unschedulable)
         return self.model.estimate(
@@ -115,4 +121,13 @@ class DemandTracker:
             backlog_requests=sum(m.requests_waiting for m in metrics_by_pod.values()),
             startup_seconds=startup_seconds(pods),
             batch_fill=config.batch_slots_target,
+            windows=windows,
         )
+
+    def prometheus_windows(self, spec: LLMServeSpec) -> SloWindows | None:
+        """The windows and quantile to ask Prometheus for (None without autoscaling.slo)."""
+        slo = spec.autoscaling.slo
+        if slo is None:
+            return None
+        settings = self.model.settings if self.model is not None else DemandSettings()
+        return SloWindows(settings.stable_window_seconds, settings.panic_window_seconds, slo.percentile / 100)

@@ -77,3 +77,20 @@ class Histogram:
         if in_bucket <= 0:
             return self.bounds[index]
         return lower + (self.bounds[index] - lower) * (rank - below) / in_bucket
+
+
+@dataclass(frozen=True)
+class QuantileSummary:
+    """A window's latency as Prometheus answers it (histogram_quantile, increase of _count and _sum): the
+    count, the mean and the quantiles asked for, without the buckets. Answers what the demand model asks of
+    a `Histogram` (count, mean, quantile)."""
+
+    count: float
+    mean: float | None
+    quantiles: tuple[tuple[float, float], ...] = ()  # (q, value)
+
+    def quantile(self, q: float) -> float | None:
+        for asked, value in self.quantiles:
+            if abs(asked - q) < 1e-9:
+                return value
+        return None

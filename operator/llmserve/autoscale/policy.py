@@ -253,8 +253,25 @@ def _from_demand(
     return signals, recommended, reason, stepless, recommended - backlog_share
 
 
+# With autoscaling.slo set, an idle replica is held for this many start-up times (at most
+# scaleDownDelaySeconds, at least MIN_HOLD_SECONDS). Ski rental: holding a replica as long as a new one
+# takes to start costs no more GPU time than buying it again; twice that also covers the misses a
+# re-start would cause. A fleet whose replicas start in 60 s need not sit on them for 300 s.
+HOLD_STARTUPS = 2.0
+MIN_HOLD_SECONDS = 60.0
+
+
+def hold_seconds(config: PolicyConfig, demand: Demand | None) -> float:
+    """The scale-down window in force: scaleDownDelaySeconds, shortened to HOLD_STARTUPS start-ups with an SLO."""
+    if demand is None:
+        return config.scale_down_delay_seconds
+    wanted = max(MIN_HOLD_SECONDS, HOLD_STARTUPS * demand.startup_seconds)
+    return min(config.scale_down_delay_seconds, wanted)
+
+
 def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decision:
     """One autoscaling decision: fast up (bounded step), careful down (stabilization window), to zero."""
+    config = replace(config, scale_down_delay_seconds=hold_seconds(config, snapshot.demand))
     now, current = snapshot.now_seconds, snapshot.current_replicas
     window = history.recommendations
     last_active = history.last_active_seconds

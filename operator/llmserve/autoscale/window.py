@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from llmserve.autoscale.histogram import Histogram
+from llmserve.autoscale.histogram import Histogram, QuantileSummary
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,10 @@ class WindowRates:
     prefilled_per_second: float  # requests whose first token came out
     prompt_tokens_per_request: float | None  # mean over prompts prefilled in the window
     output_tokens_per_request: float | None  # mean over requests finished in the window
-    time_to_first_token: Histogram | None
-    inter_token_latency: Histogram | None
-    queue_time: Histogram | None
+    # Histograms of the window when built from scrapes; QuantileSummary when Prometheus answered.
+    time_to_first_token: Histogram | QuantileSummary | None
+    inter_token_latency: Histogram | QuantileSummary | None
+    queue_time: Histogram | QuantileSummary | None
     running_per_replica: float  # mean batch size over the window's scrapes (for the capacity model)
 
     @property

@@ -156,7 +156,13 @@ class Autoscaler:
         summary = summarize_pods(pods)
         targets = ready_targets(namespace, pods)
         started = time.perf_counter()
-        collected = await collector_for(spec).collect(targets)
+        collector = collector_for(spec)
+        collected = await collector.collect(targets)
+        # With Prometheus as the source the SLO signals are its rate()/histogram_quantile() answers.
+        asked = self.demand.prometheus_windows(spec)
+        windows = None
+        if asked is not None and isinstance(collector, PrometheusCollector):
+            windows = await collector.slo_windows(targets, asked)
         burst = BurstCapacity()
         if spec.burst is not None:
             burst = await burst_capacity(f"{namespace}/{name}", spec.burst.pool, operator_namespace())
@@ -170,7 +176,7 @@ class Autoscaler:
             unschedulable_replicas=summary.unschedulable,
             replicas=tuple(collected.metrics[t.pod_name] for t in targets if t.pod_name in collected.metrics),
             unscraped_replicas=summary.ready - len(collected.metrics),
-            demand=self.demand.estimate(spec, config, collected.metrics, pods, now, current),
+            demand=self.demand.estimate(spec, config, collected.metrics, pods, now, current, windows),
         )
         snapshot = with_burst(snapshot, burst)  # rented replicas are capacity too
         decision = decide(snapshot, config, self.history)

@@ -54,7 +54,10 @@ class Efficiency:
     # Per-sequence CPU cost of a step (input preparation, sampling, detokenising, output processing).
     per_sequence_overhead_seconds: float = 0.000030
     # All-reduce cost per layer per step when tensor parallel > 1 (two all-reduces per layer over NVLink).
-    tensor_parallel_overhead_seconds_per_layer: float = 0.000012
+    # Fitted to vLLM's nightly benchmark `latency_llama70B_tp4` on H200 (Hopper, NVLink 4: 2077.5 ms for a
+    # batch of 8, 32 in / 128 out; buildkite.com/vllm/performance-benchmark/builds/9515); the A100 row of
+    # the same test (builds/9523) is within 7%. See bench/sim_calibration_70b.py and docs/benchmarks.md.
+    tensor_parallel_overhead_seconds_per_layer: float = 0.000065
     # Peak activation memory + CUDA graphs + non-torch allocations that vLLM profiles before sizing KV.
     activation_reserve_bytes: int = 2 * GIB
 
