@@ -101,12 +101,18 @@ def chart_gateway(
     operator_process: OperatorProcess,
     namespace: str,
 ) -> Iterator[str]:
-    """The chart installed in `namespace` with two gateway replicas serving it; yields the namespace."""
+    """An LLMServe, and the chart installed in its namespace with two gateway replicas serving it."""
     if cluster.dev is None:
         pytest.skip("gateway pods run only on the local dev cluster's fake nodes")
+    cluster.apply(llmserve("llama", model={"name": "meta-llama/Llama-3.1-8B-Instruct", "servedName": "llama"},
+                           engine={"kind": "simulator", "args": ["--max-num-seqs=64", "--time-scale=0.1",
+                                   "--output-length-distribution=max_tokens"]},
+                           autoscaling={"enabled": False}), namespace)  # fmt: skip
+    wait_ready(cluster, namespace, "llama", 1, timeout=90)
     # The chart's gateway derives engine keys from its release's master Secret; the test's operator
     # keeps its own (default/llmserve-engine-key-master), so the release gets a copy of it.
-    master = wait_for(lambda: cluster.get("secret", "llmserve-engine-key-master", "default"), timeout=30)
+    master = cluster.get("secret", "llmserve-engine-key-master", "default")  # made for the LLMServe
+    assert master is not None
     cluster.apply({"apiVersion": "v1", "kind": "Secret",
                    "metadata": {"name": f"{RELEASE}-llmserve-engine-key-master"}, "data": master["data"]},
                   namespace)  # fmt: skip
@@ -156,11 +162,6 @@ def test_rolling_the_charts_gateway_under_streaming_load_fails_no_request(
     cluster: ClusterHandle, chart_gateway: str
 ) -> None:
     namespace = chart_gateway
-    cluster.apply(llmserve("llama", model={"name": "meta-llama/Llama-3.1-8B-Instruct", "servedName": "llama"},
-                           engine={"kind": "simulator", "args": ["--max-num-seqs=64", "--time-scale=0.1",
-                                   "--output-length-distribution=max_tokens"]},
-                           autoscaling={"enabled": False}), namespace)  # fmt: skip
-    wait_ready(cluster, namespace, "llama", 1, timeout=90)
     proxy = ServiceProxyProcess(cluster, namespace, GATEWAY)
     base_url = f"http://127.0.0.1:{proxy.port}/v1"
     try:
