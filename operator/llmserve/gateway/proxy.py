@@ -112,6 +112,7 @@ class Proxy:
         self.registry, self.session, self.settings, self.metrics = registry, session, settings, metrics
         self.rng = rng or random.Random()
         self.queue = queue  # None: when every replica is full, the engines queue
+        self._fallback_logged: set[str] = set()  # replicas already logged as holding the previous key
         self.timeout = aiohttp.ClientTimeout(
             total=settings.request_timeout_seconds or None,
             sock_connect=settings.connect_timeout_seconds,
@@ -288,7 +289,9 @@ class Proxy:
             await upstream.read()
             upstream.release()
             self.metrics.engine_key_fallbacks.inc()
-            log.info("event=engine_key_previous_used backend=%s", backend.label)
+            if backend.label not in self._fallback_logged:  # once per replica; the metric counts all
+                self._fallback_logged.add(backend.label)
+                log.info("event=engine_key_previous_used backend=%s", backend.label)
             upstream = await self._send(request, backend, body, forwarding, backend.fallback_headers)
         if record_success(self.registry.load(backend)):
             log.info("event=backend_back backend=%s", backend.label)
