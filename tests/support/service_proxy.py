@@ -6,7 +6,9 @@ Service the way a client in the cluster does runs this forwarder: `python -m tes
 
 What it copies from kube-proxy (iptables/nftables mode), because a rollout's outcome depends on it:
 - it follows the Service's EndpointSlices (label `kubernetes.io/service-name`) by a live watch, as
-  kube-proxy does, so an endpoint leaves rotation as soon as the API server says so;
+  kube-proxy does, and applies what it saw in syncs at most once per `--min-sync-seconds` (kube-proxy's
+  `--iptables-min-sync-period`, default 1 s): a change lands between at once and a second later, which
+  is the window a terminating pod must keep accepting in;
 - each *new* connection goes to a random endpoint whose condition `ready` is true (a nil condition
   counts as true, as the API says consumers should); when none is ready it falls back to endpoints that
   are `serving` and `terminating` (ProxyTerminatingEndpoints); when there are none it refuses at once
@@ -88,11 +90,28 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class ServiceProxy:
-    def __init__(self, namespace: str, service: str, port_name: str) -> None:
+    def __init__(self, namespace: str, service: str, port_name: str, min_sync_seconds: float) -> None:
         self.namespace, self.service = namespace, service
-        self.endpoints = Endpoints(port_name)
+        self.endpoints = Endpoints(port_name)  # what the watch has seen
+        self.synced = Endpoints(port_name)  # what new connections use: the last sync
+        self.min_sync_seconds = min_sync_seconds
+        self.changed = asyncio.Event()
         self.rng = random.Random()
-        self.connections = 0
+
+    async def sync(self) -> None:
+        """kube-proxy's rule sync: runs on each change, but at most once per min_sync_seconds."""
+        loop = asyncio.get_running_loop()
+        last = -self.min_sync_seconds
+        while True:
+            await self.changed.wait()
+            await asyncio.sleep(max(0.0, last + self.min_sync_seconds - loop.time()))
+            self.changed.clear()
+            self.synced.replace(list(self.endpoints.slices.values()))
+            last = loop.time()
+            log.info(
+                "event=synced ready=%s terminating_serving=%s",
+                self.synced.ready(), self.synced.terminating_serving(),
+            )  # fmt: skip
 
     async def watch(self) -> None:
         selector = f"kubernetes.io/service-name={self.service}"
@@ -103,21 +122,17 @@ class ServiceProxy:
                         self.endpoints.replace(obj["items"])
                     else:
                         self.endpoints.apply(event_type, obj)
-                    log.info(
-                        "event=endpoints ready=%s terminating_serving=%s",
-                        self.endpoints.ready(), self.endpoints.terminating_serving(),
-                    )  # fmt: skip
+                    self.changed.set()
             except kube.KubeError as err:
                 log.warning("event=watch_failed error=%s", err)
                 await asyncio.sleep(0.5)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        target = self.endpoints.choose(self.rng)
+        target = self.synced.choose(self.rng)
         if target is None:
             log.warning("event=no_endpoint")
             writer.close()
             return
-        self.connections += 1
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*target)
         except OSError as err:
@@ -130,12 +145,14 @@ class ServiceProxy:
                 each.close()
 
 
-async def serve(namespace: str, service: str, port_name: str, listen_port: int) -> None:
-    proxy = ServiceProxy(namespace, service, port_name)
+async def serve(
+    namespace: str, service: str, port_name: str, listen_port: int, min_sync_seconds: float
+) -> None:
+    proxy = ServiceProxy(namespace, service, port_name, min_sync_seconds)
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", listen_port)
     log.info("event=listening port=%d service=%s/%s port_name=%s", listen_port, namespace, service, port_name)
     async with server:
-        await asyncio.gather(server.serve_forever(), proxy.watch())
+        await asyncio.gather(server.serve_forever(), proxy.watch(), proxy.sync())
 
 
 def main() -> None:
@@ -144,10 +161,11 @@ def main() -> None:
     parser.add_argument("--service", required=True)
     parser.add_argument("--port-name", default="http")
     parser.add_argument("--listen-port", type=int, required=True)
+    parser.add_argument("--min-sync-seconds", type=float, default=1.0, help="kube-proxy's default: 1 s")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    asyncio.run(serve(args.namespace, args.service, args.port_name, args.listen_port))
+    asyncio.run(serve(args.namespace, args.service, args.port_name, args.listen_port, args.min_sync_seconds))
 
 
 if __name__ == "__main__":
