@@ -58,6 +58,10 @@ class DevCluster:
             self.control_plane.start(binaries)
             for network in self.networks:
                 network.create()
+            for network in self.networks:
+                for other in self.networks:
+                    if other is not network:
+                        network.route_to(other)
             self.start_kubelet()
             self.wait_nodes_ready(timeout_seconds=60)
         except BaseException:

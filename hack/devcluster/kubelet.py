@@ -1,256 +1,36 @@
-"""A fake kubelet: keeps fake GPU nodes Ready and runs each engine pod as a local simulator process.
+"""A fake kubelet: keeps fake GPU nodes Ready and runs the pods bound to them as local processes.
 
 One process serves every fake node. Per node it renews the node Lease and Ready condition (unless the
-node's network link is down, which is how tests cut a node off) and watches the pods bound to it. Per pod
-it hands out an IP from the node's CIDR, starts `llmserve sim engine` inside the node's network
-namespace bound to that IP, reports Running, probes `/health` for readiness and stops the process with
-SIGTERM and the pod's grace period when the pod is deleted.
+node's network link is down, which is how tests cut a node off), relays the API server into the node's
+network namespace (apiaccess.py) and watches the pods bound to it. Per pod it hands out an IP from the
+node's CIDR and starts the container's process inside the node's namespace bound to that IP
+(containers.py: engines become `llmserve sim engine`, other `llmserve` commands such as the chart's
+gateway run as themselves with a token for their ServiceAccount), reports Running, follows the
+readiness probe, and on deletion runs the preStop hook, sends SIGTERM and, when the grace period ends,
+SIGKILL. Not played: liveness/startup probes, init and sidecar containers, volumes, resource limits.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-import httpx
-
+from hack.devcluster.apiaccess import serve_api_relay
 from hack.devcluster.netns import NodeNetwork
+from hack.devcluster.podrunner import NodeConfig, PodRunner, Settings, now, now_micro
 from llmserve import kube
 
 log = logging.getLogger("fake-kubelet")
 
 Obj = dict[str, Any]
 KUBE_VERSION = "v1.36.3"
-ENGINE_COMMANDS = (["vllm", "serve"], ["llmserve", "sim", "engine"])
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def now_micro() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass
-class NodeConfig:
-    name: str
-    index: int
-    gpus: int
-    gpu_product: str
-    network: NodeNetwork
-
-
-@dataclass
-class Settings:
-    heartbeat_seconds: float = 5.0
-    probe_period_seconds: float = 1.0
-    sim_args: tuple[str, ...] = ()
-    # One idle simulator per node, bound to 0.0.0.0 inside the node's namespace, answers /health and
-    # /metrics for every pod IP on the node, and engine pods are Ready at once: for benchmarks of the
-    # operator at hundreds of objects, without hundreds of engine processes on a 2-core machine.
-    shared_engines: bool = False
-
-
-def engine_argv(pod: Obj, node: NodeConfig, pod_ip: str, settings: Settings) -> list[str] | None:
-    """The simulator command line for an engine pod, or None for a pod that is not an engine."""
-    container = pod["spec"]["containers"][0]
-    command = list(container.get("command", []))
-    args = list(container.get("args", []))
-    for prefix in ENGINE_COMMANDS:
-        if command[: len(prefix)] == prefix:
-            engine_args = command[len(prefix) :] + args
-            break
-    else:
-        return None
-    gpus = int(container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", "0") or 0)
-    # Later flags win in argparse: the cluster-wide simulator settings come first so a pod's own args
-    # (e.g. --load-seconds) override them, and the pod IP, port and node's GPU product come last.
-    model = engine_args[:1] if engine_args and not engine_args[0].startswith("-") else []
-    rest = engine_args[len(model) :]
-    argv = [sys.executable, "-m", "llmserve.cli", "sim", "engine", *model, *settings.sim_args, *rest]
-    argv += ["--host", pod_ip, "--port", "8000", "--gpu-product", node.gpu_product]
-    if gpus > 1 and "--tensor-parallel-size" not in rest:
-        argv += ["--tensor-parallel-size", str(gpus)]
-    return ["ip", "netns", "exec", node.network.namespace, *argv]
-
-
-async def container_env(pod: Obj) -> dict[str, str]:
-    """The engine container's environment as a kubelet builds it: plain values and Secret keys
-    (`valueFrom.secretKeyRef`, e.g. the engine API key); a missing Secret fails the start, as there."""
-    container = pod["spec"]["containers"][0]
-    namespace = pod["metadata"]["namespace"]
-    env: dict[str, str] = {}
-    for var in container.get("env", []):
-        if "value" in var:
-            env[var["name"]] = str(var["value"])
-            continue
-        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
-        if not ref:
-            continue  # fieldRef and friends: the simulator needs none of them
-        secret = await kube.get("Secret", namespace, ref["name"])
-        encoded = ((secret or {}).get("data") or {}).get(ref["key"])
-        if encoded is None:
-            if ref.get("optional"):
-                continue
-            raise LookupError(f"secret {namespace}/{ref['name']} key {ref['key']!r} not found")
-        env[var["name"]] = base64.b64decode(encoded).decode()
-    return env
-
-
-class PodRunner:
-    """Plays the kubelet's part for one pod, from binding to deletion."""
-
-    def __init__(self, pod: Obj, node: NodeConfig, settings: Settings) -> None:
-        self.pod, self.node, self.settings = pod, node, settings
-        self.namespace = pod["metadata"]["namespace"]
-        self.name = pod["metadata"]["name"]
-        self.uid = pod["metadata"]["uid"]
-        self.pod_ip = ""
-        self.process: asyncio.subprocess.Process | None = None
-        self.restarts = 0
-        self.ready = False
-        self.started_at = now()
-        self.deleting = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    def update(self, pod: Obj) -> None:
-        self.pod = pod
-        if pod["metadata"].get("deletionTimestamp"):
-            self.deleting.set()
-
-    async def run(self) -> None:
-        self.pod_ip = await asyncio.to_thread(self.node.network.allocate_pod_ip)
-        try:
-            await self._serve_until_deleted()
-        finally:
-            await self._stop_process()
-            await asyncio.to_thread(self.node.network.release_pod_ip, self.pod_ip)
-
-    async def _serve_until_deleted(self) -> None:
-        argv = (
-            None
-            if self.settings.shared_engines
-            else engine_argv(self.pod, self.node, self.pod_ip, self.settings)
-        )
-        async with httpx.AsyncClient(timeout=2.0) as http:
-            while not self.deleting.is_set():
-                if argv is not None and (self.process is None or self.process.returncode is not None):
-                    if self.process is not None:
-                        self.restarts += 1
-                        self.ready = False
-                        await self._report(terminated=True)
-                        await self._sleep_or_delete(min(2**self.restarts, 30))
-                        if self.deleting.is_set():
-                            break
-                    try:
-                        env = {**os.environ, **await container_env(self.pod)}
-                    except (LookupError, kube.KubeError) as err:
-                        log.warning(
-                            "event=container_config_error pod=%s/%s error=%s", self.namespace, self.name, err
-                        )
-                        await self._sleep_or_delete(1.0)
-                        continue
-                    self.process = await asyncio.create_subprocess_exec(
-                        *argv, stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env=env
-                    )
-                    self.started_at = now()
-                    log.info(
-                        "event=engine_started pod=%s/%s ip=%s pid=%s",
-                        self.namespace,
-                        self.name,
-                        self.pod_ip,
-                        self.process.pid,
-                    )
-                    await self._report()
-                ready = await self._probe(http) if argv is not None else True
-                if ready != self.ready or not self.pod.get("status", {}).get("podIP"):
-                    self.ready = ready
-                    await self._report()
-                await self._sleep_or_delete(self.settings.probe_period_seconds)
-        await self._finish_deletion()
-
-    async def _sleep_or_delete(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self.deleting.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
-
-    async def _probe(self, http: httpx.AsyncClient) -> bool:
-        if self.process is None or self.process.returncode is not None:
-            return False
-        try:
-            response = await http.get(f"http://{self.pod_ip}:8000/health")
-            return response.status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    async def _finish_deletion(self) -> None:
-        grace = self.pod["metadata"].get("deletionGracePeriodSeconds", 30)
-        await self._stop_process(grace)
-        try:
-            await kube.request(
-                "DELETE", "Pod", self.namespace, self.name,
-                json={"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}},
-            )  # fmt: skip
-        except kube.KubeError as err:
-            if err.status not in (404, 409):
-                raise
-
-    async def _stop_process(self, grace_seconds: float = 0) -> None:
-        process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), timeout=max(grace_seconds, 0.1))
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-        log.info("event=engine_stopped pod=%s/%s code=%s", self.namespace, self.name, process.returncode)
-
-    async def _report(self, terminated: bool = False) -> None:
-        ready = "True" if self.ready else "False"
-        container = self.pod["spec"]["containers"][0]
-        state: Obj = {"running": {"startedAt": self.started_at}}
-        if terminated:
-            state = {"waiting": {"reason": "CrashLoopBackOff", "message": "engine process exited"}}
-        conditions = [
-            {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": self.started_at},
-            {"type": "Initialized", "status": "True", "lastTransitionTime": self.started_at},
-            {"type": "Ready", "status": ready, "lastTransitionTime": now()},
-            {"type": "ContainersReady", "status": ready, "lastTransitionTime": now()},
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": self.started_at},
-        ]
-        status = {
-            "phase": "Running",
-            "hostIP": self.node.network.host_ip,
-            "hostIPs": [{"ip": self.node.network.host_ip}],
-            "podIP": self.pod_ip,
-            "podIPs": [{"ip": self.pod_ip}],
-            "startTime": self.started_at,
-            "conditions": conditions,
-            "containerStatuses": [{
-                "name": container["name"], "image": container.get("image", ""), "imageID": "",
-                "containerID": f"fake://{self.process.pid if self.process else 0}",
-                "ready": self.ready, "started": not terminated, "restartCount": self.restarts, "state": state,
-            }],
-        }  # fmt: skip
-        try:
-            updated = await kube.merge_patch("Pod", self.namespace, self.name, {"status": status}, "status")
-            self.pod["status"] = updated.get("status", status)
-        except kube.KubeError as err:
-            if err.status != 404:
-                log.warning("event=pod_status_failed pod=%s/%s error=%s", self.namespace, self.name, err)
 
 
 class FakeKubelet:
@@ -258,6 +38,7 @@ class FakeKubelet:
         self.nodes, self.settings = nodes, settings
         self.pods: dict[str, PodRunner] = {}
         self.shared: list[asyncio.subprocess.Process] = []
+        self.relays: list[asyncio.Server] = []
 
     async def run(self) -> None:
         if self.settings.shared_engines:
@@ -270,6 +51,7 @@ class FakeKubelet:
                     stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
                 ))  # fmt: skip
         for node in self.nodes:
+            self.relays.append(await serve_api_relay(node.network.namespace))
             await self._register(node)
         await asyncio.gather(
             *(self._heartbeat(node) for node in self.nodes), *(self._watch_pods(node) for node in self.nodes)
@@ -416,7 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     kubelet = FakeKubelet(
         nodes,
-        Settings(args.heartbeat_seconds, args.probe_period_seconds, tuple(args.sim_arg), args.shared_engines),
+        Settings(
+            args.heartbeat_seconds,
+            args.probe_period_seconds,
+            tuple(args.sim_arg),
+            args.shared_engines,
+            Path(os.environ["LLMSERVE_DEVCLUSTER"]) if os.environ.get("LLMSERVE_DEVCLUSTER") else None,
+        ),
     )
 
     async def run() -> None:

@@ -2,7 +2,9 @@
 
 Layout for node N (prefix P, base 10.244):  host veth `P-hN` 10.244.N.254/24  <->  netns `P-nN` eth0
 10.244.N.1/24; each pod adds its own 10.244.N.K/24 address on eth0. The host reaches pods through the
-connected route; nothing is routed anywhere else.
+connected route. Pods reach pods on other nodes as through a CNI: each namespace routes every other
+node's /24 (and only those) via the host, which forwards between the fake nodes' host links only
+(forwarding is switched on for those links, not host-wide); nothing is routed anywhere else.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ class NodeNetwork:
         _ip("-n", self.namespace, "link", "set", "lo", "up")
         _ip("-n", self.namespace, "addr", "add", f"{self.subnet}.1/24", "dev", "eth0")
         _ip("-n", self.namespace, "link", "set", "eth0", "up")
+        with open(f"/proc/sys/net/ipv4/conf/{self.host_link}/forwarding", "w") as forwarding:
+            forwarding.write("1")  # packets from this node to another node's pods, on this link only
+
+    def route_to(self, other: NodeNetwork) -> None:
+        """Pod-to-pod traffic to `other`'s pod CIDR goes through the host."""
+        _ip("-n", self.namespace, "route", "add", f"{other.subnet}.0/24", "via", self.host_ip)
 
     def allocate_pod_ip(self) -> str:
         host = self._free.pop(0) if self._free else self._next_host

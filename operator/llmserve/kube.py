@@ -43,6 +43,7 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "LLMServe": (LLMSERVE_API, PLURAL),
     "BurstPool": (LLMSERVE_API, "burstpools"),
     "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions"),
+    "ServiceAccount": ("v1", "serviceaccounts"),
 }
 
 

@@ -49,6 +49,8 @@ class KubeGateway:
         self.port, self.metrics_port = free_port(), free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log_path = STATE_DIR.parent / f"{STATE_DIR.name}-gateway-{namespace}.log"
+        # where this process's lines start (a rerun with the same state dir appends to the file)
+        self.first_line = len(self.log_path.read_text().splitlines()) if self.log_path.exists() else 0
         args = [
             sys.executable, "-m", "llmserve.cli", "gateway", "--namespace", namespace,
             "--keys-namespace", namespace, "--port", str(self.port), "--metrics-port", str(self.metrics_port), "--scrape-interval", "0.5",

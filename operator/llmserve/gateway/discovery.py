@@ -14,7 +14,12 @@ from llmserve.api.llmserve import ENGINE_PORT
 from llmserve.gateway.auth import KEY_LABEL, ApiKey, KeyStore, key_from_secret
 from llmserve.gateway.metrics import GatewayMetrics
 from llmserve.gateway.registry import Backend, ModelRoute, Registry
-from llmserve.render.engine_key import SecretRef, derive_engine_key, master_from_secret
+from llmserve.render.engine_key import (
+    SecretRef,
+    derive_engine_key,
+    master_from_secret,
+    previous_master_from_secret,
+)
 from llmserve.render.labels import LLMSERVE_LABEL
 
 log = logging.getLogger(__name__)
@@ -84,6 +89,8 @@ class ClusterView:
     slices: dict[tuple[str, str], Obj] = field(default_factory=dict)  # (namespace, slice name)
     _conflicts: set[str] = field(default_factory=set)
     engine_master: bytes | None = field(default=None, repr=False)  # derives each engine's key
+    # The master before a rotation: engines started with it refuse the new key until their pods roll.
+    previous_engine_master: bytes | None = field(default=None, repr=False)
     conflicted: list[tuple[Obj, Obj]] = field(default_factory=list)  # (holder, refused) of the last routes()
 
     @staticmethod
@@ -134,22 +141,35 @@ class ClusterView:
         for name, obj in chosen.items():
             namespace, resource = self._key(obj)
             slots = batch_slots(obj)
-            headers = self._engine_headers(obj)
+            headers = self._engine_headers(obj, self.engine_master)
+            fallback = self._engine_headers(obj, self.previous_engine_master)
             backends = tuple(
-                Backend(url, headers, batch_slots=slots)
+                Backend(url, headers, batch_slots=slots, fallback_headers=fallback)
                 for url in sorted(set(urls.get((namespace, resource), [])))
             )
             routes.append(ModelRoute(name, backends, namespace, resource))
         return routes
 
-    def _engine_headers(self, obj: Obj) -> tuple[tuple[str, str], ...]:
-        if self.engine_master is None:
+    @staticmethod
+    def _engine_headers(obj: Obj, master: bytes | None) -> tuple[tuple[str, str], ...]:
+        if master is None:
             return ()
         meta = obj["metadata"]
-        key = derive_engine_key(
-            self.engine_master, meta.get("namespace", ""), meta["name"], meta.get("uid", "")
-        )
+        key = derive_engine_key(master, meta.get("namespace", ""), meta["name"], meta.get("uid", ""))
         return (("Authorization", f"Bearer {key}"),)
+
+    def set_engine_master(self, master: bytes | None, explicit_previous: bytes | None) -> None:
+        """A new master from the Secret. The previous one is the Secret's `previous-master-key` when
+        set (it survives gateway restarts), else the master this gateway used until now."""
+        old = self.engine_master
+        if explicit_previous is not None:
+            previous = explicit_previous
+        elif master is not None and old is not None and old != master:
+            previous = old
+        else:
+            previous = self.previous_engine_master if master == old else None
+        self.engine_master = master
+        self.previous_engine_master = previous if previous != master else None
 
 
 async def _watch_forever(
@@ -300,7 +320,12 @@ class KubeDiscovery:
                 "event=engine_key_master_missing secret=%s message=%r", self.engine_key_secret,
                 "no engine key: engines started by the operator will refuse the gateway's requests",
             )  # fmt: skip
-        self.view.engine_master = master
+        explicit_previous = previous_master_from_secret(secret) if secret is not None else None
+        rotated = master is not None and self.view.engine_master not in (None, master)
+        self.view.set_engine_master(master, explicit_previous)
+        if rotated:
+            log.info("event=engine_key_master_rotated secret=%s previous_kept=%s", self.engine_key_secret,
+                     self.view.previous_engine_master is not None)  # fmt: skip
         if event_type == "SYNC":
             self._mark_synced("engine-key")
         if self._models_synced:

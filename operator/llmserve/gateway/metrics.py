@@ -109,6 +109,12 @@ class GatewayMetrics:
             ["namespace", "llmserve"],
             registry=r,
         )
+        self.engine_key_fallbacks = Counter(
+            "llmserve_gateway_engine_key_fallbacks",
+            "Requests an engine refused with the current engine key and took with the previous one "
+            "(engine-key master rotation, until the engine's pod has rolled).",
+            registry=r,
+        )
         # Routing (see docs/gateway.md#routing).
         self.routed = Counter(
             "llmserve_gateway_routing_decisions",

@@ -112,6 +112,7 @@ class Proxy:
         self.registry, self.session, self.settings, self.metrics = registry, session, settings, metrics
         self.rng = rng or random.Random()
         self.queue = queue  # None: when every replica is full, the engines queue
+        self._fallback_logged: set[str] = set()  # replicas already logged as holding the previous key
         self.timeout = aiohttp.ClientTimeout(
             total=settings.request_timeout_seconds or None,
             sock_connect=settings.connect_timeout_seconds,
@@ -281,33 +282,17 @@ class Proxy:
         outcome: Outcome,
         forwarding: Forwarding = _PLAIN,
     ) -> web.StreamResponse:
-        # identity: the answer is metered and passed on as is, so it must not arrive compressed.
-        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity", **dict(backend.headers)}
-        request_id = request.headers.get("X-Request-Id")
-        if request_id:
-            headers["X-Request-Id"] = request_id
-        # POSTs carry everything in the body; a GET's query (e.g. ?stream=true) is part of the request.
-        path = request.rel_url.path if forwarding.method == "POST" else request.rel_url.raw_path_qs
-        url = backend.url.rstrip("/") + path
-        try:
-            upstream = await self.session.request(
-                forwarding.method, url, data=body, headers=headers, timeout=self.timeout,
-                ssl=backend.tls if backend.tls is not None else True,
-            )  # fmt: skip
-        except _CONNECT_TIMEOUT as err:
-            self._eject(backend)
-            raise _Retry("connect_timeout", describe_error(err)) from err
-        except _BEFORE_HEAD as err:
-            if isinstance(err, aiohttp.ClientConnectorError):
-                self._eject(backend)
-            raise _Retry("connect_failed", describe_error(err)) from err
-        except TimeoutError as err:  # waited read_timeout for the head of an unstreamed answer
-            self._eject(backend)  # alive but frozen: out of rotation until it answers again
-            raise GatewayError(
-                504,
-                f"The replica did not answer within {self.settings.read_timeout_seconds:g}s.",
-                code="upstream_timeout",
-            ) from err
+        upstream = await self._send(request, backend, body, forwarding, backend.headers)
+        if is_auth_failure(upstream.status) and backend.fallback_headers:
+            # The engine-key master was rotated and this replica's pod has not rolled yet: it still
+            # holds the key derived from the previous master. It refused before doing any work.
+            await upstream.read()
+            upstream.release()
+            self.metrics.engine_key_fallbacks.inc()
+            if backend.label not in self._fallback_logged:  # once per replica; the metric counts all
+                self._fallback_logged.add(backend.label)
+                log.info("event=engine_key_previous_used backend=%s", backend.label)
+            upstream = await self._send(request, backend, body, forwarding, backend.fallback_headers)
         if record_success(self.registry.load(backend)):
             log.info("event=backend_back backend=%s", backend.label)
         try:
@@ -334,6 +319,43 @@ class Proxy:
                 upstream.release()
             else:
                 upstream.close()
+
+    async def _send(
+        self,
+        request: web.Request,
+        backend: Backend,
+        body: bytes,
+        forwarding: Forwarding,
+        credentials: tuple[tuple[str, str], ...],
+    ) -> aiohttp.ClientResponse:
+        """One upstream request up to its response head; connect failures become _Retry."""
+        # identity: the answer is metered and passed on as is, so it must not arrive compressed.
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity", **dict(credentials)}
+        request_id = request.headers.get("X-Request-Id")
+        if request_id:
+            headers["X-Request-Id"] = request_id
+        # POSTs carry everything in the body; a GET's query (e.g. ?stream=true) is part of the request.
+        path = request.rel_url.path if forwarding.method == "POST" else request.rel_url.raw_path_qs
+        url = backend.url.rstrip("/") + path
+        try:
+            return await self.session.request(
+                forwarding.method, url, data=body, headers=headers, timeout=self.timeout,
+                ssl=backend.tls if backend.tls is not None else True,
+            )  # fmt: skip
+        except _CONNECT_TIMEOUT as err:
+            self._eject(backend)
+            raise _Retry("connect_timeout", describe_error(err)) from err
+        except _BEFORE_HEAD as err:
+            if isinstance(err, aiohttp.ClientConnectorError):
+                self._eject(backend)
+            raise _Retry("connect_failed", describe_error(err)) from err
+        except TimeoutError as err:  # waited read_timeout for the head of an unstreamed answer
+            self._eject(backend)  # alive but frozen: out of rotation until it answers again
+            raise GatewayError(
+                504,
+                f"The replica did not answer within {self.settings.read_timeout_seconds:g}s.",
+                code="upstream_timeout",
+            ) from err
 
     async def _whole(
         self, upstream: aiohttp.ClientResponse, started: float, outcome: Outcome

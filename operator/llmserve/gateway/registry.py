@@ -19,6 +19,9 @@ class Backend:
     # Sent upstream, e.g. the engine key or an instance's Authorization; kept out of repr() so a logged
     # Backend never shows a credential.
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # Sent instead when the replica refuses `headers` (401/403): the key derived from the previous
+    # engine-key master, which replicas started before a rotation still hold until their pods roll.
+    fallback_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     source: str = "pod"  # pod | static | burst
     batch_slots: int | None = None  # the engine's --max-num-seqs when known (LLMServe args, static file)
     # The TLS a rented instance must present (its pinned certificate or its provider's proxy); None: default.

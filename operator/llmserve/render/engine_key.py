@@ -24,6 +24,8 @@ Obj = dict[str, Any]
 ENGINE_KEY_LABEL = "llmserve.dev/engine-key"  # marks per-LLMServe engine key Secrets
 ENGINE_KEY_FIELD = "api-key"  # data key inside the per-LLMServe Secret
 MASTER_FIELD = "master-key"  # data key inside the master Secret
+# During a rotation, the master being replaced: the gateway still reaches engines started with it.
+PREVIOUS_MASTER_FIELD = "previous-master-key"
 DEFAULT_MASTER_NAME = "llmserve-engine-key-master"
 MASTER_SECRET_ENV = "LLMSERVE_ENGINE_KEY_SECRET"  # "namespace/name" of the master Secret
 MIN_MASTER_BYTES = 32
@@ -77,6 +79,19 @@ def master_from_secret(secret: Obj) -> bytes:
     if len(master) < MIN_MASTER_BYTES:
         raise ValueError(f"data.{MASTER_FIELD} must hold at least {MIN_MASTER_BYTES} bytes")
     return master
+
+
+def previous_master_from_secret(secret: Obj) -> bytes | None:
+    """The rotation's previous master (`previous-master-key`), or None when the Secret has none or it
+    is not a usable key."""
+    encoded = (secret.get("data") or {}).get(PREVIOUS_MASTER_FIELD)
+    if not encoded:
+        return None
+    try:
+        previous = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        return None
+    return previous if len(previous) >= MIN_MASTER_BYTES else None
 
 
 def render_master_secret(ref: SecretRef, master: bytes) -> Obj:
