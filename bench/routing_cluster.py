@@ -117,10 +117,12 @@ async def gateway_metrics(session: aiohttp.ClientSession, url: str) -> str:
         return await resp.text()
 
 
-async def start_gateway(cluster: DevCluster, routing: str, args: argparse.Namespace) -> tuple[str, str]:
+async def start_gateway(
+    cluster: DevCluster, name: str, routing: str, args: argparse.Namespace
+) -> tuple[str, str]:
     """A gateway discovering the LLMServe; returns its API and metrics URLs once it routes to every replica."""
     port, metrics_port = free_port(), free_port()
-    cluster.processes.start(f"gateway-{routing}", [
+    cluster.processes.start(name, [
         sys.executable, "-m", "llmserve.cli", "gateway", "--namespace", NAMESPACE, "--keys-namespace", NAMESPACE,
         "--port", str(port), "--metrics-port", str(metrics_port), "--routing", routing,
         "--scrape-interval", str(args.scrape_interval), "--no-access-log", "--log-level", "WARNING",
@@ -144,25 +146,32 @@ async def start_gateway(cluster: DevCluster, routing: str, args: argparse.Namesp
 
 
 async def measure(cluster: DevCluster, routing: str, pods: dict[str, str], args: argparse.Namespace) -> Run:
-    """One run: a fresh gateway with this router, the seeded users through it, deltas of the counters."""
-    api, metrics = await start_gateway(cluster, routing, args)
+    """One run: fresh gateways with this router, the seeded users through them, deltas of the counters."""
+    names = [f"gateway-{routing}-{i}" for i in range(args.gateways)]
+    apis: list[str] = []
+    metrics: list[str] = []
     engines = [f"http://{ip}:8000" for ip in pods.values()]
     run = Run()
     try:
+        for name in names:
+            api, metrics_url = await start_gateway(cluster, name, routing, args)
+            apis.append(api)
+            metrics.append(metrics_url)
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=600)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             origin = time.monotonic()
             user = load_user if args.workload == "load" else chat_user
             users = [
-                asyncio.create_task(user(i, [api], args, run, origin, session)) for i in range(args.users)
+                asyncio.create_task(user(i, apis, args, run, origin, session)) for i in range(args.users)
             ]
             await asyncio.sleep(args.warmup)
-            engines_before, gateway_before = await scrape(session, engines), await scrape(session, [metrics])
+            engines_before, gateway_before = await scrape(session, engines), await scrape(session, metrics)
             await asyncio.gather(*users)
-            engines_after, gateway_after = await scrape(session, engines), await scrape(session, [metrics])
+            engines_after, gateway_after = await scrape(session, engines), await scrape(session, metrics)
     finally:
-        cluster.processes.stop(f"gateway-{routing}")
+        for name in names:
+            cluster.processes.stop(name)
 
     def delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
@@ -210,9 +219,7 @@ def main(args: argparse.Namespace) -> int:
         for index, routing in enumerate(routers):
             if index:
                 pods = replace_pods(cluster, pods, args.replicas)
-            run_args = argparse.Namespace(
-                **{**vars(args), "routing": routing, "gateways": 1, "queue_when_full": False}
-            )
+            run_args = argparse.Namespace(**{**vars(args), "routing": routing, "queue_when_full": False})
             run = asyncio.run(measure(cluster, routing, pods, run_args))
             outputs.append(report(run, run_args))
             print(outputs[-1], flush=True)
@@ -228,6 +235,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--routers", nargs="+", choices=["prefix", "least-load", "power-of-two"],
                    help="routers to run, in order (default: load → power-of-two prefix; chat → prefix least-load)")  # fmt: skip
     p.add_argument("--replicas", type=int, default=6)
+    p.add_argument("--gateways", type=int, default=1, help="gateway replicas; users are split across them")
     p.add_argument("--max-num-seqs", type=int, default=8)
     p.add_argument("--users", type=int, default=48)
     p.add_argument(
