@@ -58,6 +58,7 @@ class Run:
     gateway_all_full: float = 0.0
     engine_queued: float = 0.0  # requests that waited > 2 s in an engine queue
     engine_requests: float = 0.0
+    engine_preemptions: float = 0.0  # running requests sent back to the queue: a KV cache ran out
     hits: float = 0.0
     queries: float = 0.0
 
@@ -217,6 +218,7 @@ async def main(args: argparse.Namespace) -> Run:
     run.engine_queued = run.engine_requests - delta(
         engines_after, engines_before, queue_time + "_bucket{le=2.0}"
     )
+    run.engine_preemptions = delta(engines_after, engines_before, "vllm:num_preemptions_total")
     run.hits = delta(engines_after, engines_before, "vllm:prefix_cache_hits_total")
     run.queries = delta(engines_after, engines_before, "vllm:prefix_cache_queries_total")
     print(f"logs: {workdir}")
@@ -238,7 +240,8 @@ def report(run: Run, args: argparse.Namespace) -> str:
         f"({100 * slow / max(1, len(ttft)):.1f}%)",
         f"placed on a full replica while another had room (gateway's count): {run.gateway_on_full:.0f}; "
         f"every replica full: {run.gateway_all_full:.0f}",
-        f"requests that waited > 2 s in an engine queue: {run.engine_queued:.0f} of {run.engine_requests:.0f}",
+        f"requests that waited > 2 s in an engine queue: {run.engine_queued:.0f} of {run.engine_requests:.0f}; "
+        f"preemptions (KV cache full): {run.engine_preemptions:.0f}",
     ]
     if run.queries:
         lines.append(

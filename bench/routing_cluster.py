@@ -184,6 +184,7 @@ async def measure(cluster: DevCluster, routing: str, pods: dict[str, str], args:
     run.engine_queued = run.engine_requests - delta(
         engines_after, engines_before, queue_time + "_bucket{le=2.0}"
     )
+    run.engine_preemptions = delta(engines_after, engines_before, "vllm:num_preemptions_total")
     run.hits = delta(engines_after, engines_before, "vllm:prefix_cache_hits_total")
     run.queries = delta(engines_after, engines_before, "vllm:prefix_cache_queries_total")
     return run
