@@ -176,16 +176,17 @@ async def main(args: argparse.Namespace) -> Run:
                  "--max-num-seqs", str(args.max_num_seqs), "--time-scale", str(args.time_scale),
                  "--output-length-distribution", "max_tokens", "--log-level", "WARNING"],
                 f"http://127.0.0.1:{port}/health", workdir / f"engine-{port}.log"))  # fmt: skip
-        gateway_urls = []
+        gateway_urls, gateway_metrics_urls = [], []
         for _ in range(args.gateways):
-            port = listen_port()
+            port, metrics_port = listen_port(), listen_port()
             queue = ["--queue-when-full"] if args.queue_when_full else []
             await stack.enter_async_context(spawned(
                 [py, "-m", "llmserve.cli", "gateway", "--static", str(workdir / "gateway.yaml"), "--port", str(port),
                  "--routing", args.routing, "--scrape-interval", str(args.scrape_interval), "--no-access-log",
-                 "--log-level", "WARNING", "--metrics-port", str(listen_port()), *queue],
+                 "--log-level", "WARNING", "--metrics-port", str(metrics_port), *queue],
                 f"http://127.0.0.1:{port}/health", workdir / f"gateway-{port}.log"))  # fmt: skip
             gateway_urls.append(f"http://127.0.0.1:{port}")
+            gateway_metrics_urls.append(f"http://127.0.0.1:{metrics_port}")  # not served on the API port
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=600)
@@ -199,12 +200,12 @@ async def main(args: argparse.Namespace) -> Run:
             await asyncio.sleep(args.warmup)
             engines_before, gateways_before = (
                 await scrape(session, engine_urls),
-                await scrape(session, gateway_urls),
+                await scrape(session, gateway_metrics_urls),
             )
             await asyncio.gather(*users)
             engines_after, gateways_after = (
                 await scrape(session, engine_urls),
-                await scrape(session, gateway_urls),
+                await scrape(session, gateway_metrics_urls),
             )
 
     def delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
