@@ -230,7 +230,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", choices=["load", "chat"], default="load")
     p.add_argument("--routers", nargs="+", choices=["prefix", "least-load", "power-of-two"],
@@ -251,7 +251,7 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--scrape-interval", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=1)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     args.time_scale = 1.0  # report() converts wall seconds with it; the pods run at real time
     return args
 
