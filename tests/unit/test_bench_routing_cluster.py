@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench import routing_cluster
+
 from llmserve.api.llmserve import LLMServe
 from llmserve.gateway.discovery import batch_slots, served_name
 
