@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import routing_cluster
+from bench import routing, routing_cluster
 
 from llmserve.api.llmserve import LLMServe
 from llmserve.gateway.discovery import batch_slots, served_name
@@ -17,4 +17,4 @@ def test_the_benchmarked_llmserve_is_valid_fixed_in_size_and_tells_the_gateway_i
     assert spec.autoscaling.enabled is False
     # Without known slots the gateway would take 256 per replica and never see one as full.
     assert batch_slots(manifest) == 8
-    assert served_name(manifest) == routing_cluster.SERVED
+    assert served_name(manifest) == routing.SERVED
