@@ -99,9 +99,24 @@ def wait_for_pods(
     raise TimeoutError(f"{count} ready engine pods not there after {timeout_seconds:.0f}s")
 
 
+def kubectl_retrying(cluster: DevCluster, *args: str, timeout_seconds: float = 60) -> None:
+    """kubectl until it succeeds: a fresh apiserver on a busy machine answers 429 "storage is
+    (re)initializing" for a while, which a one-shot call turns into a failed run."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        result = cluster.kubectl(*args, check=False)
+        if result.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"kubectl {' '.join(args)} kept failing: {result.stderr.strip()}")
+        time.sleep(1)
+
+
 def bring_up(cluster: DevCluster, args: argparse.Namespace) -> dict[str, str]:
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/llmserves.llmserve.dev", "--timeout=30s")
+    kubectl_retrying(cluster, "apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl_retrying(
+        cluster, "wait", "--for=condition=Established", "crd/llmserves.llmserve.dev", "--timeout=10s"
+    )
     cluster.processes.start("operator", [
         sys.executable, "-m", "llmserve.cli", "operator", "--liveness-port", str(free_port()),
         "--metrics-port", str(free_port()),
