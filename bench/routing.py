@@ -58,6 +58,7 @@ class Run:
     gateway_all_full: float = 0.0
     engine_queued: float = 0.0  # requests that waited > 2 s in an engine queue
     engine_requests: float = 0.0
+    engine_preemptions: float = 0.0  # running requests sent back to the queue: a KV cache ran out
     hits: float = 0.0
     queries: float = 0.0
 
@@ -175,16 +176,17 @@ async def main(args: argparse.Namespace) -> Run:
                  "--max-num-seqs", str(args.max_num_seqs), "--time-scale", str(args.time_scale),
                  "--output-length-distribution", "max_tokens", "--log-level", "WARNING"],
                 f"http://127.0.0.1:{port}/health", workdir / f"engine-{port}.log"))  # fmt: skip
-        gateway_urls = []
+        gateway_urls, gateway_metrics_urls = [], []
         for _ in range(args.gateways):
-            port = listen_port()
+            port, metrics_port = listen_port(), listen_port()
             queue = ["--queue-when-full"] if args.queue_when_full else []
             await stack.enter_async_context(spawned(
                 [py, "-m", "llmserve.cli", "gateway", "--static", str(workdir / "gateway.yaml"), "--port", str(port),
                  "--routing", args.routing, "--scrape-interval", str(args.scrape_interval), "--no-access-log",
-                 "--log-level", "WARNING", "--metrics-port", str(listen_port()), *queue],
+                 "--log-level", "WARNING", "--metrics-port", str(metrics_port), *queue],
                 f"http://127.0.0.1:{port}/health", workdir / f"gateway-{port}.log"))  # fmt: skip
             gateway_urls.append(f"http://127.0.0.1:{port}")
+            gateway_metrics_urls.append(f"http://127.0.0.1:{metrics_port}")  # not served on the API port
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=600)
@@ -198,12 +200,12 @@ async def main(args: argparse.Namespace) -> Run:
             await asyncio.sleep(args.warmup)
             engines_before, gateways_before = (
                 await scrape(session, engine_urls),
-                await scrape(session, gateway_urls),
+                await scrape(session, gateway_metrics_urls),
             )
             await asyncio.gather(*users)
             engines_after, gateways_after = (
                 await scrape(session, engine_urls),
-                await scrape(session, gateway_urls),
+                await scrape(session, gateway_metrics_urls),
             )
 
     def delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
@@ -217,6 +219,7 @@ async def main(args: argparse.Namespace) -> Run:
     run.engine_queued = run.engine_requests - delta(
         engines_after, engines_before, queue_time + "_bucket{le=2.0}"
     )
+    run.engine_preemptions = delta(engines_after, engines_before, "vllm:num_preemptions_total")
     run.hits = delta(engines_after, engines_before, "vllm:prefix_cache_hits_total")
     run.queries = delta(engines_after, engines_before, "vllm:prefix_cache_queries_total")
     print(f"logs: {workdir}")
@@ -238,7 +241,8 @@ def report(run: Run, args: argparse.Namespace) -> str:
         f"({100 * slow / max(1, len(ttft)):.1f}%)",
         f"placed on a full replica while another had room (gateway's count): {run.gateway_on_full:.0f}; "
         f"every replica full: {run.gateway_all_full:.0f}",
-        f"requests that waited > 2 s in an engine queue: {run.engine_queued:.0f} of {run.engine_requests:.0f}",
+        f"requests that waited > 2 s in an engine queue: {run.engine_queued:.0f} of {run.engine_requests:.0f}; "
+        f"preemptions (KV cache full): {run.engine_preemptions:.0f}",
     ]
     if run.queries:
         lines.append(
