@@ -126,6 +126,14 @@ def wait_leader(metrics_port: int, timeout_seconds: float = 60) -> None:
     raise RuntimeError("the operator did not become leader")
 
 
+def _write_tracemalloc_report(pid: int, output: Path, timeout_seconds: float = 120) -> None:
+    output.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout_seconds
+    while not output.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -141,6 +149,10 @@ def main() -> int:
         "--no-autoscaling", action="store_true", help="autoscaling.enabled false on every object"
     )
     parser.add_argument("--profile", help="write py-spy's collapsed stacks of the operator to this file")
+    parser.add_argument(
+        "--tracemalloc",
+        help="run the operator under tracemalloc and write its top memory holders to this file",
+    )
     args = parser.parse_args()
     nodes = args.nodes or max(2, -(-args.count // 200))
     gpus_per_node = -(-args.count // nodes) + 4
@@ -152,14 +164,17 @@ def main() -> int:
         gpus_per_node=gpus_per_node, heartbeat_seconds=5, probe_period_seconds=1.0,
         sim_args=["--load-seconds=0"], shared_engines=args.operator_only,
     ))  # fmt: skip
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     cluster.start()
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "crd/llmserves.llmserve.dev")
         metrics_port = free_port()
+        entry = [sys.executable, "-m", "llmserve.cli", "operator"]
+        if args.tracemalloc:
+            entry = [sys.executable, str(REPO / "bench" / "traced_operator.py"), args.tracemalloc, "--"]
         operator = cluster.processes.start("operator", [
-            sys.executable, "-m", "llmserve.cli", "operator", "--liveness-port", str(free_port()),
-            "--metrics-port", str(metrics_port),
+            *entry, "--liveness-port", str(free_port()), "--metrics-port", str(metrics_port),
         ], {**cluster.child_env(), "LLMSERVE_METRICS_ADDR": "127.0.0.1", "LLMSERVE_LIVENESS_ADDR": "127.0.0.1"})  # fmt: skip
         wait_leader(metrics_port)
         cluster.kubectl("create", "namespace", "bench")
@@ -175,6 +190,8 @@ def main() -> int:
         )
         cpu_up = cpu_seconds(operator.pid) - cpu_before
         time.sleep(10)  # let the last status writes and first autoscaler passes settle
+        if args.tracemalloc:
+            _write_tracemalloc_report(operator.pid, Path(args.tracemalloc))
         idle_start = cpu_seconds(operator.pid)
         time.sleep(args.idle_seconds)
         idle_cpu = (cpu_seconds(operator.pid) - idle_start) / args.idle_seconds
@@ -187,7 +204,7 @@ def main() -> int:
     to_created = [created[n] - applied[n] for n in applied]
     to_ready = [ready[n] - applied[n] for n in applied]
     mode = "operator-only (one idle simulator per node)" if args.operator_only else "one simulator per pod"
-    print(f"{datetime.now(UTC):%Y-%m-%d}; machine: {platform.machine()}, {os.cpu_count()} cores (shared); "
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average before: {load_before}; machine: {platform.machine()}, {os.cpu_count()} cores (shared); "
           f"{args.count} LLMServes applied {args.concurrency} at a time; {nodes} fake nodes x {gpus_per_node} "
           f"GPUs; {mode}; autoscaling {'off' if args.no_autoscaling else 'on (5 s interval)'}")  # fmt: skip
     print("| measure | p50 (s) | p99 (s) |")
