@@ -113,6 +113,16 @@ async def measure(
     return applied, created, ready, time.monotonic() - started
 
 
+def status_writes(metrics_port: int) -> dict[str, float]:
+    """The operator's status applies so far, by field manager (its llmserve_operator_status_writes_total)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    found = re.findall(
+        r'^llmserve_operator_status_writes_total\{manager="([^"]+)"\} (\S+)$', text, re.MULTILINE
+    )
+    return {manager: float(value) for manager, value in found}
+
+
 def wait_leader(metrics_port: int, timeout_seconds: float = 60) -> None:
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
@@ -124,6 +134,19 @@ def wait_leader(metrics_port: int, timeout_seconds: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError("the operator did not become leader")
+
+
+def api_requests(cluster: DevCluster) -> dict[tuple[str, str, str], float]:
+    """The apiserver's request counts so far by (verb, resource, subresource), every client together."""
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    counts: dict[tuple[str, str, str], float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))
+        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
 
 
 def _write_tracemalloc_report(pid: int, output: Path, timeout_seconds: float = 120) -> None:
@@ -184,11 +207,19 @@ def main() -> int:
             profiler = subprocess.Popen(["py-spy", "record", "--pid", str(operator.pid), "--format", "raw",
                                          "--rate", "50", "--nonblocking", "-o", args.profile],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        requests_before = api_requests(cluster)
+        others_before = {name: cpu_seconds(proc.pid) for name, proc in cluster.processes.processes}
+        bench_before = sum(os.times()[:2])
         cpu_before = cpu_seconds(operator.pid)
         applied, created, ready, total = asyncio.run(
             measure(args.count, "bench", args.concurrency, not args.no_autoscaling)
         )
         cpu_up = cpu_seconds(operator.pid) - cpu_before
+        requests_up = api_requests(cluster)
+        writes_up = status_writes(metrics_port)
+        others_up = {name: cpu_seconds(proc.pid) - others_before.get(name, 0.0)
+                     for name, proc in cluster.processes.processes if name != "operator"}  # fmt: skip
+        others_up["bench (this script)"] = sum(os.times()[:2]) - bench_before
         time.sleep(10)  # let the last status writes and first autoscaler passes settle
         if args.tracemalloc:
             _write_tracemalloc_report(operator.pid, Path(args.tracemalloc))
@@ -201,6 +232,10 @@ def main() -> int:
         rss = peak_rss_mib(operator.pid)
     finally:
         cluster.stop()
+    per_object = {
+        key: (value - requests_before.get(key, 0.0)) / args.count for key, value in requests_up.items()
+    }
+    busiest = sorted(((v, k) for k, v in per_object.items() if v >= 0.2 and k[0] != "WATCH"), reverse=True)
     to_created = [created[n] - applied[n] for n in applied]
     to_ready = [ready[n] - applied[n] for n in applied]
     mode = "operator-only (one idle simulator per node)" if args.operator_only else "one simulator per pod"
@@ -216,6 +251,13 @@ def main() -> int:
     print(f"total (first apply -> last Ready): {total:.1f} s; operator peak RSS: {rss:.0f} MiB; "
           f"operator CPU while they came up: {cpu_up:.1f} s ({1000 * cpu_up / args.count:.0f} ms/object); "
           f"idle: {idle_cpu:.3f} CPU-s/s over {args.idle_seconds:.0f} s")  # fmt: skip
+    print(f"CPU seconds of the other processes in the same window (the machine had {(os.cpu_count() or 1) * total:.0f} CPU-s): "
+          + ", ".join(f"{name} {value:.1f}" for name, value in sorted(others_up.items(), key=lambda kv: -kv[1])))  # fmt: skip
+    print("operator status writes per object by field manager: "
+          + ", ".join(f"{manager} {value / args.count:.2f}" for manager, value in sorted(writes_up.items())))  # fmt: skip
+    print("API requests per object from first apply to last Ready (every client: operator, bench, controllers, "
+          "kubelet): " + ", ".join(f"{verb} {resource}{'/' + sub if sub else ''} {value:.1f}"
+                                   for value, (verb, resource, sub) in busiest))  # fmt: skip
     return 0
 
 
