@@ -7,6 +7,10 @@ With --operator-only the fake kubelet starts no simulator per pod: one idle simu
 /health and /metrics for every pod IP on it and pods are Ready at once, so the figures are the operator's
 and the apiserver's, not N simulators starting on the same cores.
 
+Also prints the other processes' CPU in the same window, the apiserver's requests per object and the
+operator's status writes per field manager; --profile samples the operator with py-spy, --tracemalloc
+runs it under tracemalloc (bench/traced_operator.py) and writes its biggest memory holders.
+
 Usage: python bench/reconcile.py [--count 200] [--operator-only] [--concurrency 20] [--idle-seconds 60]
 """
 
@@ -46,9 +50,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def peak_rss_mib(pid: int) -> float:
+def peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """The process' peak resident memory (VmHWM), or its resident memory now (field="VmRSS")."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -207,6 +212,7 @@ def main() -> int:
             profiler = subprocess.Popen(["py-spy", "record", "--pid", str(operator.pid), "--format", "raw",
                                          "--rate", "50", "--nonblocking", "-o", args.profile],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        rss_started = peak_rss_mib(operator.pid, "VmRSS")
         requests_before = api_requests(cluster)
         others_before = {name: cpu_seconds(proc.pid) for name, proc in cluster.processes.processes}
         bench_before = sum(os.times()[:2])
@@ -230,6 +236,7 @@ def main() -> int:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=60)
         rss = peak_rss_mib(operator.pid)
+        rss_idle = peak_rss_mib(operator.pid, "VmRSS")
     finally:
         cluster.stop()
     per_object = {
@@ -253,6 +260,8 @@ def main() -> int:
           f"idle: {idle_cpu:.3f} CPU-s/s over {args.idle_seconds:.0f} s")  # fmt: skip
     print(f"CPU seconds of the other processes in the same window (the machine had {(os.cpu_count() or 1) * total:.0f} CPU-s): "
           + ", ".join(f"{name} {value:.1f}" for name, value in sorted(others_up.items(), key=lambda kv: -kv[1])))  # fmt: skip
+    print(f"operator RSS: {rss_started:.0f} MiB when it became leader (no LLMServe yet), peak {rss:.0f} MiB, "
+          f"{rss_idle:.0f} MiB at the end of the idle window")  # fmt: skip
     print("operator status writes per object by field manager: "
           + ", ".join(f"{manager} {value / args.count:.2f}" for manager, value in sorted(writes_up.items())))  # fmt: skip
     print("API requests per object from first apply to last Ready (every client: operator, bench, controllers, "
