@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from aiohttp import web
@@ -39,7 +39,7 @@ class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         meta = body.get("metadata", {})
         trimmed = {key: value for key, value in body.items() if key not in ("metadata", "status")}
         trimmed["metadata"] = {key: meta[key] for key in self._KEPT_METADATA if key in meta}
-        return super().build(body=kopf.Body(trimmed))
+        return super().build(body=kopf.Body(cast(kopf.RawBody, trimmed)))
 
 
 @kopf.on.startup()
@@ -59,10 +59,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
     settings.batching.idle_timeout = float(os.environ.get("LLMSERVE_BATCH_IDLE_SECONDS", "1.0"))
     settings.execution.max_workers = 8
-    # All of an object's due handlers (ensure, capacity-fit) run in one processing cycle: kopf's default
-    # runs one per cycle and patches its progress annotation in between, a PATCH and a watch event more
-    # per handler and object.
-    settings.execution.lifecycle = kopf.lifecycles.all_at_once
 
 
 class _QuietRoutineHandlers(logging.Filter):
