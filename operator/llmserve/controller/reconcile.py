@@ -70,9 +70,8 @@ class Reconciler:
         with metrics.RECONCILE_SECONDS.labels(namespace=key[0], llmserve=key[1]).time():
             try:
                 # The engine key Secret and the NetworkPolicy go first: pods never start unguarded.
-                # Within each step the applies are independent, so they go out together (two round
-                # trips to the Deployment instead of five: at hundreds of LLMServes that was most of
-                # the time from apply to Deployment).
+                # Within each step the applies are independent, so they go out together: two round
+                # trips to the Deployment instead of five.
                 engine_key = await self.engine_keys.key_for(meta["namespace"], meta["name"], meta["uid"])
                 guards = security_children(
                     engine_key, meta["name"], meta["namespace"], meta["uid"], spec, deployment
