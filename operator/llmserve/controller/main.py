@@ -122,6 +122,9 @@ async def _run(
             namespaces=namespaces,
             liveness_endpoint=liveness,
             standalone=True,
+            # All of an object's due handlers (ensure, capacity-fit) run in one processing cycle: kopf's
+            # default runs one per cycle with a progress PATCH and a watch event in between.
+            lifecycle=kopf.lifecycles.all_at_once,
         )
     finally:
         if elector is not None:
