@@ -7,6 +7,10 @@ With --operator-only the fake kubelet starts no simulator per pod: one idle simu
 /health and /metrics for every pod IP on it and pods are Ready at once, so the figures are the operator's
 and the apiserver's, not N simulators starting on the same cores.
 
+Also prints the other processes' CPU in the same window, the apiserver's requests per object and the
+operator's status writes per field manager; --profile samples the operator with py-spy, --tracemalloc
+runs it under tracemalloc (bench/traced_operator.py) and writes its biggest memory holders.
+
 Usage: python bench/reconcile.py [--count 200] [--operator-only] [--concurrency 20] [--idle-seconds 60]
 """
 
@@ -46,9 +50,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def peak_rss_mib(pid: int) -> float:
+def peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """The process' peak resident memory (VmHWM), or its resident memory now (field="VmRSS")."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -113,6 +118,16 @@ async def measure(
     return applied, created, ready, time.monotonic() - started
 
 
+def status_writes(metrics_port: int) -> dict[str, float]:
+    """The operator's status applies so far, by field manager (its llmserve_operator_status_writes_total)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    found = re.findall(
+        r'^llmserve_operator_status_writes_total\{manager="([^"]+)"\} (\S+)$', text, re.MULTILINE
+    )
+    return {manager: float(value) for manager, value in found}
+
+
 def wait_leader(metrics_port: int, timeout_seconds: float = 60) -> None:
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
@@ -124,6 +139,27 @@ def wait_leader(metrics_port: int, timeout_seconds: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError("the operator did not become leader")
+
+
+def api_requests(cluster: DevCluster) -> dict[tuple[str, str, str], float]:
+    """The apiserver's request counts so far by (verb, resource, subresource), every client together."""
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    counts: dict[tuple[str, str, str], float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))
+        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def _write_tracemalloc_report(pid: int, output: Path, timeout_seconds: float = 120) -> None:
+    output.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout_seconds
+    while not output.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def main() -> int:
@@ -141,6 +177,10 @@ def main() -> int:
         "--no-autoscaling", action="store_true", help="autoscaling.enabled false on every object"
     )
     parser.add_argument("--profile", help="write py-spy's collapsed stacks of the operator to this file")
+    parser.add_argument(
+        "--tracemalloc",
+        help="run the operator under tracemalloc and write its top memory holders to this file",
+    )
     args = parser.parse_args()
     nodes = args.nodes or max(2, -(-args.count // 200))
     gpus_per_node = -(-args.count // nodes) + 4
@@ -152,14 +192,17 @@ def main() -> int:
         gpus_per_node=gpus_per_node, heartbeat_seconds=5, probe_period_seconds=1.0,
         sim_args=["--load-seconds=0"], shared_engines=args.operator_only,
     ))  # fmt: skip
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     cluster.start()
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "crd/llmserves.llmserve.dev")
         metrics_port = free_port()
+        entry = [sys.executable, "-m", "llmserve.cli", "operator"]
+        if args.tracemalloc:
+            entry = [sys.executable, str(REPO / "bench" / "traced_operator.py"), args.tracemalloc, "--"]
         operator = cluster.processes.start("operator", [
-            sys.executable, "-m", "llmserve.cli", "operator", "--liveness-port", str(free_port()),
-            "--metrics-port", str(metrics_port),
+            *entry, "--liveness-port", str(free_port()), "--metrics-port", str(metrics_port),
         ], {**cluster.child_env(), "LLMSERVE_METRICS_ADDR": "127.0.0.1", "LLMSERVE_LIVENESS_ADDR": "127.0.0.1"})  # fmt: skip
         wait_leader(metrics_port)
         cluster.kubectl("create", "namespace", "bench")
@@ -169,12 +212,23 @@ def main() -> int:
             profiler = subprocess.Popen(["py-spy", "record", "--pid", str(operator.pid), "--format", "raw",
                                          "--rate", "50", "--nonblocking", "-o", args.profile],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        rss_started = peak_rss_mib(operator.pid, "VmRSS")
+        requests_before = api_requests(cluster)
+        others_before = {name: cpu_seconds(proc.pid) for name, proc in cluster.processes.processes}
+        bench_before = sum(os.times()[:2])
         cpu_before = cpu_seconds(operator.pid)
         applied, created, ready, total = asyncio.run(
             measure(args.count, "bench", args.concurrency, not args.no_autoscaling)
         )
         cpu_up = cpu_seconds(operator.pid) - cpu_before
+        requests_up = api_requests(cluster)
+        writes_up = status_writes(metrics_port)
+        others_up = {name: cpu_seconds(proc.pid) - others_before.get(name, 0.0)
+                     for name, proc in cluster.processes.processes if name != "operator"}  # fmt: skip
+        others_up["bench (this script)"] = sum(os.times()[:2]) - bench_before
         time.sleep(10)  # let the last status writes and first autoscaler passes settle
+        if args.tracemalloc:
+            _write_tracemalloc_report(operator.pid, Path(args.tracemalloc))
         idle_start = cpu_seconds(operator.pid)
         time.sleep(args.idle_seconds)
         idle_cpu = (cpu_seconds(operator.pid) - idle_start) / args.idle_seconds
@@ -182,12 +236,17 @@ def main() -> int:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=60)
         rss = peak_rss_mib(operator.pid)
+        rss_idle = peak_rss_mib(operator.pid, "VmRSS")
     finally:
         cluster.stop()
+    per_object = {
+        key: (value - requests_before.get(key, 0.0)) / args.count for key, value in requests_up.items()
+    }
+    busiest = sorted(((v, k) for k, v in per_object.items() if v >= 0.2 and k[0] != "WATCH"), reverse=True)
     to_created = [created[n] - applied[n] for n in applied]
     to_ready = [ready[n] - applied[n] for n in applied]
     mode = "operator-only (one idle simulator per node)" if args.operator_only else "one simulator per pod"
-    print(f"{datetime.now(UTC):%Y-%m-%d}; machine: {platform.machine()}, {os.cpu_count()} cores (shared); "
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average before: {load_before}; machine: {platform.machine()}, {os.cpu_count()} cores (shared); "
           f"{args.count} LLMServes applied {args.concurrency} at a time; {nodes} fake nodes x {gpus_per_node} "
           f"GPUs; {mode}; autoscaling {'off' if args.no_autoscaling else 'on (5 s interval)'}")  # fmt: skip
     print("| measure | p50 (s) | p99 (s) |")
@@ -199,6 +258,15 @@ def main() -> int:
     print(f"total (first apply -> last Ready): {total:.1f} s; operator peak RSS: {rss:.0f} MiB; "
           f"operator CPU while they came up: {cpu_up:.1f} s ({1000 * cpu_up / args.count:.0f} ms/object); "
           f"idle: {idle_cpu:.3f} CPU-s/s over {args.idle_seconds:.0f} s")  # fmt: skip
+    print(f"CPU seconds of the other processes in the same window (the machine had {(os.cpu_count() or 1) * total:.0f} CPU-s): "
+          + ", ".join(f"{name} {value:.1f}" for name, value in sorted(others_up.items(), key=lambda kv: -kv[1])))  # fmt: skip
+    print(f"operator RSS: {rss_started:.0f} MiB when it became leader (no LLMServe yet), peak {rss:.0f} MiB, "
+          f"{rss_idle:.0f} MiB at the end of the idle window")  # fmt: skip
+    print("operator status writes per object by field manager: "
+          + ", ".join(f"{manager} {value / args.count:.2f}" for manager, value in sorted(writes_up.items())))  # fmt: skip
+    print("API requests per object from first apply to last Ready (every client: operator, bench, controllers, "
+          "kubelet): " + ", ".join(f"{verb} {resource}{'/' + sub if sub else ''} {value:.1f}"
+                                   for value, (verb, resource, sub) in busiest))  # fmt: skip
     return 0
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -149,6 +151,7 @@ class DirectScraper:
         self.timeout_seconds = timeout_seconds
         self._client = client
         self._limit = asyncio.Semaphore(max_concurrency)
+        self._pages = PageMemo()
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -167,7 +170,10 @@ class DirectScraper:
         async with self._limit:
             response = await self._http().get(f"http://{host}:{self.port}/metrics")
         response.raise_for_status()
-        return parse_engine_metrics(response.text)
+        text = response.text
+        return self._pages.parsed(
+            (target.namespace, target.pod_name, target.pod_ip), text, parse_engine_metrics
+        )
 
     async def collect(self, targets: list[Target]) -> CollectResult:
         answers = await asyncio.gather(*(self._scrape(t) for t in targets), return_exceptions=True)
@@ -185,6 +191,41 @@ class DirectScraper:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+class PageMemo:
+    """The metrics parsed from each replica's last page, kept while its vLLM samples do not change.
+
+    An idle engine serves the same samples scrape after scrape (only process_* and python_* series move),
+    and parsing the page was about half of the autoscaler's CPU at hundreds of replicas. A replica not
+    scraped for `keep_seconds` is forgotten. The clock is injectable for tests."""
+
+    def __init__(self, keep_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._keep_seconds, self._clock = keep_seconds, clock
+        self._entries: dict[tuple[str, ...], tuple[bytes, ReplicaMetrics, float]] = {}
+        self._pruned_at = clock()
+
+    @staticmethod
+    def _digest(text: str) -> bytes:
+        samples = "\n".join(line for line in text.splitlines() if line.startswith("vllm:"))
+        return hashlib.blake2b(samples.encode(), digest_size=16).digest()
+
+    def parsed(
+        self, key: tuple[str, ...], text: str, parse: Callable[[str], ReplicaMetrics]
+    ) -> ReplicaMetrics:
+        """`parse(text)`, or what it gave for this replica's last page when the vLLM samples are the same."""
+        now, digest = self._clock(), self._digest(text)
+        entry = self._entries.get(key)
+        metrics = entry[1] if entry is not None and entry[0] == digest else parse(text)
+        self._entries[key] = (digest, metrics, now)
+        if now - self._pruned_at > self._keep_seconds / 5:
+            self._pruned_at = now
+            for stale in [k for k, kept in self._entries.items() if now - kept[2] > self._keep_seconds]:
+                del self._entries[stale]
+        return metrics
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _describe(err: BaseException) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
@@ -42,16 +45,52 @@ def _current(body: Obj) -> Obj:
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 
-async def cluster_gpu_products() -> list[str]:
-    """The GPU products the cluster's nodes carry (GPU feature discovery's label); [] if unreadable."""
+class CachedRead:
+    """Remembers an answer for `ttl_seconds` and lets concurrent callers share one read; an unreadable
+    answer (None) is not remembered, so the next caller asks again. The clock is injectable for tests."""
+
+    def __init__(
+        self,
+        read: Callable[[], Awaitable[list[str] | None]],
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read, self._ttl_seconds, self._clock = read, ttl_seconds, clock
+        self._answer: tuple[float, list[str]] | None = None  # (clock time read, answer)
+        self._lock: asyncio.Lock | None = None  # made on first use, inside the running loop
+
+    async def get(self) -> list[str]:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            now = self._clock()
+            if self._answer is not None and now - self._answer[0] <= self._ttl_seconds:
+                return list(self._answer[1])
+            answer = await self._read()
+            self._answer = (now, answer) if answer is not None else None
+            return list(answer or [])
+
+
+async def list_gpu_products() -> list[str] | None:
+    """The GPU products the cluster's nodes carry (GPU feature discovery's label); None if unreadable."""
     try:
         nodes = await kube.retry(
             lambda: kube.list_objects("Node", label_selector=GPU_PRODUCT_LABEL), attempts=3
         )
     except kube.KubeError as err:
         log.warning("event=capacity_fit_nodes_unreadable status=%s error=%r", err.status, str(err))
-        return []
+        return None
     return [n["metadata"]["labels"][GPU_PRODUCT_LABEL] for n in nodes]
+
+
+# Nodes change rarely, and listing them (whole Node objects) for every LLMServe applied was a Node list per
+# object: one list serves every check for 30 s, and concurrent checks share it.
+_gpu_products = CachedRead(list_gpu_products, ttl_seconds=30.0)
+
+
+async def cluster_gpu_products() -> list[str]:
+    """The GPU products the cluster's nodes carry, as read at most 30 s ago; [] if unreadable."""
+    return await _gpu_products.get()
 
 
 @kopf.on.resume(*RESOURCE, id="capacity-fit")

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
 from aiohttp import web
@@ -19,12 +20,34 @@ from llmserve.controller.leader import LeaderElector, LeaseSettings
 log = logging.getLogger(__name__)
 
 
+class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's annotation diff-base, without deep-copying what it throws away.
+
+    kopf builds an object's "essence" on every watch event by deep-copying the whole body and then deleting
+    status and most of metadata. An LLMServe's status and managedFields (five field managers) are most of
+    its body, and every status write is an event: copying only what the essence keeps gives the same
+    essence for a fraction of the CPU.
+    """
+
+    _KEPT_METADATA = ("labels", "annotations", "ownerReferences")  # ownerReferences: kopf's key marking
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        if extra_fields:  # a handler watching a status field: kopf's own way keeps it
+            return super().build(body=body, extra_fields=extra_fields)
+        meta = body.get("metadata", {})
+        trimmed = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+        trimmed["metadata"] = {key: meta[key] for key in self._KEPT_METADATA if key in meta}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, trimmed)))
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf's bookkeeping lives under our own API group from day one, so it never collides with
     # another kopf operator watching the same objects.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = LeanDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
@@ -99,6 +122,9 @@ async def _run(
             namespaces=namespaces,
             liveness_endpoint=liveness,
             standalone=True,
+            # All of an object's due handlers (ensure, capacity-fit) run in one processing cycle: kopf's
+            # default runs one per cycle with a progress PATCH and a watch event in between.
+            lifecycle=kopf.lifecycles.all_at_once,
         )
     finally:
         if elector is not None:

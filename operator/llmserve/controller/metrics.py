@@ -141,3 +141,12 @@ def forget_cost(key: tuple[str, str]) -> None:
                 metric.remove(*key, source)
             except KeyError:
                 pass
+
+
+# -- the operator's own cost (bench/reconcile.py reads these) ------------------------------------------
+
+STATUS_WRITES = Counter(
+    "llmserve_operator_status_writes_total",
+    "Server-side applies of LLMServe status sent, by field manager (each is an apiserver write and a watch event).",
+    ("manager",),
+)

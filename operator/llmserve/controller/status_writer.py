@@ -25,6 +25,7 @@ from typing import Any
 
 from llmserve import kube
 from llmserve.api.llmserve import GROUP, KIND, VERSION
+from llmserve.controller import metrics
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ async def apply_status(
     if current_status is not None and already_applied(current_status, status_fragment):
         return None
     manifest = status_apply_manifest(name, namespace, status_fragment)
+    metrics.STATUS_WRITES.labels(manager=manager).inc()
     try:
         result: Obj = await kube.retry(lambda: kube.apply(manifest, manager, "status"))
     except kube.KubeError as err:

@@ -8,6 +8,7 @@ from typing import Any
 from llmserve import kube
 from llmserve.api.base import Condition
 from llmserve.api.llmserve import KIND
+from llmserve.controller import metrics
 
 Obj = dict[str, Any]
 
@@ -20,6 +21,7 @@ async def apply_status(namespace: str, name: str, status: Obj, field_manager: st
     """
     manifest = {"apiVersion": kube.LLMSERVE_API, "kind": KIND,
                 "metadata": {"name": name, "namespace": namespace}, "status": status}  # fmt: skip
+    metrics.STATUS_WRITES.labels(manager=field_manager).inc()
     try:
         await kube.retry(functools.partial(kube.apply, manifest, field_manager, "status"))
     except kube.KubeError as err:
