@@ -127,9 +127,9 @@ class Provisioner:
                 gpus=offer.gpus,
                 max_usd_per_hour=preference.max_usd_per_hour,
             )
-            if self.launcher is not None:
-                launch = await self.launcher(record, demand, launch)
             try:
+                if self.launcher is not None:  # may refuse (ProviderError invalid): then nothing was created
+                    launch = await self.launcher(record, demand, launch)
                 instance = await self.provider.create(launch, offer)
             except ProviderError as err:
                 if err.kind is ErrorKind.AMBIGUOUS:  # it may exist: the intent stays, listing resolves it
