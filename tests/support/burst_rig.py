@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from llmserve.sim.provider.cloud import DEFAULT_FAULTS, TERMINATED
 from tests.support.cluster import ClusterHandle
 from tests.support.fake_provider import FakeProviderProcess
+
+T = TypeVar("T")
 
 # The fake's GPU names (RunPod GPU ids, Vast gpu_name), each offered below 1 USD/h.
 GPU = {"runpod": "NVIDIA GeForce RTX 4090", "vastai": "RTX 4090"}
@@ -107,6 +110,16 @@ class BurstClock:
     def advance(self, seconds: float) -> None:
         self.offset_seconds += seconds
         self._write()
+
+    def nudging(self, check: Callable[[], T], seconds: float) -> Callable[[], T]:
+        """`check` run after moving the clock `seconds` on, for wait_for: a fact behind a backoff whose
+        length the test does not know (it doubles) arrives within a few polls."""
+
+        def run() -> T:
+            self.advance(seconds)
+            return check()
+
+        return run
 
     def _write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
