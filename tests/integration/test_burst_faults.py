@@ -32,6 +32,7 @@ from tests.support.burst_accounts import (
     records,
     scenario_of,
     serving,
+    wait_replacement,
     wait_serving,
 )
 from tests.support.burst_rig import events, live_instances, pool_condition, reset_faults
@@ -91,11 +92,11 @@ def test_phantom_create_is_given_up_after_the_window_and_reaped_when_it_appears(
     scenario.clock.advance(INTENT_RESOLVE_SECONDS + 1)
     wait_for(lambda: events(cluster, "BurstScaleDown", f"{phantom} is gone (its create never took effect)"),
              timeout=30, message="the intent given up")  # fmt: skip
-    wait_serving(cluster, account, namespace, 1)
+    replacement = wait_replacement(cluster, account, namespace, phantom)
     wait_for(lambda: events(cluster, "OrphanTerminated", phantom), timeout=40,
              message="the phantom reaped once listed")  # fmt: skip
     assert created_for(account, namespace)[phantom]["status"] == "terminated"
-    assert sorted(records(cluster, account, namespace)) == [name_of(namespace, 1)]
+    assert sorted(records(cluster, account, namespace)) == [replacement["name"]]
     ends_clean(cluster, scenario, account, namespace)
 
 
@@ -114,7 +115,7 @@ def test_stuck_provisioning_is_terminated_after_the_timeout_and_replaced(
     wait_for(lambda: events(cluster, "BurstScaleDown",
                             f"terminating {stuck}: not serving {PROVISIONING_TIMEOUT_SECONDS}s after its create"),
              timeout=30, message="the stuck instance given up")  # fmt: skip
-    wait_serving(cluster, account, namespace, 1)
+    wait_replacement(cluster, account, namespace, stuck)
     assert created_for(account, namespace)[stuck]["status"] == "terminated"
     ends_clean(cluster, scenario, account, namespace)
 
@@ -150,7 +151,7 @@ def test_no_balance_stops_creates_with_a_condition_and_they_resume_when_paid(
     assert live_instances(account.fake) == {}, "nothing is created while the account cannot pay"
     reset_faults(account.fake)
     scenario.clock.advance(61)  # past the create backoff a refused payment starts
-    wait_serving(cluster, account, namespace, 1)
+    wait_replacement(cluster, account, namespace, first["name"])
     wait_for(lambda: pool_condition(cluster, account.pool, "BudgetAvailable").get("status") == "True",
              timeout=30, message="BudgetAvailable back to True")  # fmt: skip
     ends_clean(cluster, scenario, account, namespace)
@@ -168,7 +169,7 @@ def test_price_rise_above_the_cap_drains_the_instance_and_rents_within_it(
     account.fake.admin("POST", f"instances/{first['id']}", {"usd_per_hour": 1.5})  # its cap is 1.00
     wait_for(lambda: events(cluster, "BurstScaleDown", "price rose to 1.50 USD/h, above its cap 1.00"),
              timeout=30, message="drained for its price")  # fmt: skip
-    replacement = wait_serving(cluster, account, namespace, 1)
+    replacement = wait_replacement(cluster, account, namespace, first["name"])
     assert replacement["usdPerHour"] <= 1.0
     assert created_for(account, namespace)[first["name"]]["status"] == "terminated"
     ends_clean(cluster, scenario, account, namespace)
@@ -206,7 +207,7 @@ def test_preempted_instance_is_terminated_and_replaced(
     account.fake.admin("POST", f"instances/{first['id']}", {"status": "paused"})
     wait_for(lambda: events(cluster, "BurstScaleDown", f"terminating {first['name']}: it exited under us"),
              timeout=30, message="the preempted instance given up")  # fmt: skip
-    wait_serving(cluster, account, namespace, 1)
+    wait_replacement(cluster, account, namespace, first["name"])
     assert created_for(account, namespace)[first["name"]]["status"] == "terminated"
     ends_clean(cluster, scenario, account, namespace)
 

@@ -184,3 +184,22 @@ def ends_clean(cluster: ClusterHandle, rig: Rig, account: Account, namespace: st
     ledger = account.fake.ledger()
     assert 0 < ledger["total_usd"] <= BUDGET_USD
     assert pool_status(cluster, account.pool)["spentThisMonthUsd"] <= BUDGET_USD
+
+
+def wait_replacement(cluster: ClusterHandle, account: Account, namespace: str, *gone: str) -> dict[str, Any]:
+    """A serving record of this scenario's LLMServe other than `gone` (its slot depends on how many
+    creates the fault refused: slots are never reused)."""
+
+    def check() -> dict[str, Any] | None:
+        if burst_status(cluster, namespace).get("readyReplicas") != 1:
+            return None
+        fresh = [
+            r
+            for n, r in records(cluster, account, namespace).items()
+            if n not in gone and r.get("readySince")
+        ]
+        return fresh[0] if fresh else None
+
+    record = wait_for(check, timeout=60, message=f"a replacement for {gone} serving")
+    assert record is not None
+    return record
