@@ -81,7 +81,7 @@ def test_phantom_create_is_given_up_after_the_window_and_reaped_when_it_appears(
     # case of an ambiguous create. The intent expires, a replacement is rented, and the phantom, once
     # listed, belongs to no status and is reaped.
     account = scenario.accounts["runpod"]
-    account.fake.faults(lose_create_responses=1, phantom_seconds=15.0)
+    account.fake.faults(lose_create_responses=1, phantom_seconds=10.0)
     cluster.apply(bursting(account.pool), namespace)
     phantom = name_of(namespace, 0)
     wait_for(lambda: phantom in created_for(account, namespace), timeout=60, message="the phantom create")

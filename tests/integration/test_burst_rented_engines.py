@@ -90,8 +90,9 @@ def test_a_missing_hf_token_secret_rents_nothing_and_says_which_secret(
     manifest = bursting(account.pool)
     manifest["spec"]["model"]["hfTokenSecret"] = {"name": "no-such-secret"}
     cluster.apply(manifest, namespace)
-    [message] = wait_for(lambda: events(cluster, "BurstLaunchRefused", f"{namespace}/no-such-secret"),
-                         timeout=60, message="BurstLaunchRefused naming the Secret")  # fmt: skip
+    # Posted on the LLMServe and on the pool.
+    message, *_ = wait_for(lambda: events(cluster, "BurstLaunchRefused", f"{namespace}/no-such-secret"),
+                           timeout=60, message="BurstLaunchRefused naming the Secret")  # fmt: skip
     assert "spec.model.hfTokenSecret" in message and "HF_TOKEN" in message
     assert created_for(account, namespace) == {}, "nothing rented without the token"
     assert not pool_status(cluster, account.pool).get("instances")

@@ -34,6 +34,10 @@ from tests.support.manifests import llmserve
 CLUSTER_ID = "faultcluster"
 BUDGET_USD = 5.0
 PROVISIONING_TIMEOUT_SECONDS = 60  # the schema's minimum; tests pass it with the clock, never wait for it
+ORPHAN_GRACE_SECONDS = 60  # likewise
+# Past the longest backoff the controller keeps in memory (engine.MAX_BACKOFF_SECONDS): a scenario that
+# failed halfway (say, with creates paused after a 402) leaves the next one none.
+CLEAR_BACKOFFS_SECONDS = 301
 
 
 @dataclass
@@ -87,7 +91,8 @@ def fake_accounts(cluster: ClusterHandle, operator_process: OperatorProcess, lab
         for account in accounts.values():
             manifest = burst_pool(account.pool, account.api, secret=f"{account.api}-key",
                                   monthlyBudget=BUDGET_USD,
-                                  provisioningTimeoutSeconds=PROVISIONING_TIMEOUT_SECONDS)  # fmt: skip
+                                  provisioningTimeoutSeconds=PROVISIONING_TIMEOUT_SECONDS,
+                                  orphanGraceSeconds=ORPHAN_GRACE_SECONDS)  # fmt: skip
             cluster.kubectl("apply", "-f", "-", input_text=json.dumps(manifest))
         yield Rig(accounts, clock, operator_process, system)
     finally:
@@ -120,6 +125,7 @@ def scenario_of(rig: Rig, cluster: ClusterHandle, namespace: str) -> Iterator[Ri
     cluster.kubectl("delete", "llmserves", "--all", "-n", namespace, "--wait=false", check=False)
     wait_for(lambda: not cluster.list("llmserves", namespace), timeout=60,
              message="the scenario's LLMServe finalized")  # fmt: skip
+    rig.clock.advance(CLEAR_BACKOFFS_SECONDS)
 
 
 def bursting(pool: str) -> dict[str, Any]:
