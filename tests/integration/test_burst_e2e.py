@@ -28,6 +28,7 @@ import pytest
 from hack.devcluster.processes import free_port
 from llmserve.burst.security import mint_api_key, pinned_ssl_context
 from tests.support.burst_cleanup import remove_burst_objects
+from tests.support.burst_rig import burst_pool, burst_status, pool_status, provider_env
 from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, serving, wait_for
 from tests.support.fake_provider import FakeProviderProcess
 from tests.support.manifests import llmserve
@@ -35,7 +36,6 @@ from tests.support.manifests import llmserve
 pytestmark = pytest.mark.cluster
 
 GATEWAY_KEY = "sk-burst-e2e-0123456789abcdef"
-GPU = {"runpod": "NVIDIA GeForce RTX 4090", "vastai": "RTX 4090"}
 MONTHLY_BUDGET_USD = 5.0
 CLUSTER_ID = "e2ecluster"
 
@@ -67,16 +67,11 @@ def rig(
     shutil.rmtree(state, ignore_errors=True)  # a fresh account: no ledger or instances of an earlier test
     fake = FakeProviderProcess(api, state, account_key, provision_seconds=2.0, clock="wall").start()
     env = {
-        f"LLMSERVE_BURST_{api.upper()}_URL": fake.api_url,
+        **provider_env(fake),
         "LLMSERVE_BURST_INTERVAL_SECONDS": "1",
         "LLMSERVE_OPERATOR_NAMESPACE": system,
         "LLMSERVE_CLUSTER_ID": CLUSTER_ID,
     }
-    if api == "runpod":  # RunPod's HTTPS proxy is the fake's, with its own CA
-        env["LLMSERVE_BURST_RUNPOD_PROXY_URL_TEMPLATE"] = (
-            f"https://127.0.0.1:{fake.ports['proxy']}/{{pod_id}}-{{port}}"
-        )
-        env["LLMSERVE_BURST_RUNPOD_CA_FILE"] = str(fake.proxy_cert)
     os.environ.update(env)
     operator_process.restart()
     try:
@@ -98,21 +93,7 @@ def rig(
 
 
 def pool(name: str, api: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "llmserve.dev/v1alpha1",
-        "kind": "BurstPool",
-        "metadata": {"name": name},
-        "spec": {
-            "provider": api,
-            "credentialsSecret": {"name": "provider-key"},
-            "gpuPreferences": [{"gpuType": GPU[api], "maxUsdPerHour": 1.0}],
-            "maxHourlySpend": 2.0,
-            "monthlyBudget": MONTHLY_BUDGET_USD,
-            "drainSeconds": 1,
-            "allowedNamespaces": {},
-            **spec,
-        },
-    }
+    return burst_pool(name, api, monthlyBudget=MONTHLY_BUDGET_USD, **spec)
 
 
 def model(pool_name: str, replicas: int) -> dict[str, Any]:
@@ -170,15 +151,6 @@ def gateway_key_secret() -> dict[str, Any]:
             "name": base64.b64encode(b"e2e").decode(),
         },
     }
-
-
-def burst_status(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
-    obj = cluster.get("llmserve", "llama", namespace) or {}
-    return dict((obj.get("status") or {}).get("burst") or {})
-
-
-def pool_status(cluster: ClusterHandle, name: str) -> dict[str, Any]:
-    return dict((cluster.get("burstpool", name) or {}).get("status") or {})
 
 
 def instance_secret(cluster: ClusterHandle, system: str, instance: str) -> dict[str, str]:

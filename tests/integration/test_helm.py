@@ -228,3 +228,17 @@ def _token_kubeconfig(cluster: ClusterHandle, token: str, tmp_path: Path) -> Pat
     }))  # fmt: skip
     os.chmod(path, 0o600)
     return path
+
+
+def test_reading_hf_token_secrets_for_rented_engines_is_granted_only_when_asked(helm: str) -> None:
+    def secret_verbs(*sets: str) -> list[list[str]]:
+        rendered = _render(helm, "demo", *sets)
+        assert rendered.returncode == 0, rendered.stderr
+        role = next(d for d in yaml.safe_load_all(rendered.stdout)
+                    if d and d["kind"] == "ClusterRole" and d["metadata"]["name"] == "demo-llmserve-operator")  # fmt: skip
+        return [sorted(r["verbs"]) for r in role["rules"] if "secrets" in r["resources"]]
+
+    assert secret_verbs() == [["create", "patch"]]
+    assert secret_verbs("burst.readHfTokenSecrets=true") == [["create", "patch"], ["get"]]
+    refused = _render(helm, "demo", "burst.readHfTokenSecrets=yes please")
+    assert refused.returncode != 0 and "readHfTokenSecrets" in refused.stderr

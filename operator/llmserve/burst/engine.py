@@ -30,7 +30,15 @@ from llmserve.burst.budget import (
 )
 from llmserve.burst.planner import Demand, decide_model, is_active, price_drains
 from llmserve.burst.pool_status import PoolHealth, finish_status
-from llmserve.burst.provision import Launcher, NoOffer, OfferList, Provisioner, Stopped, follow
+from llmserve.burst.provision import (
+    Launcher,
+    NoOffer,
+    OfferList,
+    Provisioner,
+    Refused,
+    Stopped,
+    follow,
+)
 from llmserve.burst.reaper import Reaper, Wanted
 from llmserve.burst.types import (
     ErrorKind,
@@ -111,6 +119,7 @@ class PoolController:
         self.backoff_seconds = 0.0
         self.create_backoff_until: datetime | None = None  # after no balance / a refused request
         self.create_backoff_seconds = 0.0
+        self.launch_refusals: dict[str, str] = {}  # owner -> why its launch was last refused
         self.unrecorded_burn_usd_per_hour = 0.0  # ours, listed, wanted by no status: it bills all the same
         self.caps = Caps(
             spec.max_hourly_spend, spec.monthly_budget, reserve_seconds=spec.drain_seconds + 300.0
@@ -382,6 +391,14 @@ class PoolController:
                 if isinstance(outcome, Stopped):
                     self._failed(outcome.error, outcome.action, now, result, owner)
                     return
+                if isinstance(outcome, Refused):
+                    if self.launch_refusals.get(owner) != outcome.reason:  # said once, not every tick
+                        result.events.append(
+                            BurstEvent("Warning", "BurstLaunchRefused", outcome.reason, owner)
+                        )
+                    self.launch_refusals[owner] = outcome.reason
+                    break
+                self.launch_refusals.pop(owner, None)
                 if isinstance(outcome, NoOffer):
                     if outcome.refusal:
                         result.budget_refusals[owner] = outcome.refusal

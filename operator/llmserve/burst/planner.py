@@ -32,6 +32,9 @@ class Demand:
     model: str = ""
     served_model_name: str = ""
     extra_args: tuple[str, ...] = ()  # the LLMServe's engine args beyond model, name, host and port
+    # spec.model.hfTokenSecret as (Secret name, key) in the owner's namespace: read only when renting, and
+    # passed to the instance as HF_TOKEN (never kept here, so a logged Demand shows no token).
+    hf_token_secret: tuple[str, str] | None = None
 
 
 def wanted_burst_replicas(demand: Demand) -> int:

@@ -38,6 +38,18 @@ class NoOffer:
     refusal: str  # why the money caps refused every fitting offer; "" when none was left at all
 
 
+class LaunchRefused(Exception):
+    """The model's own launch inputs are unusable (e.g. its spec.model.hfTokenSecret is missing). The
+    message names the field and the object, never a secret's contents."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """This model cannot be launched now (LaunchRefused); other models' creates go on."""
+
+    reason: str
+
+
 @dataclass(frozen=True)
 class Stopped:
     """A provider error that ends this step's creates; an ambiguous one leaves the intent on record."""
@@ -106,7 +118,7 @@ class Provisioner:
         offers: OfferList,
         burn: Callable[[], float],
         now: datetime,
-    ) -> Created | NoOffer | Stopped:
+    ) -> Created | NoOffer | Refused | Stopped:
         """Tries the offers in order until one is rented; `offers` loses those that had no capacity."""
         refusal = ""
         for preference, offer in list(offers):
@@ -128,7 +140,12 @@ class Provisioner:
                 max_usd_per_hour=preference.max_usd_per_hour,
             )
             if self.launcher is not None:
-                launch = await self.launcher(record, demand, launch)
+                try:
+                    launch = await self.launcher(record, demand, launch)
+                except LaunchRefused as refused:  # nothing was created: the intent goes
+                    status.instances.remove(record)
+                    await self.store.save(status)
+                    return Refused(str(refused))
             try:
                 instance = await self.provider.create(launch, offer)
             except ProviderError as err:

@@ -2,8 +2,10 @@
 
 Nothing is rented: `create` claims a free slot of a configured endpoint and `terminate` releases it.
 Each endpoint counts as `count` burst replicas at `usd_per_hour` each (for budget accounting only:
-the money is spent whether or not a slot is claimed). Claims live in this object; after a restart
-the caller re-claims by name (`create` with the same name returns the same claim while it holds).
+the money is spent whether or not a slot is claimed). Claims live in this object and, durably, in the
+BurstPool status that records every instance (id `static-<endpoint>-<slot>`, name, created): a new
+client (an operator restart, a pool edit) is given them back with `restore_claims` before its first
+call, so no slot is handed out twice and no claim is dropped.
 """
 
 from __future__ import annotations
@@ -65,6 +67,19 @@ class StaticProvider:
     def __init__(self, endpoints: Sequence[StaticEndpoint]) -> None:
         self._endpoints = list(endpoints)
         self._claims: dict[str, _Claim] = {}  # instance id "static-<endpoint>-<slot>" -> claim
+
+    def restore_claims(self, claims: Sequence[tuple[str, str, str, datetime]]) -> list[str]:
+        """Takes back (id, name, cluster id, created) claims recorded in status; returns the ids that name
+        no slot of the current endpoints (the pool lost that endpoint: status then forgets them)."""
+        unknown = []
+        for instance_id, name, cluster_id, created in claims:
+            try:
+                self._index(instance_id)
+            except ProviderError:
+                unknown.append(instance_id)
+                continue
+            self._claims[instance_id] = _Claim(name, cluster_id, created)
+        return unknown
 
     def api_key(self, instance_id: str) -> str:
         """The key the gateway sends to this instance's endpoint (never part of an Instance)."""

@@ -87,4 +87,9 @@ def demand_of(
         model=spec.model.name,
         served_model_name=spec.served_name(meta["name"]),
         extra_args=(*(("--revision", spec.model.revision) if spec.model.revision else ()), *spec.engine.args),
+        hf_token_secret=(
+            (spec.model.hf_token_secret.name, spec.model.hf_token_secret.key)
+            if spec.model.hf_token_secret is not None
+            else None
+        ),
     )

@@ -29,7 +29,7 @@ from llmserve.burst.backends import (
 )
 from llmserve.burst.engine import Probe
 from llmserve.burst.planner import Demand
-from llmserve.burst.provision import Launcher
+from llmserve.burst.provision import Launcher, LaunchRefused
 from llmserve.burst.security import EngineRequest, EngineSecrets, vllm_launch_spec
 from llmserve.burst.types import LaunchSpec
 from llmserve.controller.burst_store import FIELD_MANAGER, INSTANCE_LABEL, POOL_LABEL, secret_name
@@ -37,6 +37,7 @@ from llmserve.controller.burst_store import FIELD_MANAGER, INSTANCE_LABEL, POOL_
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS = 3.0
+HF_TOKEN_ENV = "HF_TOKEN"  # read by huggingface_hub, which vLLM downloads weights with
 Obj = dict[str, Any]
 
 
@@ -99,12 +100,36 @@ def rented_launch(
     return replace(spec, disk_gb=max(spec.disk_gb, base.disk_gb)), engine
 
 
+async def read_hf_token(owner: str, ref: tuple[str, str]) -> str:
+    """The model's Hugging Face token from its Secret in the LLMServe's namespace. A missing Secret or key,
+    or no permission to read it, refuses this model's create (LaunchRefused, naming the field and the
+    Secret, never its contents): an engine without the token could not download a gated model, and would
+    bill until the provisioning timeout."""
+    namespace = owner.split("/", 1)[0]
+    name, key = ref
+    where = f"spec.model.hfTokenSecret: Secret {namespace}/{name}"
+    try:
+        secret = await kube.retry(lambda: kube.get("Secret", namespace, name))
+    except kube.KubeError as err:
+        if err.status == 403:
+            why = f"{where} may not be read by the operator (Helm value burst.readHfTokenSecrets grants it)"
+            raise LaunchRefused(why) from None
+        raise
+    encoded = ((secret or {}).get("data") or {}).get(key)
+    if secret is None or not encoded:
+        raise LaunchRefused(f"{where} with key {key} not found; no burst replica is rented for this model")
+    return base64.b64decode(encoded).decode().strip()
+
+
 def make_launcher(namespace: str, pool: Obj, provider: str, static_key: str = "") -> Launcher:
     async def launch(record: InstanceStatus, demand: Demand, base: LaunchSpec) -> LaunchSpec:
         if provider == "static":  # nothing is launched: the endpoint's own key reaches it
             engine = EngineSecrets(api_key=static_key)
             spec = base
         else:
+            if demand.hf_token_secret is not None:  # both providers take it in the create's `env`
+                token = await read_hf_token(record.owner, demand.hf_token_secret)
+                base = replace(base, env={**base.env, HF_TOKEN_ENV: token})
             spec, engine = rented_launch(provider, record, demand, base)
         manifest = instance_secret(namespace, pool, record, provider, engine)
         await kube.retry(lambda: kube.apply(manifest, FIELD_MANAGER))

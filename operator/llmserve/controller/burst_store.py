@@ -7,6 +7,8 @@ burst controller owns exactly its fields and never races the reconciler or the a
 from __future__ import annotations
 
 import base64
+import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from llmserve import kube
@@ -15,6 +17,10 @@ from llmserve.api.burstpool import KIND as POOL_KIND
 from llmserve.api.burstpool import BurstPoolStatus
 from llmserve.api.llmserve import GROUP, VERSION, BurstReplicasStatus
 from llmserve.api.llmserve import KIND as LLMSERVE_KIND
+from llmserve.burst.budget import parse_time
+from llmserve.burst.static import StaticProvider
+
+log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "llmserve-burst"
 INSTANCE_LABEL = f"{GROUP}/burst-instance"
@@ -43,6 +49,20 @@ class KubePoolStore:
             "status": status.to_wire(),
         }
         await kube.retry(lambda: kube.apply(manifest, FIELD_MANAGER, "status"))
+
+
+async def restore_static_claims(provider: StaticProvider, store: KubePoolStore, cluster_id: str) -> None:
+    """Gives a new static client the claims its pool's status records (confirmed ones: an intent without
+    an id never reached a client that could claim a slot for it)."""
+    status = await store.load()
+    claims = [
+        (r.id, r.name, cluster_id, parse_time(r.created) or datetime.now(UTC))
+        for r in status.instances
+        if r.id is not None
+    ]
+    unknown = provider.restore_claims(claims)
+    log.info("event=static_claims_restored pool=%s claims=%d unknown=%d", store.pool, len(claims) - len(unknown),
+             len(unknown))  # fmt: skip
 
 
 async def write_llmserve_burst_status(
