@@ -10,7 +10,7 @@ from llmserve.api.llmserve import LLMServeSpec
 from llmserve.autoscale.demand import Demand, DemandModel, ReplicaModel, SloTargets
 from llmserve.autoscale.policy import PolicyConfig, ReplicaMetrics
 from llmserve.autoscale.window import EngineCounters
-from llmserve.controller.status import summarize_pods
+from llmserve.pods import summarize_pods
 from llmserve.sim.profiles import resolve_profile
 
 Obj = dict[str, Any]

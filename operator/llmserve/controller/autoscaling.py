@@ -11,10 +11,12 @@ import kopf
 
 from llmserve import kube
 from llmserve.api.base import Condition
+from llmserve.api.engine_args import batch_slots
 from llmserve.api.llmserve import ENGINE_PORT, KIND, LLMServeSpec
 from llmserve.autoscale.collect import Collector, DirectScraper, PrometheusCollector, Target
 from llmserve.autoscale.demand_spec import DemandTracker
-from llmserve.autoscale.policy import Decision, History, PolicyConfig, Snapshot, decide
+from llmserve.autoscale.policy import Decision, History, Snapshot, decide
+from llmserve.autoscale.spec import policy_config
 from llmserve.autoscale.state import (
     condition,
     decision_conditions,
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 Key = tuple[str, str]
 
+__all__ = ["Autoscaler", "batch_slots", "policy_config", "ready_targets", "status_fragment"]
+
 DEFAULT_SOURCE = os.environ.get("LLMSERVE_AUTOSCALER_METRICS_SOURCE", "direct")
 DEFAULT_PROMETHEUS_URL = os.environ.get("LLMSERVE_PROMETHEUS_URL", "")
 SCRAPE_TIMEOUT_SECONDS = float(os.environ.get("LLMSERVE_AUTOSCALER_SCRAPE_TIMEOUT_SECONDS", "1.0"))
@@ -48,34 +52,6 @@ _direct = DirectScraper(port=ENGINE_PORT, timeout_seconds=SCRAPE_TIMEOUT_SECONDS
 _prometheus: dict[str, PrometheusCollector] = {}
 
 # -- settings -------------------------------------------------------------------------
-
-
-def batch_slots(spec: LLMServeSpec) -> int | None:
-    """--max-num-seqs from the engine args; the simulator's default when unset (vLLM's depends on the GPU)."""
-    args = spec.engine.args
-    for index, arg in enumerate(args):
-        value = arg.split("=", 1)[1] if arg.startswith("--max-num-seqs=") else None
-        if arg == "--max-num-seqs" and index + 1 < len(args):
-            value = args[index + 1]
-        if value is not None:
-            return int(value) if value.isdigit() and int(value) > 0 else None
-    return 256 if spec.engine.kind == "simulator" else None
-
-
-def policy_config(spec: LLMServeSpec) -> PolicyConfig:
-    scaling = spec.autoscaling
-    return PolicyConfig(
-        min_replicas=spec.min_replicas,
-        max_replicas=spec.max_replicas,
-        queue_depth_target=scaling.queue_depth_target,
-        kv_cache_target=scaling.kv_cache_target,
-        tolerance=scaling.tolerance,
-        scale_up_max_step=scaling.scale_up_max_step,
-        scale_down_delay_seconds=scaling.scale_down_delay_seconds,
-        scale_to_zero_idle_seconds=scaling.scale_to_zero_idle_seconds,
-        batch_slots_per_replica=batch_slots(spec),
-        batch_slots_target=scaling.effective_batch_slots_target,
-    )
 
 
 def ready_targets(namespace: str, pods: list[Obj]) -> list[Target]:
