@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from llmserve import kube
-from llmserve.api.llmserve import ENGINE_PORT
+from llmserve.api.engine_args import batch_slots
+from llmserve.api.llmserve import ENGINE_PORT, LLMServeSpec
 from llmserve.gateway.auth import KEY_LABEL, ApiKey, KeyStore, key_from_secret
 from llmserve.gateway.metrics import GatewayMetrics
 from llmserve.gateway.registry import Backend, ModelRoute, Registry
@@ -28,23 +31,9 @@ COMPONENT = "llmserve-gateway"
 WATCH_RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
-def served_name(llmserve: Obj) -> str:
-    model = (llmserve.get("spec") or {}).get("model") or {}
-    return str(model.get("servedName") or llmserve["metadata"]["name"])
-
-
-def batch_slots(llmserve: Obj) -> int | None:
-    """--max-num-seqs from the LLMServe's engine args (`--max-num-seqs=N` or `--max-num-seqs N`)."""
-    args = ((llmserve.get("spec") or {}).get("engine") or {}).get("args") or []
-    for index, arg in enumerate(args):
-        value = None
-        if isinstance(arg, str) and arg.startswith("--max-num-seqs="):
-            value = arg.split("=", 1)[1]
-        elif arg == "--max-num-seqs" and index + 1 < len(args):
-            value = args[index + 1]
-        if value is not None:
-            return int(value) if str(value).isdigit() and int(value) > 0 else None
-    return None
+def parse_llmserve_spec(llmserve: Obj) -> LLMServeSpec:
+    """The LLMServe's spec through the API model, so defaults (served name, replicas) are the model's."""
+    return LLMServeSpec.model_validate(llmserve.get("spec") or {})
 
 
 def ready_urls(endpoint_slice: Obj) -> list[str]:
@@ -85,6 +74,29 @@ class ClusterView:
     _conflicts: set[str] = field(default_factory=set)
     engine_master: bytes | None = field(default=None, repr=False)  # derives each engine's key
     conflicted: list[tuple[Obj, Obj]] = field(default_factory=list)  # (holder, refused) of the last routes()
+    # Each watched object's spec parsed once (keyed by the object itself: every event brings a new one);
+    # None for a spec the API model refuses (the operator reports it as InvalidSpec; nothing to route).
+    _specs: dict[tuple[str, str], tuple[Obj, LLMServeSpec | None]] = field(default_factory=dict, repr=False)
+
+    def spec_of(self, obj: Obj) -> LLMServeSpec | None:
+        key = self._key(obj)
+        cached = self._specs.get(key)
+        if cached is not None and cached[0] is obj:
+            return cached[1]
+        try:
+            spec: LLMServeSpec | None = parse_llmserve_spec(obj)
+        except ValidationError as err:
+            spec = None
+            log.warning(
+                "event=llmserve_spec_invalid namespace=%s llmserve=%s errors=%d message=%r",
+                *key, err.error_count(), "not routed; the operator's InvalidSpec condition says why",
+            )  # fmt: skip
+        self._specs[key] = (obj, spec)
+        return spec
+
+    def served_name(self, obj: Obj) -> str | None:
+        spec = self.spec_of(obj)
+        return spec.served_name(obj["metadata"]["name"]) if spec is not None else None
 
     @staticmethod
     def _key(obj: Obj) -> tuple[str, str]:
@@ -117,8 +129,14 @@ class ClusterView:
         ordered = sorted(
             self.llmserves.values(), key=lambda o: (o["metadata"].get("creationTimestamp", ""), self._key(o))
         )
+        self._specs = {key: cached for key, cached in self._specs.items() if key in self.llmserves}
+        specs: dict[tuple[str, str], LLMServeSpec] = {}
         for obj in ordered:
-            name = served_name(obj)
+            spec = self.spec_of(obj)
+            if spec is None:
+                continue
+            specs[self._key(obj)] = spec
+            name = spec.served_name(obj["metadata"]["name"])
             if name in chosen:
                 self.conflicted.append((chosen[name], obj))
                 if name not in self._conflicts:
@@ -133,7 +151,7 @@ class ClusterView:
         routes = []
         for name, obj in chosen.items():
             namespace, resource = self._key(obj)
-            slots = batch_slots(obj)
+            slots = batch_slots(specs[(namespace, resource)])
             headers = self._engine_headers(obj)
             backends = tuple(
                 Backend(url, headers, batch_slots=slots)
@@ -273,7 +291,7 @@ class KubeDiscovery:
             if uid in self._conflicts_reported:
                 continue
             self._conflicts_reported.add(uid)
-            name, (namespace, owner) = served_name(refused), ClusterView._key(holder)
+            name, (namespace, owner) = self.view.served_name(refused), ClusterView._key(holder)
             spawn(post_event(
                 refused, "LLMServe", "Warning", "ServedNameConflict",
                 f"The served model name {name!r} is already held by LLMServe {namespace}/{owner}, created "
@@ -423,10 +441,10 @@ class KubeScaler:
         obj = await kube.get("LLMServe", namespace, llmserve)
         if obj is None:
             return
-        spec = obj.get("spec") or {}
-        desired = spec.get("replicas")
-        if desired is None:
-            desired = spec.get("minReplicas", 1)
+        try:
+            desired = parse_llmserve_spec(obj).desired_replicas()
+        except ValidationError:
+            return  # the operator reports InvalidSpec; nothing here to wake
         if desired >= 1:
             return  # already asked for; the held requests wait for a pod to become ready
         await kube.scale("LLMServe", namespace, llmserve, 1)
