@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import warnings
 import weakref
 from collections.abc import AsyncIterator
@@ -89,7 +88,8 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, kr8s.asyncio.Api]
 # beyond opened a new TLS connection and closed it after one use, and the pool scanned its queue on each
 # request (quadratic). With hundreds of LLMServes writing at once that was most of the operator's CPU;
 # a bounded number in flight reuses warm connections and queues the rest cheaply.
-MAX_IN_FLIGHT = int(os.environ.get("LLMSERVE_KUBE_MAX_IN_FLIGHT", "16"))
+# Set at start-up from the process's settings (LLMSERVE_KUBE_MAX_IN_FLIGHT).
+MAX_IN_FLIGHT = 16
 # Status writes get their own, smaller lane: hundreds of them must not queue ahead of creating children.
 MAX_STATUS_IN_FLIGHT = 4
 _lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
@@ -113,6 +113,14 @@ async def api() -> kr8s.asyncio.Api:
     if client is None:
         client = _clients[loop] = await kr8s.asyncio.api()
     return client
+
+
+async def close() -> None:
+    """Closes this event loop's client (its pooled connections) at shutdown; the next call makes a new one."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    session = getattr(client, "_session", None)  # kr8s has no public close; its session is an httpx client
+    if isinstance(session, httpx.AsyncClient):
+        await session.aclose()
 
 
 def _path(kind: str, name: str | None = None, subresource: str | None = None) -> tuple[str, str]:

@@ -207,3 +207,9 @@ class PrometheusCollector:
             message = f"Prometheus at {self.url} failed: {_describe(err)}"
             return CollectResult(errors={t.pod_name: message for t in targets})
         return metrics_from_prometheus(list(series), targets)
+
+    def close(self) -> None:
+        """Closes the client's pooled HTTP session (blocking: call it in a thread)."""
+        session = getattr(self._client, "_session", None)
+        if session is not None:
+            session.close()

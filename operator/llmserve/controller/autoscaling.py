@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
 import time
 from typing import Any, cast
 
@@ -36,6 +36,7 @@ from llmserve.controller.status_writer import (
     apply_status,
     conditions_with_transition_times,
 )
+from llmserve.settings import operator_settings
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,8 @@ Key = tuple[str, str]
 
 __all__ = ["Autoscaler", "batch_slots", "policy_config", "ready_targets", "status_fragment"]
 
-DEFAULT_SOURCE = os.environ.get("LLMSERVE_AUTOSCALER_METRICS_SOURCE", "direct")
-DEFAULT_PROMETHEUS_URL = os.environ.get("LLMSERVE_PROMETHEUS_URL", "")
-SCRAPE_TIMEOUT_SECONDS = float(os.environ.get("LLMSERVE_AUTOSCALER_SCRAPE_TIMEOUT_SECONDS", "1.0"))
-
-_direct = DirectScraper(port=ENGINE_PORT, timeout_seconds=SCRAPE_TIMEOUT_SECONDS)
+# Made on first use from the operator's settings, closed by the cleanup handler below.
+_direct: DirectScraper | None = None
 _prometheus: dict[str, PrometheusCollector] = {}
 
 # -- settings -------------------------------------------------------------------------
@@ -67,15 +65,20 @@ def ready_targets(namespace: str, pods: list[Obj]) -> list[Target]:
 
 
 def collector_for(spec: LLMServeSpec) -> Collector:
-    source = spec.autoscaling.metrics_source or DEFAULT_SOURCE
+    global _direct
+    settings = operator_settings()
+    timeout_seconds = settings.autoscaler_scrape_timeout_seconds
+    source = spec.autoscaling.metrics_source or settings.autoscaler_metrics_source
     if source != "prometheus":
+        if _direct is None:
+            _direct = DirectScraper(port=ENGINE_PORT, timeout_seconds=timeout_seconds)
         return _direct
-    url = spec.autoscaling.prometheus_url or DEFAULT_PROMETHEUS_URL
+    url = spec.autoscaling.prometheus_url or settings.prometheus_url
     if not url:
         raise ValueError("spec.autoscaling.metricsSource is prometheus but neither spec.autoscaling.prometheusUrl "
                          "nor the operator's LLMSERVE_PROMETHEUS_URL is set")  # fmt: skip
     if url not in _prometheus:
-        _prometheus[url] = PrometheusCollector(url, timeout_seconds=max(SCRAPE_TIMEOUT_SECONDS, 2.0))
+        _prometheus[url] = PrometheusCollector(url, timeout_seconds=max(timeout_seconds, 2.0))
     return _prometheus[url]
 
 
@@ -219,6 +222,18 @@ class Autoscaler:
             for pod in sorted(self.failing_pods - failing):
                 log.info("event=scrape_recovered namespace=%s llmserve=%s pod=%s", namespace, name, pod)
             self.failing_pods = failing
+
+
+@kopf.on.cleanup()
+async def close_scrapers(**_: Any) -> None:
+    """Shutdown closes the scrapers' connections (the daemons are cancelled by kopf before this)."""
+    global _direct
+    if _direct is not None:
+        await _direct.close()
+        _direct = None
+    for collector in _prometheus.values():
+        await asyncio.to_thread(collector.close)
+    _prometheus.clear()
 
 
 @kopf.daemon(*RESOURCE, id="autoscaler", cancellation_timeout=5.0)  # type: ignore[arg-type]

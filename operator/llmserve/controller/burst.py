@@ -7,11 +7,9 @@ step (llmserve.burst.engine) and reports what happened as status, Events and met
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, cast
 
 import kopf
@@ -36,12 +34,14 @@ from llmserve.controller.burst_store import (
     read_credentials,
     write_llmserve_burst_status,
 )
+from llmserve.settings import operator_settings
 
 log = logging.getLogger(__name__)
 
 POOLS = (GROUP, VERSION, POOL_PLURAL)
 LLMSERVES = (GROUP, VERSION, PLURAL)
-TICK_SECONDS = float(os.environ.get("LLMSERVE_BURST_INTERVAL_SECONDS", "10"))
+# LLMSERVE_BURST_INTERVAL_SECONDS; read when kopf registers the timer (after start-up installed settings).
+TICK_SECONDS = operator_settings().burst_interval_seconds
 _STARTED = time.monotonic()
 Obj = dict[str, Any]
 
@@ -52,11 +52,8 @@ class SystemClock:
 
 
 def operator_namespace() -> str:
-    configured = os.environ.get("LLMSERVE_OPERATOR_NAMESPACE")
-    if configured:
-        return configured
-    mounted = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    return mounted.read_text().strip() if mounted.exists() else "llmserve-system"
+    """Where provider credentials and per-instance Secrets live: the operator's own namespace."""
+    return operator_settings().namespace
 
 
 _cluster_id: str | None = None
@@ -66,7 +63,7 @@ async def cluster_id() -> str:
     """LLMSERVE_CLUSTER_ID, else the kube-system namespace's UID: stable for the cluster's life."""
     global _cluster_id
     if _cluster_id is None:
-        configured = os.environ.get("LLMSERVE_CLUSTER_ID")
+        configured = operator_settings().cluster_id
         if configured:
             _cluster_id = configured
         else:
