@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from hack.devcluster.kubewatch import watch
 from hack.devcluster.netns import NodeNetwork
 from llmserve import kube
 
@@ -350,7 +351,7 @@ class FakeKubelet:
     async def _watch_pods(self, node: NodeConfig) -> None:
         while True:
             try:
-                async for event_type, pod in kube.watch("Pod", field_selector=f"spec.nodeName={node.name}"):
+                async for event_type, pod in watch("Pod", field_selector=f"spec.nodeName={node.name}"):
                     self._on_pod_event(node, event_type, pod)
             except kube.KubeError as err:
                 log.warning("event=watch_failed node=%s error=%s", node.name, err)

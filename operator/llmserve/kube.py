@@ -26,7 +26,8 @@ Obj = dict[str, Any]
 
 LLMSERVE_API = f"{GROUP}/{VERSION}"
 
-# apiVersion/kind -> REST path pieces. Only what llmserve touches.
+# apiVersion/kind -> REST path pieces. Only what the operator and the gateway touch (the dev cluster's
+# own helpers, e.g. a plain watch, live in hack/devcluster).
 _RESOURCES: dict[str, tuple[str, str]] = {
     "Deployment": ("apps/v1", "deployments"),
     "Service": ("v1", "services"),
@@ -41,7 +42,6 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"),
     "LLMServe": (LLMSERVE_API, PLURAL),
     "BurstPool": (LLMSERVE_API, "burstpools"),
-    "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions"),
 }
 
 
@@ -123,7 +123,8 @@ async def close() -> None:
         await session.aclose()
 
 
-def _path(kind: str, name: str | None = None, subresource: str | None = None) -> tuple[str, str]:
+def resource_path(kind: str, name: str | None = None, subresource: str | None = None) -> tuple[str, str]:
+    """(apiVersion, the REST path below the namespace) of one kind, object or subresource."""
     version, plural = _RESOURCES[kind]
     url = plural + (f"/{name}" if name else "") + (f"/{subresource}" if subresource else "")
     return version, url
@@ -138,7 +139,7 @@ async def request(
     **kwargs: Any,
 ) -> Obj:
     """One API call, with the server's own error message preserved in a KubeError."""
-    version, url = _path(kind, name, subresource)
+    version, url = resource_path(kind, name, subresource)
     client = await api()
     try:
         async with (
@@ -218,40 +219,6 @@ async def scale(kind: str, namespace: str, name: str, replicas: int) -> Obj:
     return await merge_patch(kind, namespace, name, {"spec": {"replicas": replicas}}, "scale")
 
 
-async def watch(
-    kind: str,
-    namespace: str | None = None,
-    label_selector: str = "",
-    field_selector: str = "",
-    timeout_seconds: int = 300,
-) -> AsyncIterator[tuple[str, Obj]]:
-    """Yields (event type, object) from one watch stream, starting with ADDED for every existing object;
-    the caller loops to re-watch when the stream ends."""
-    version, url = _path(kind)
-    params: dict[str, Any] = {"watch": "true", "timeoutSeconds": timeout_seconds}
-    if label_selector:
-        params["labelSelector"] = label_selector
-    if field_selector:
-        params["fieldSelector"] = field_selector
-    client = await api()
-    try:
-        async with client.call_api(
-            "GET",
-            version=version,
-            namespace=namespace,
-            url=url,
-            params=params,
-            stream=True,
-            timeout=httpx.Timeout(None, connect=10),
-        ) as resp:
-            async for line in resp.aiter_lines():
-                if line:
-                    event = json.loads(line)
-                    yield event["type"], event["object"]
-    except (httpx.TransportError, kr8s.APITimeoutError) as err:
-        raise KubeError(f"watch of {kind} failed: {err}", 0) from err
-
-
 async def retry(operation: Any, attempts: int = 5, base_delay_seconds: float = 0.5) -> Any:
     """Runs `await operation()` again on retryable API errors, with exponential backoff."""
     for attempt in range(attempts):
@@ -283,7 +250,7 @@ async def list_then_watch(
         params["fieldSelector"] = field_selector
     listed = await request("GET", kind, namespace, params=params)
     yield "SYNC", {"items": list(listed.get("items", []))}
-    version, url = _path(kind)
+    version, url = resource_path(kind)
     params |= {
         "watch": "true",
         "timeoutSeconds": timeout_seconds,

@@ -12,7 +12,7 @@ import kopf
 from llmserve import kube
 from llmserve.api.base import Condition
 from llmserve.api.engine_args import batch_slots
-from llmserve.api.llmserve import ENGINE_PORT, KIND, LLMServeSpec
+from llmserve.api.llmserve import ENGINE_PORT, LLMServeSpec
 from llmserve.autoscale.collect import Collector, DirectScraper, PrometheusCollector, Target
 from llmserve.autoscale.demand_spec import DemandTracker
 from llmserve.autoscale.policy import Decision, History, Snapshot, decide
@@ -36,6 +36,7 @@ from llmserve.controller.status_writer import (
     apply_status,
     conditions_with_transition_times,
 )
+from llmserve.scale import write_replicas
 from llmserve.settings import operator_settings
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class Autoscaler:
             log.info("event=autoscaler_note namespace=%s llmserve=%s note=%r", namespace, name, note)
         scale_error, last_scale = "", None
         if decision.desired_replicas != current:
-            scale_error = await self._rescale(body, current, decision)
+            scale_error = await self._rescale(body, spec, current, decision)
             if not scale_error:
                 last_scale = (rfc3339(snapshot.now_seconds), decision.reason)
         history = decision.history
@@ -178,11 +179,11 @@ class Autoscaler:
         await self.write_status(body, autoscaling.to_wire(), conditions)
         return decision
 
-    async def _rescale(self, body: Obj, current: int, decision: Decision) -> str:
+    async def _rescale(self, body: Obj, spec: LLMServeSpec, current: int, decision: Decision) -> str:
         namespace, name = self.key
         desired = decision.desired_replicas
         try:
-            await kube.retry(lambda: kube.scale(KIND, namespace, name, desired), attempts=3)
+            await write_replicas(namespace, name, desired, spec)
         except kube.KubeError as err:
             log.warning("event=rescale_failed namespace=%s llmserve=%s from=%d to=%d error=%r",
                         namespace, name, current, desired, str(err))  # fmt: skip

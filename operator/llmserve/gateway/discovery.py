@@ -6,12 +6,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from llmserve import kube
+from llmserve import events, kube
 from llmserve.api.engine_args import batch_slots
 from llmserve.api.llmserve import ENGINE_PORT, LLMServeSpec
 from llmserve.gateway.auth import KEY_LABEL, ApiKey, KeyStore, key_from_secret
@@ -19,6 +18,7 @@ from llmserve.gateway.metrics import GatewayMetrics
 from llmserve.gateway.registry import Backend, ModelRoute, Registry
 from llmserve.render.engine_key import SecretRef, derive_engine_key, master_from_secret
 from llmserve.render.labels import LLMSERVE_LABEL
+from llmserve.scale import write_replicas
 
 log = logging.getLogger(__name__)
 
@@ -409,26 +409,7 @@ def spawn(coro: Any) -> None:
 
 
 async def post_event(obj: Obj, kind: str, event_type: str, reason: str, message: str) -> None:
-    """A Kubernetes Event on `obj`, so `kubectl describe` answers "why?"; failures are only logged."""
-    meta = obj["metadata"]
-    api_version = (obj.get("apiVersion") or kube.LLMSERVE_API) if kind == "LLMServe" else "v1"
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    event = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta.get("namespace", "default")},
-        "involvedObject": {
-            "apiVersion": api_version, "kind": kind, "name": meta["name"],
-            "namespace": meta.get("namespace"), "uid": meta.get("uid"),
-        },
-        "type": event_type, "reason": reason, "message": message[:1000],
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
-    }  # fmt: skip
-    try:
-        await kube.create(event)
-    except kube.KubeError as err:
-        log.warning("event=post_event_failed reason=%s status=%s", reason, err.status)
+    await events.post_event(obj, kind, event_type, reason, message, COMPONENT)
 
 
 class KubeScaler:
@@ -442,12 +423,13 @@ class KubeScaler:
         if obj is None:
             return
         try:
-            desired = parse_llmserve_spec(obj).desired_replicas()
+            spec = parse_llmserve_spec(obj)
+            desired = spec.desired_replicas()
         except ValidationError:
             return  # the operator reports InvalidSpec; nothing here to wake
         if desired >= 1:
             return  # already asked for; the held requests wait for a pod to become ready
-        await kube.scale("LLMServe", namespace, llmserve, 1)
+        await write_replicas(namespace, llmserve, 1, spec)
         self.metrics.scale_ups.labels(namespace, llmserve).inc()
         log.info(
             "event=scale_from_zero namespace=%s llmserve=%s model=%s replicas=1", namespace, llmserve, model
