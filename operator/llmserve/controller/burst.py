@@ -373,3 +373,12 @@ async def burst_pool_exists(
     message = f"BurstPool {pool_name} does not exist; no burst replicas are rented for this model"
     condition = _condition(dict(body), "BurstAllowed", "False", "PoolNotFound", message)
     await write_llmserve_burst_status(namespace, name, BurstReplicasStatus(pool=pool_name), [condition])
+
+
+@kopf.on.cleanup()
+async def close_providers(**_: Any) -> None:
+    """Shutdown closes every pool's provider client (their HTTP connections); the next leader rebuilds them."""
+    runtimes = list(_runtimes.values())
+    _runtimes.clear()
+    for runtime in runtimes:
+        await runtime.controller.provider.aclose()

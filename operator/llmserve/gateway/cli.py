@@ -15,7 +15,7 @@ from aiohttp import web
 from llmserve import kube
 from llmserve.gateway.auth import KeyStore
 from llmserve.gateway.burst_backends import BurstDiscovery
-from llmserve.gateway.discovery import KubeDiscovery, KubeScaler
+from llmserve.gateway.discovery import KubeDiscovery, KubeScaler, cancel_background
 from llmserve.gateway.errors import error_body
 from llmserve.gateway.hold import Holder, HoldSettings
 from llmserve.gateway.http_limits import HardenedAppRunner, HttpLimits
@@ -243,6 +243,7 @@ async def run(args: argparse.Namespace) -> int:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    await cancel_background()
     await kube.close()
     return 0
 

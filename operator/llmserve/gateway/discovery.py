@@ -408,6 +408,14 @@ def spawn(coro: Any) -> None:
     task.add_done_callback(_background.discard)
 
 
+async def cancel_background() -> None:
+    """At shutdown: Events still being posted are cancelled, not left running past the event loop."""
+    tasks = list(_background)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def post_event(obj: Obj, kind: str, event_type: str, reason: str, message: str) -> None:
     await events.post_event(obj, kind, event_type, reason, message, COMPONENT)
 
