@@ -250,13 +250,22 @@ async def list_then_watch(
         params["fieldSelector"] = field_selector
     listed = await request("GET", kind, namespace, params=params)
     yield "SYNC", {"items": list(listed.get("items", []))}
-    version, url = resource_path(kind)
     params |= {
         "watch": "true",
         "timeoutSeconds": timeout_seconds,
         "resourceVersion": listed.get("metadata", {}).get("resourceVersion", ""),
         "allowWatchBookmarks": "true",
     }
+    async for event in watch_events(kind, namespace, params):
+        if event["type"] == "ERROR":
+            return
+        if event["type"] != "BOOKMARK":
+            yield event["type"], event["object"]
+
+
+async def watch_events(kind: str, namespace: str | None, params: dict[str, Any]) -> AsyncIterator[Obj]:
+    """The raw events of one watch request (`params` carries watch=true and the selectors)."""
+    version, url = resource_path(kind)
     client = await api()
     try:
         async with client.call_api(
@@ -264,12 +273,7 @@ async def list_then_watch(
             timeout=httpx.Timeout(None, connect=10),
         ) as resp:  # fmt: skip
             async for line in resp.aiter_lines():
-                if not line:
-                    continue
-                event = json.loads(line)
-                if event["type"] == "ERROR":
-                    return
-                if event["type"] != "BOOKMARK":
-                    yield event["type"], event["object"]
+                if line:
+                    yield json.loads(line)
     except (httpx.TransportError, kr8s.APITimeoutError) as err:
         raise KubeError(f"watch of {kind} failed: {err}", 0) from err
