@@ -34,7 +34,7 @@ from autoscaling_policies import HpaLike, KedaLike, KubeAiLike, Llmserve, Static
 from autoscaling_traces import Request, generate_trace, load_azure_trace, suite, write_azure_trace
 from llmserve.api.llmserve import AutoscalingSpec, LLMServeSpec
 from llmserve.autoscale.demand import DemandModel, ReplicaModel, SloTargets
-from llmserve.controller.autoscaling import policy_config
+from llmserve.autoscale.spec import policy_config
 from llmserve.sim.batching import EngineConfig, FinishedRequest
 from llmserve.sim.profiles import resolve_profile
 from llmserve.sim.virtual import run_closed_loop

@@ -29,7 +29,7 @@ from autoscaling_policies import Llmserve
 from autoscaling_traces import Request, generate_trace
 from llmserve.api.llmserve import AutoscalingSpec, LLMServeSpec
 from llmserve.autoscale.policy import ReplicaMetrics
-from llmserve.controller.autoscaling import policy_config
+from llmserve.autoscale.spec import policy_config
 from llmserve.sim.batching import Engine
 
 BURST_TICK_SECONDS = 10.0  # the burst controller's interval (LLMSERVE_BURST_INTERVAL_SECONDS)

@@ -75,6 +75,7 @@ def manifest(index: int, namespace: str, autoscaling: bool) -> dict[str, object]
 async def measure(
     count: int, namespace: str, concurrency: int, autoscaling: bool
 ) -> tuple[dict[str, float], dict[str, float], dict[str, float], float]:
+    from hack.devcluster.kubewatch import watch
     from llmserve import kube
 
     applied: dict[str, float] = {}
@@ -83,7 +84,7 @@ async def measure(
 
     async def watch_deployments() -> None:
         while len(created) < count:
-            async for event, obj in kube.watch("Deployment", namespace):
+            async for event, obj in watch("Deployment", namespace):
                 if event not in ("ADDED", "MODIFIED"):
                     break  # an ERROR (e.g. the watch expired): watch again
                 created.setdefault(obj["metadata"]["name"], time.monotonic())
@@ -92,7 +93,7 @@ async def measure(
 
     async def watch_ready() -> None:
         while len(ready) < count:
-            async for event, obj in kube.watch("LLMServe", namespace):
+            async for event, obj in watch("LLMServe", namespace):
                 if event not in ("ADDED", "MODIFIED"):
                     break
                 for cond in (obj.get("status") or {}).get("conditions", []):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hack.devcluster.apiaccess import serve_api_relay
+from hack.devcluster.kubewatch import watch
 from hack.devcluster.netns import NodeNetwork
 from hack.devcluster.podrunner import NodeConfig, PodRunner, Settings, now, now_micro
 from llmserve import kube
@@ -132,7 +133,7 @@ class FakeKubelet:
     async def _watch_pods(self, node: NodeConfig) -> None:
         while True:
             try:
-                async for event_type, pod in kube.watch("Pod", field_selector=f"spec.nodeName={node.name}"):
+                async for event_type, pod in watch("Pod", field_selector=f"spec.nodeName={node.name}"):
                     self._on_pod_event(node, event_type, pod)
             except kube.KubeError as err:
                 log.warning("event=watch_failed node=%s error=%s", node.name, err)

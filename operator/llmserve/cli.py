@@ -45,13 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return write_crds(parsed.output_dir)
     if parsed.command == "operator":
         from llmserve.controller.main import run_operator
+        from llmserve.settings import OperatorSettings
 
         return run_operator(
-            namespaces=parsed.namespace,
-            liveness_port=parsed.liveness_port,
-            metrics_port=parsed.metrics_port,
-            verbose=parsed.verbose,
-            leader_election=not parsed.no_leader_election,
+            OperatorSettings(
+                namespaces=tuple(parsed.namespace),
+                liveness_port=parsed.liveness_port,
+                metrics_port=parsed.metrics_port,
+                verbose=parsed.verbose,
+                leader_election=not parsed.no_leader_election,
+            )
         )
     parser.error(f"unknown command {parsed.command!r}")
     return 2

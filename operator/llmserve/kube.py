@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import warnings
 import weakref
 from collections.abc import AsyncIterator
@@ -27,7 +26,8 @@ Obj = dict[str, Any]
 
 LLMSERVE_API = f"{GROUP}/{VERSION}"
 
-# apiVersion/kind -> REST path pieces. Only what llmserve touches.
+# apiVersion/kind -> REST path pieces. Only what the operator and the gateway touch (the dev cluster's
+# own helpers, e.g. a plain watch, live in hack/devcluster).
 _RESOURCES: dict[str, tuple[str, str]] = {
     "Deployment": ("apps/v1", "deployments"),
     "Service": ("v1", "services"),
@@ -42,7 +42,6 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"),
     "LLMServe": (LLMSERVE_API, PLURAL),
     "BurstPool": (LLMSERVE_API, "burstpools"),
-    "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions"),
     "ServiceAccount": ("v1", "serviceaccounts"),
 }
 
@@ -90,7 +89,8 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, kr8s.asyncio.Api]
 # beyond opened a new TLS connection and closed it after one use, and the pool scanned its queue on each
 # request (quadratic). With hundreds of LLMServes writing at once that was most of the operator's CPU;
 # a bounded number in flight reuses warm connections and queues the rest cheaply.
-MAX_IN_FLIGHT = int(os.environ.get("LLMSERVE_KUBE_MAX_IN_FLIGHT", "16"))
+# Set at start-up from the process's settings (LLMSERVE_KUBE_MAX_IN_FLIGHT).
+MAX_IN_FLIGHT = 16
 # Status writes get their own, smaller lane: hundreds of them must not queue ahead of creating children.
 MAX_STATUS_IN_FLIGHT = 4
 _lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
@@ -116,7 +116,16 @@ async def api() -> kr8s.asyncio.Api:
     return client
 
 
-def _path(kind: str, name: str | None = None, subresource: str | None = None) -> tuple[str, str]:
+async def close() -> None:
+    """Closes this event loop's client (its pooled connections) at shutdown; the next call makes a new one."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    session = getattr(client, "_session", None)  # kr8s has no public close; its session is an httpx client
+    if isinstance(session, httpx.AsyncClient):
+        await session.aclose()
+
+
+def resource_path(kind: str, name: str | None = None, subresource: str | None = None) -> tuple[str, str]:
+    """(apiVersion, the REST path below the namespace) of one kind, object or subresource."""
     version, plural = _RESOURCES[kind]
     url = plural + (f"/{name}" if name else "") + (f"/{subresource}" if subresource else "")
     return version, url
@@ -131,7 +140,7 @@ async def request(
     **kwargs: Any,
 ) -> Obj:
     """One API call, with the server's own error message preserved in a KubeError."""
-    version, url = _path(kind, name, subresource)
+    version, url = resource_path(kind, name, subresource)
     client = await api()
     try:
         async with (
@@ -211,40 +220,6 @@ async def scale(kind: str, namespace: str, name: str, replicas: int) -> Obj:
     return await merge_patch(kind, namespace, name, {"spec": {"replicas": replicas}}, "scale")
 
 
-async def watch(
-    kind: str,
-    namespace: str | None = None,
-    label_selector: str = "",
-    field_selector: str = "",
-    timeout_seconds: int = 300,
-) -> AsyncIterator[tuple[str, Obj]]:
-    """Yields (event type, object) from one watch stream, starting with ADDED for every existing object;
-    the caller loops to re-watch when the stream ends."""
-    version, url = _path(kind)
-    params: dict[str, Any] = {"watch": "true", "timeoutSeconds": timeout_seconds}
-    if label_selector:
-        params["labelSelector"] = label_selector
-    if field_selector:
-        params["fieldSelector"] = field_selector
-    client = await api()
-    try:
-        async with client.call_api(
-            "GET",
-            version=version,
-            namespace=namespace,
-            url=url,
-            params=params,
-            stream=True,
-            timeout=httpx.Timeout(None, connect=10),
-        ) as resp:
-            async for line in resp.aiter_lines():
-                if line:
-                    event = json.loads(line)
-                    yield event["type"], event["object"]
-    except (httpx.TransportError, kr8s.APITimeoutError) as err:
-        raise KubeError(f"watch of {kind} failed: {err}", 0) from err
-
-
 async def retry(operation: Any, attempts: int = 5, base_delay_seconds: float = 0.5) -> Any:
     """Runs `await operation()` again on retryable API errors, with exponential backoff."""
     for attempt in range(attempts):
@@ -276,13 +251,22 @@ async def list_then_watch(
         params["fieldSelector"] = field_selector
     listed = await request("GET", kind, namespace, params=params)
     yield "SYNC", {"items": list(listed.get("items", []))}
-    version, url = _path(kind)
     params |= {
         "watch": "true",
         "timeoutSeconds": timeout_seconds,
         "resourceVersion": listed.get("metadata", {}).get("resourceVersion", ""),
         "allowWatchBookmarks": "true",
     }
+    async for event in watch_events(kind, namespace, params):
+        if event["type"] == "ERROR":
+            return
+        if event["type"] != "BOOKMARK":
+            yield event["type"], event["object"]
+
+
+async def watch_events(kind: str, namespace: str | None, params: dict[str, Any]) -> AsyncIterator[Obj]:
+    """The raw events of one watch request (`params` carries watch=true and the selectors)."""
+    version, url = resource_path(kind)
     client = await api()
     try:
         async with client.call_api(
@@ -290,12 +274,7 @@ async def list_then_watch(
             timeout=httpx.Timeout(None, connect=10),
         ) as resp:  # fmt: skip
             async for line in resp.aiter_lines():
-                if not line:
-                    continue
-                event = json.loads(line)
-                if event["type"] == "ERROR":
-                    return
-                if event["type"] != "BOOKMARK":
-                    yield event["type"], event["object"]
+                if line:
+                    yield json.loads(line)
     except (httpx.TransportError, kr8s.APITimeoutError) as err:
         raise KubeError(f"watch of {kind} failed: {err}", 0) from err

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from llmserve.api.base import Condition
+from llmserve.api.engine_args import batch_slots
 from llmserve.api.llmserve import LLMServeSpec
 from llmserve.autoscale.policy import History, PolicyConfig, ReplicaMetrics, Snapshot, decide
+from llmserve.autoscale.spec import policy_config
 from llmserve.autoscale.state import decision_conditions, history_from_status, scale_status
-from llmserve.controller.autoscaling import batch_slots, policy_config, ready_targets, status_fragment
+from llmserve.controller.autoscaling import ready_targets, status_fragment
 
 T0 = 1_700_000_000.0
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from bench import routing, routing_cluster
 
+from llmserve.api.engine_args import batch_slots
 from llmserve.api.llmserve import LLMServe
-from llmserve.gateway.discovery import batch_slots, served_name
 
 
 def test_the_benchmarked_llmserve_is_valid_fixed_in_size_and_tells_the_gateway_its_batch_slots() -> None:
@@ -16,5 +16,5 @@ def test_the_benchmarked_llmserve_is_valid_fixed_in_size_and_tells_the_gateway_i
     assert spec.min_replicas == spec.max_replicas == 6
     assert spec.autoscaling.enabled is False
     # Without known slots the gateway would take 256 per replica and never see one as full.
-    assert batch_slots(manifest) == 8
-    assert served_name(manifest) == routing.SERVED
+    assert batch_slots(spec) == 8
+    assert spec.served_name(manifest["metadata"]["name"]) == routing.SERVED

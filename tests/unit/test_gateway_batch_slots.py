@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from llmserve.gateway.discovery import ClusterView, batch_slots
+from llmserve.api.engine_args import max_num_seqs
+from llmserve.gateway.discovery import ClusterView
 from llmserve.gateway.static import load_config
 from tests.unit.test_gateway_discovery import endpoint_slice, llmserve
 
@@ -31,7 +32,7 @@ def with_args(args: list[Any]) -> dict[str, Any]:
 def test_max_num_seqs_is_read_from_the_engine_args_in_both_spellings(
     args: list[Any], slots: int | None
 ) -> None:
-    assert batch_slots(with_args(args)) == slots
+    assert max_num_seqs(args) == slots
 
 
 def test_discovered_backends_carry_their_llmserves_batch_slots() -> None:
@@ -40,6 +41,16 @@ def test_discovered_backends_carry_their_llmserves_batch_slots() -> None:
     view.sync_slices([endpoint_slice("llama", {"10.0.0.1": True, "10.0.0.2": True})], None)
     (route,) = view.routes()
     assert [b.batch_slots for b in route.backends] == [8, 8]
+
+
+def test_a_simulator_without_the_flag_gets_the_simulators_default_as_the_autoscaler_does() -> None:
+    obj = llmserve("llama")
+    obj["spec"]["engine"] = {"kind": "simulator"}
+    view = ClusterView()
+    view.sync_llmserves([obj], None)
+    view.sync_slices([endpoint_slice("llama", {"10.0.0.1": True})], None)
+    (route,) = view.routes()
+    assert route.backends[0].batch_slots == 256
 
 
 def test_the_static_file_sets_slots_per_model_and_a_backend_may_override_them() -> None:

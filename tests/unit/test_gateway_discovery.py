@@ -143,3 +143,18 @@ def test_a_refused_claim_is_reported_as_a_conflict() -> None:
     # same second: the tie is broken by namespace/name, the same way on every gateway replica
     assert route.namespace == "a"
     assert view.conflicted == [(old, new)]
+
+
+def test_the_served_name_defaults_to_the_resource_name_through_the_api_model() -> None:
+    view = ClusterView()
+    view.sync_llmserves([llmserve("llama"), llmserve("qwen", served="qwen-chat")], None)
+    assert sorted(route.served_name for route in view.routes()) == ["llama", "qwen-chat"]
+
+
+def test_an_llmserve_the_api_model_refuses_is_not_routed() -> None:
+    bad = llmserve("llama")
+    bad["spec"]["minReplicas"], bad["spec"]["maxReplicas"] = 5, 2  # the operator reports InvalidSpec
+    view = ClusterView()
+    view.sync_llmserves([bad, llmserve("qwen")], None)
+    view.sync_slices([endpoint_slice("llama", {"10.0.0.1": True})], None)
+    assert [route.served_name for route in view.routes()] == ["qwen"]

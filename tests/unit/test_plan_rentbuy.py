@@ -10,7 +10,7 @@ import pytest
 from bench import autoscaling as fleet_bench
 
 from llmserve.api.llmserve import LLMServeSpec
-from llmserve.controller.autoscaling import policy_config
+from llmserve.autoscale.spec import policy_config
 from llmserve.plan.capacity import PlanError, Workload, plan_capacity
 from llmserve.plan.fit import ServingConfig
 from llmserve.plan.load import TraceError, TraceRequest, daily_curve, read_azure_trace, shape_from_trace

@@ -1,4 +1,5 @@
-"""Reads the engines' saturation signals: direct scrapes of every ready replica, or a Prometheus query."""
+"""Reads the engines' saturation signals: direct scrapes of every ready replica, or a Prometheus query
+(parsed and aggregated by llmserve.engine_metrics, as the gateway's load scrape is)."""
 
 from __future__ import annotations
 
@@ -13,43 +14,28 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from llmserve.autoscale.histogram import Histogram
 from llmserve.autoscale.policy import ReplicaMetrics
 from llmserve.autoscale.promql import SloWindows, rates_from_signals, signals_from_vector, window_query
 from llmserve.autoscale.window import EngineCounters, WindowRates
-
-log = logging.getLogger(__name__)
-
-WAITING = "vllm:num_requests_waiting"
-RUNNING = "vllm:num_requests_running"
-KV_CACHE = "vllm:kv_cache_usage_perc"
-KV_CACHE_LEGACY = "vllm:gpu_cache_usage_perc"  # vLLM < 0.10 and V0 engines
-SIGNALS = (WAITING, RUNNING, KV_CACHE, KV_CACHE_LEGACY)
-# Counters and histograms for arrivals, the token mix and latency (autoscaling.slo).
-FINISHED = "vllm:request_success"
-PROMPT_TOKENS = "vllm:prompt_tokens"
-GENERATION_TOKENS = "vllm:generation_tokens"
-TTFT = "vllm:time_to_first_token_seconds"
-ITL = "vllm:inter_token_latency_seconds"
-ITL_LEGACY = "vllm:time_per_output_token_seconds"  # vLLM < 0.11 names per-token latency this way
-QUEUE_TIME = "vllm:request_queue_time_seconds"
-COUNTERS = (FINISHED, PROMPT_TOKENS, GENERATION_TOKENS)
-HISTOGRAMS = (TTFT, ITL, ITL_LEGACY, QUEUE_TIME)
-
-# Only these lines are handed to the parser: a vLLM /metrics page is mostly series we do not need.
-_SIGNAL_LINE = re.compile(
-    r"^(# (TYPE|HELP) )?("
-    + "|".join(re.escape(s) for s in SIGNALS)
-    + r"|(?:"
-    + "|".join(re.escape(s) for s in (*COUNTERS, *HISTOGRAMS))
-    + r")(?:_total|_bucket|_sum|_count)?)[ {]"
+from llmserve.engine_metrics import (
+    FINISHED,
+    GAUGES,
+    GENERATION_TOKENS,
+    ITL,
+    ITL_LEGACY,
+    PROMPT_TOKENS,
+    QUEUE_TIME,
+    TTFT,
+    EngineLoad,
+    EnginePage,
+    MetricsFormatError,
+    engine_load,
+    read_page,
 )
 
-
-class MetricsFormatError(ValueError):
-    """The page was read but does not carry vLLM's scheduler gauges."""
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,60 +67,38 @@ def _histogram(buckets: dict[float, float], total: float) -> Histogram | None:
     return Histogram(bounds, tuple(buckets[b] for b in (*bounds, math.inf)), total)
 
 
-def _counters(
-    samples: dict[str, list[float]], buckets: dict[str, dict[float, float]]
-) -> EngineCounters | None:
+def _counters(page: EnginePage) -> EngineCounters | None:
     """The cumulative counters and histograms, when the page has them (vLLM always exports them)."""
-    if f"{FINISHED}_total" not in samples or f"{PROMPT_TOKENS}_total" not in samples:
+    finished, prompt_tokens = page.total(f"{FINISHED}_total"), page.total(f"{PROMPT_TOKENS}_total")
+    if finished is None or prompt_tokens is None:
         return None
 
     def histogram(name: str) -> Histogram | None:
-        return _histogram(buckets.get(name, {}), sum(samples.get(f"{name}_sum", [])))
+        return _histogram(page.buckets.get(name, {}), page.total(f"{name}_sum") or 0.0)
 
     return EngineCounters(
-        requests_finished=sum(samples[f"{FINISHED}_total"]),
-        prompt_tokens=sum(samples[f"{PROMPT_TOKENS}_total"]),
-        generation_tokens=sum(samples.get(f"{GENERATION_TOKENS}_total", [])),
+        requests_finished=finished,
+        prompt_tokens=prompt_tokens,
+        generation_tokens=page.total(f"{GENERATION_TOKENS}_total") or 0.0,
         time_to_first_token=histogram(TTFT),
         inter_token_latency=histogram(ITL) or histogram(ITL_LEGACY),
         queue_time=histogram(QUEUE_TIME),
     )
 
 
-def _combine(
-    samples: dict[str, list[float]], buckets: dict[str, dict[float, float]] | None = None
-) -> ReplicaMetrics:
-    """Data-parallel engines export one series each: queues and counters add up, KV use averages."""
-    if not samples.get(WAITING):
-        raise MetricsFormatError(f"no {WAITING} gauge: is this a vLLM engine?")
-    kv = samples.get(KV_CACHE) or samples.get(KV_CACHE_LEGACY)
+def replica_metrics(load: EngineLoad, counters: EngineCounters | None = None) -> ReplicaMetrics:
     return ReplicaMetrics(
-        requests_waiting=sum(samples[WAITING]),
-        requests_running=sum(samples.get(RUNNING, [])),
-        kv_cache_fraction=min(1.0, max(0.0, sum(kv) / len(kv))) if kv else None,
-        counters=_counters(samples, buckets or {}),
+        requests_waiting=load.requests_waiting,
+        requests_running=load.requests_running,
+        kv_cache_fraction=load.kv_cache_fraction,
+        counters=counters,
     )
 
 
 def parse_engine_metrics(text: str) -> ReplicaMetrics:
-    """The scheduler signals from one engine's Prometheus text exposition."""
-    wanted = "\n".join(line for line in text.splitlines() if _SIGNAL_LINE.match(line)) + "\n"
-    samples: dict[str, list[float]] = {}
-    buckets: dict[str, dict[float, float]] = {}
-    try:
-        for family in text_string_to_metric_families(wanted):
-            for sample in family.samples:
-                if not math.isfinite(sample.value):
-                    continue
-                if sample.name.endswith("_bucket") and "le" in sample.labels:
-                    per_le = buckets.setdefault(sample.name.removesuffix("_bucket"), {})
-                    le = float(sample.labels["le"])
-                    per_le[le] = per_le.get(le, 0.0) + sample.value
-                elif not sample.name.endswith("_created"):
-                    samples.setdefault(sample.name, []).append(float(sample.value))
-    except ValueError as err:
-        raise MetricsFormatError(f"unparsable metrics: {err}") from err
-    return _combine(samples, buckets)
+    """The scheduler signals and counters from one engine's Prometheus text exposition."""
+    page = read_page(text)
+    return replica_metrics(page.load(), _counters(page))
 
 
 class DirectScraper:
@@ -236,7 +200,7 @@ def _describe(err: BaseException) -> str:
 
 def prometheus_query(namespace: str, pod_names: Iterable[str]) -> str:
     """One instant query for all four signals of the given pods."""
-    names = "|".join(re.escape(s) for s in SIGNALS)
+    names = "|".join(re.escape(s) for s in GAUGES)
     pods = "|".join(re.escape(p) for p in sorted(pod_names))
     return f'{{__name__=~"{names}",namespace="{namespace}",pod=~"{pods}"}}'
 
@@ -257,7 +221,7 @@ def metrics_from_prometheus(series: list[dict[str, Any]], targets: list[Target])
         try:
             if samples is None:
                 raise MetricsFormatError("no series in Prometheus for this pod")
-            result.metrics[target.pod_name] = _combine(samples)
+            result.metrics[target.pod_name] = replica_metrics(engine_load(samples))
         except MetricsFormatError as err:
             result.errors[target.pod_name] = str(err)
     return result
@@ -305,3 +269,9 @@ class PrometheusCollector:
                 return None
             answers.append(rates_from_signals(signals_from_vector(list(series)), seconds, windows.quantile))
         return answers[0], answers[1]
+
+    def close(self) -> None:
+        """Closes the client's pooled HTTP session (blocking: call it in a thread)."""
+        session = getattr(self._client, "_session", None)
+        if session is not None:
+            session.close()

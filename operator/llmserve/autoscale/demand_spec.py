@@ -11,7 +11,7 @@ from llmserve.autoscale.demand import Demand, DemandModel, DemandSettings, Repli
 from llmserve.autoscale.policy import PolicyConfig, ReplicaMetrics
 from llmserve.autoscale.promql import SloWindows
 from llmserve.autoscale.window import EngineCounters, WindowRates
-from llmserve.controller.status import summarize_pods
+from llmserve.pods import summarize_pods
 from llmserve.sim.profiles import resolve_profile
 
 Obj = dict[str, Any]

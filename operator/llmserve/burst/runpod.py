@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from llmserve.burst.http import ProviderHttp, RetryPolicy, json_or_none, parse_retry_after, status_kind
+from llmserve.burst.ownership import owned_instances, terminate_once
 from llmserve.burst.types import (
     OWNER_ENV,
     Account,
@@ -29,7 +30,6 @@ from llmserve.burst.types import (
     OfferQuery,
     Phase,
     ProviderError,
-    owned_by,
 )
 
 log = logging.getLogger("llmserve.burst.runpod")
@@ -262,26 +262,19 @@ class RunPodProvider:
 
     async def list_owned(self, cluster_id: str) -> list[Instance]:
         """Pods with this cluster's name prefix AND its env marker (a name alone could be a copy)."""
-        return [
-            instance
-            for instance in await self.list_all()
-            if owned_by(instance.name, cluster_id) and instance.cluster_id == cluster_id
-        ]
+        return owned_instances(await self.list_all(), cluster_id)
 
     async def terminate(self, instance_id: str) -> None:
         """DELETE ends billing (never "stop": a stopped pod keeps billing its volume). 404 = gone."""
-        try:
-            await self._http.call(
+        await terminate_once(
+            "runpod",
+            instance_id,
+            lambda: self._http.call(
                 "DELETE",
                 f"/v2/pods/{instance_id}",
                 endpoint="delete",
                 ok=(204, 200),
                 map_error=self._map,
                 idempotent=True,
-            )
-        except ProviderError as error:
-            if error.kind is ErrorKind.NOT_FOUND:
-                log.info("event=instance_already_gone provider=runpod id=%s", instance_id)
-                return
-            raise
-        log.info("event=instance_terminated provider=runpod id=%s", instance_id)
+            ),
+        )

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from llmserve.burst.http import ProviderHttp, RetryPolicy, json_or_none, status_kind, threshold_seconds
+from llmserve.burst.ownership import owned_instances, terminate_once
 from llmserve.burst.types import (
     OWNER_ENV,
     Account,
@@ -30,7 +31,6 @@ from llmserve.burst.types import (
     OfferQuery,
     Phase,
     ProviderError,
-    owned_by,
 )
 
 log = logging.getLogger("llmserve.burst.vastai")
@@ -356,26 +356,19 @@ class VastProvider:
 
     async def list_owned(self, cluster_id: str) -> list[Instance]:
         """Instances whose label has this cluster's prefix AND whose env marker names this cluster."""
-        return [
-            instance
-            for instance in await self.list_all()
-            if owned_by(instance.name, cluster_id) and instance.cluster_id == cluster_id
-        ]
+        return owned_instances(await self.list_all(), cluster_id)
 
     async def terminate(self, instance_id: str) -> None:
         """DELETE (destroy) ends all billing; a 404 means it is already gone."""
-        try:
-            await self._http.call(
+        await terminate_once(
+            "vastai",
+            instance_id,
+            lambda: self._http.call(
                 "DELETE",
                 f"/api/v0/instances/{instance_id}/",
                 endpoint="delete",
                 ok=(200,),
                 map_error=self._map,
                 idempotent=True,
-            )
-        except ProviderError as error:
-            if error.kind is ErrorKind.NOT_FOUND:
-                log.info("event=instance_already_gone provider=vastai id=%s", instance_id)
-                return
-            raise
-        log.info("event=instance_terminated provider=vastai id=%s", instance_id)
+            ),
+        )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
 import time
 from typing import Any, cast
 
@@ -11,10 +11,12 @@ import kopf
 
 from llmserve import kube
 from llmserve.api.base import Condition
-from llmserve.api.llmserve import ENGINE_PORT, KIND, LLMServeSpec
+from llmserve.api.engine_args import batch_slots
+from llmserve.api.llmserve import ENGINE_PORT, LLMServeSpec
 from llmserve.autoscale.collect import Collector, DirectScraper, PrometheusCollector, Target
 from llmserve.autoscale.demand_spec import DemandTracker
-from llmserve.autoscale.policy import Decision, History, PolicyConfig, Snapshot, decide
+from llmserve.autoscale.policy import Decision, History, Snapshot, decide
+from llmserve.autoscale.spec import policy_config
 from llmserve.autoscale.state import (
     condition,
     decision_conditions,
@@ -34,48 +36,21 @@ from llmserve.controller.status_writer import (
     apply_status,
     conditions_with_transition_times,
 )
+from llmserve.scale import write_replicas
+from llmserve.settings import operator_settings
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
 
-DEFAULT_SOURCE = os.environ.get("LLMSERVE_AUTOSCALER_METRICS_SOURCE", "direct")
-DEFAULT_PROMETHEUS_URL = os.environ.get("LLMSERVE_PROMETHEUS_URL", "")
-SCRAPE_TIMEOUT_SECONDS = float(os.environ.get("LLMSERVE_AUTOSCALER_SCRAPE_TIMEOUT_SECONDS", "1.0"))
+__all__ = ["Autoscaler", "batch_slots", "policy_config", "ready_targets", "status_fragment"]
 
-_direct = DirectScraper(port=ENGINE_PORT, timeout_seconds=SCRAPE_TIMEOUT_SECONDS)
+# Made on first use from the operator's settings, closed by the cleanup handler below.
+_direct: DirectScraper | None = None
 _prometheus: dict[str, PrometheusCollector] = {}
 
 # -- settings -------------------------------------------------------------------------
-
-
-def batch_slots(spec: LLMServeSpec) -> int | None:
-    """--max-num-seqs from the engine args; the simulator's default when unset (vLLM's depends on the GPU)."""
-    args = spec.engine.args
-    for index, arg in enumerate(args):
-        value = arg.split("=", 1)[1] if arg.startswith("--max-num-seqs=") else None
-        if arg == "--max-num-seqs" and index + 1 < len(args):
-            value = args[index + 1]
-        if value is not None:
-            return int(value) if value.isdigit() and int(value) > 0 else None
-    return 256 if spec.engine.kind == "simulator" else None
-
-
-def policy_config(spec: LLMServeSpec) -> PolicyConfig:
-    scaling = spec.autoscaling
-    return PolicyConfig(
-        min_replicas=spec.min_replicas,
-        max_replicas=spec.max_replicas,
-        queue_depth_target=scaling.queue_depth_target,
-        kv_cache_target=scaling.kv_cache_target,
-        tolerance=scaling.tolerance,
-        scale_up_max_step=scaling.scale_up_max_step,
-        scale_down_delay_seconds=scaling.scale_down_delay_seconds,
-        scale_to_zero_idle_seconds=scaling.scale_to_zero_idle_seconds,
-        batch_slots_per_replica=batch_slots(spec),
-        batch_slots_target=scaling.effective_batch_slots_target,
-    )
 
 
 def ready_targets(namespace: str, pods: list[Obj]) -> list[Target]:
@@ -91,15 +66,20 @@ def ready_targets(namespace: str, pods: list[Obj]) -> list[Target]:
 
 
 def collector_for(spec: LLMServeSpec) -> Collector:
-    source = spec.autoscaling.metrics_source or DEFAULT_SOURCE
+    global _direct
+    settings = operator_settings()
+    timeout_seconds = settings.autoscaler_scrape_timeout_seconds
+    source = spec.autoscaling.metrics_source or settings.autoscaler_metrics_source
     if source != "prometheus":
+        if _direct is None:
+            _direct = DirectScraper(port=ENGINE_PORT, timeout_seconds=timeout_seconds)
         return _direct
-    url = spec.autoscaling.prometheus_url or DEFAULT_PROMETHEUS_URL
+    url = spec.autoscaling.prometheus_url or settings.prometheus_url
     if not url:
         raise ValueError("spec.autoscaling.metricsSource is prometheus but neither spec.autoscaling.prometheusUrl "
                          "nor the operator's LLMSERVE_PROMETHEUS_URL is set")  # fmt: skip
     if url not in _prometheus:
-        _prometheus[url] = PrometheusCollector(url, timeout_seconds=max(SCRAPE_TIMEOUT_SECONDS, 2.0))
+        _prometheus[url] = PrometheusCollector(url, timeout_seconds=max(timeout_seconds, 2.0))
     return _prometheus[url]
 
 
@@ -184,7 +164,7 @@ class Autoscaler:
             log.info("event=autoscaler_note namespace=%s llmserve=%s note=%r", namespace, name, note)
         scale_error, last_scale = "", None
         if decision.desired_replicas != current:
-            scale_error = await self._rescale(body, current, decision)
+            scale_error = await self._rescale(body, spec, current, decision)
             if not scale_error:
                 last_scale = (rfc3339(snapshot.now_seconds), decision.reason)
         history = decision.history
@@ -205,11 +185,11 @@ class Autoscaler:
         await self.write_status(body, autoscaling.to_wire(), conditions)
         return decision
 
-    async def _rescale(self, body: Obj, current: int, decision: Decision) -> str:
+    async def _rescale(self, body: Obj, spec: LLMServeSpec, current: int, decision: Decision) -> str:
         namespace, name = self.key
         desired = decision.desired_replicas
         try:
-            await kube.retry(lambda: kube.scale(KIND, namespace, name, desired), attempts=3)
+            await write_replicas(namespace, name, desired, spec)
         except kube.KubeError as err:
             log.warning("event=rescale_failed namespace=%s llmserve=%s from=%d to=%d error=%r",
                         namespace, name, current, desired, str(err))  # fmt: skip
@@ -249,6 +229,18 @@ class Autoscaler:
             for pod in sorted(self.failing_pods - failing):
                 log.info("event=scrape_recovered namespace=%s llmserve=%s pod=%s", namespace, name, pod)
             self.failing_pods = failing
+
+
+@kopf.on.cleanup()
+async def close_scrapers(**_: Any) -> None:
+    """Shutdown closes the scrapers' connections (the daemons are cancelled by kopf before this)."""
+    global _direct
+    if _direct is not None:
+        await _direct.close()
+        _direct = None
+    for collector in _prometheus.values():
+        await asyncio.to_thread(collector.close)
+    _prometheus.clear()
 
 
 @kopf.daemon(*RESOURCE, id="autoscaler", cancellation_timeout=5.0)  # type: ignore[arg-type]

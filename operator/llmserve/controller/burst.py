@@ -38,12 +38,14 @@ from llmserve.controller.burst_store import (
     restore_static_claims,
     write_llmserve_burst_status,
 )
+from llmserve.settings import operator_settings
 
 log = logging.getLogger(__name__)
 
 POOLS = (GROUP, VERSION, POOL_PLURAL)
 LLMSERVES = (GROUP, VERSION, PLURAL)
-TICK_SECONDS = float(os.environ.get("LLMSERVE_BURST_INTERVAL_SECONDS", "10"))
+# LLMSERVE_BURST_INTERVAL_SECONDS; read when kopf registers the timer (after start-up installed settings).
+TICK_SECONDS = operator_settings().burst_interval_seconds
 _STARTED = time.monotonic()
 Obj = dict[str, Any]
 
@@ -70,11 +72,8 @@ CLOCK = SystemClock(os.environ.get("LLMSERVE_BURST_CLOCK_OFFSET_FILE"))
 
 
 def operator_namespace() -> str:
-    configured = os.environ.get("LLMSERVE_OPERATOR_NAMESPACE")
-    if configured:
-        return configured
-    mounted = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    return mounted.read_text().strip() if mounted.exists() else "llmserve-system"
+    """Where provider credentials and per-instance Secrets live: the operator's own namespace."""
+    return operator_settings().namespace
 
 
 _cluster_id: str | None = None
@@ -84,7 +83,7 @@ async def cluster_id() -> str:
     """LLMSERVE_CLUSTER_ID, else the kube-system namespace's UID: stable for the cluster's life."""
     global _cluster_id
     if _cluster_id is None:
-        configured = os.environ.get("LLMSERVE_CLUSTER_ID")
+        configured = operator_settings().cluster_id
         if configured:
             _cluster_id = configured
         else:
@@ -396,3 +395,12 @@ async def burst_pool_exists(
     message = f"BurstPool {pool_name} does not exist; no burst replicas are rented for this model"
     condition = _condition(dict(body), "BurstAllowed", "False", "PoolNotFound", message)
     await write_llmserve_burst_status(namespace, name, BurstReplicasStatus(pool=pool_name), [condition])
+
+
+@kopf.on.cleanup()
+async def close_providers(**_: Any) -> None:
+    """Shutdown closes every pool's provider client (their HTTP connections); the next leader rebuilds them."""
+    runtimes = list(_runtimes.values())
+    _runtimes.clear()
+    for runtime in runtimes:
+        await runtime.controller.provider.aclose()

@@ -23,15 +23,15 @@ from llmserve.controller.statusapply import apply_status
 from llmserve.cost.counters import CounterFormatError, parse_generation_tokens
 from llmserve.cost.meter import Holder, MeterState, Month, Spend, advance, start
 from llmserve.cost.prices import PriceBook, price_book
+from llmserve.settings import operator_settings
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
 FIELD_MANAGER = "llmserve-cost"
-INTERVAL_SECONDS = float(os.environ.get("LLMSERVE_COST_INTERVAL_SECONDS", "60"))
-# After an operator outage longer than this, the time in between is not charged (nobody saw what ran).
-MAX_GAP_SECONDS = float(os.environ.get("LLMSERVE_COST_MAX_GAP_SECONDS", "900"))
+# LLMSERVE_COST_INTERVAL_SECONDS; read when kopf registers the daemon (after start-up installed settings).
+INTERVAL_SECONDS = operator_settings().cost_interval_seconds
 SCRAPE_TIMEOUT_SECONDS = 2.0
 
 _prices: PriceBook | None = None
@@ -198,7 +198,9 @@ async def meter_once(
         state = start(now_seconds, counters)
     else:
         holders = local_holders(spec, pods, book) + rented_holders(body)
-        step = advance(state, now_seconds, holders, counters, MAX_GAP_SECONDS)
+        # After an operator outage longer than this, the time in between is not charged (nobody saw what ran).
+        max_gap_seconds = operator_settings().cost_max_gap_seconds
+        step = advance(state, now_seconds, holders, counters, max_gap_seconds)
         if step.uncounted_seconds > 0:
             log.warning(
                 "event=cost_gap_uncounted namespace=%s llmserve=%s seconds=%.0f", *key, step.uncounted_seconds

@@ -17,17 +17,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmserve import kube
+
+if TYPE_CHECKING:
+    from llmserve.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 Clock = Callable[[], float]
-
-_IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @dataclass(frozen=True)
@@ -46,19 +46,22 @@ class LeaseSettings:
             raise ValueError("leader election needs retry period < renew deadline < lease duration")
 
     @classmethod
-    def from_env(cls) -> LeaseSettings:
-        """LLMSERVE_LEASE_* variables; the namespace defaults to the pod's own (POD_NAMESPACE or in-cluster)."""
-        namespace = os.environ.get("LLMSERVE_LEASE_NAMESPACE") or os.environ.get("POD_NAMESPACE")
-        if not namespace and _IN_CLUSTER_NAMESPACE.exists():
-            namespace = _IN_CLUSTER_NAMESPACE.read_text().strip()
-        defaults = cls(identity="-")
+    def from_settings(cls, settings: OperatorSettings) -> LeaseSettings:
+        """The LLMSERVE_LEASE_* settings; the namespace defaults to the operator's own."""
         return cls(
-            name=os.environ.get("LLMSERVE_LEASE_NAME", defaults.name),
-            namespace=namespace or defaults.namespace,
-            lease_duration_seconds=int(os.environ.get("LLMSERVE_LEASE_DURATION_SECONDS", defaults.lease_duration_seconds)),
-            renew_deadline_seconds=float(os.environ.get("LLMSERVE_LEASE_RENEW_DEADLINE_SECONDS", defaults.renew_deadline_seconds)),
-            retry_period_seconds=float(os.environ.get("LLMSERVE_LEASE_RETRY_PERIOD_SECONDS", defaults.retry_period_seconds)),
-        )  # fmt: skip
+            name=settings.lease_name,
+            namespace=settings.lease_namespace or settings.namespace,
+            lease_duration_seconds=settings.lease_duration_seconds,
+            renew_deadline_seconds=settings.lease_renew_deadline_seconds,
+            retry_period_seconds=settings.lease_retry_period_seconds,
+        )
+
+    @classmethod
+    def from_env(cls) -> LeaseSettings:
+        """From the environment alone (tests); `llmserve operator` uses from_settings."""
+        from llmserve.settings import OperatorSettings
+
+        return cls.from_settings(OperatorSettings())
 
 
 @dataclass

@@ -13,9 +13,11 @@ import kopf
 from aiohttp import web
 from prometheus_client import start_http_server
 
+from llmserve import kube
 from llmserve.api.llmserve import GROUP
 from llmserve.controller import metrics
 from llmserve.controller.leader import LeaderElector, LeaseSettings
+from llmserve.settings import OperatorSettings, install, operator_settings
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,19 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Events are posted explicitly (kopf.info/warn) for what a user may ask "why?" about; kopf's own
     # per-handler chatter would flood the children's event streams.
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = int(os.environ.get("LLMSERVE_WATCH_TIMEOUT_SECONDS", "300"))
+    ours = operator_settings()
+    settings.watching.server_timeout = ours.watch_timeout_seconds
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
-    settings.batching.idle_timeout = float(os.environ.get("LLMSERVE_BATCH_IDLE_SECONDS", "1.0"))
+    settings.batching.idle_timeout = ours.batch_idle_seconds
     settings.execution.max_workers = 8
+
+
+@kopf.on.cleanup()
+async def close_kubernetes_client(**_: Any) -> None:
+    """Shutdown closes what start-up opened: the handlers' Kubernetes client (each module closes its own
+    scrape clients in its own cleanup handler)."""
+    await kube.close()
 
 
 class _QuietRoutineHandlers(logging.Filter):
@@ -70,27 +80,27 @@ class _QuietRoutineHandlers(logging.Filter):
         return not any(text in record.getMessage() for text in self._ROUTINE)
 
 
-def run_operator(
-    namespaces: list[str], liveness_port: int, metrics_port: int, verbose: bool, leader_election: bool = True
-) -> int:
+def run_operator(settings: OperatorSettings) -> int:
     """Blocks running the operator until SIGTERM/SIGINT (or, as leader, until it loses the Lease)."""
+    install(settings)  # before the handler modules are imported: their timers read it
+    kube.MAX_IN_FLIGHT = settings.kube_max_in_flight
     import llmserve.controller.autoscaling  # registers the autoscaler daemon
     import llmserve.controller.capacityfit
     import llmserve.controller.cost  # noqa: F401  (registers the cost meter and its price settings)
     from llmserve.controller import burst, handlers  # noqa: F401  (registers the handlers)
 
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if settings.verbose else logging.INFO,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").addFilter(_QuietRoutineHandlers())
-    if metrics_port:
-        start_http_server(metrics_port, addr=os.environ.get("LLMSERVE_METRICS_ADDR", "0.0.0.0"))
-    host = os.environ.get("LLMSERVE_LIVENESS_ADDR", "0.0.0.0")
-    liveness = f"http://{host}:{liveness_port}/healthz"
-    settings = LeaseSettings.from_env() if leader_election else None
-    return asyncio.run(_run(namespaces, liveness if liveness_port else None, (host, liveness_port), settings))
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_addr)
+    host, port = settings.liveness_addr, settings.liveness_port
+    liveness = f"http://{host}:{port}/healthz" if port else None
+    lease = LeaseSettings.from_settings(settings) if settings.leader_election else None
+    return asyncio.run(_run(list(settings.namespaces), liveness, (host, port), lease))
 
 
 async def _run(

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import math
-import re
+from llmserve.engine_metrics import GENERATION_TOKENS, MetricsFormatError, read_page
 
-from prometheus_client.parser import text_string_to_metric_families
-
-GENERATION_TOKENS = "vllm:generation_tokens"  # the family; its sample is vllm:generation_tokens_total
-_LINE = re.compile(r"^(# (TYPE|HELP) )?vllm:generation_tokens(_total)?[ {]")
+__all__ = ["GENERATION_TOKENS", "CounterFormatError", "parse_generation_tokens"]
 
 
-class CounterFormatError(ValueError):
+class CounterFormatError(MetricsFormatError):
     """The page was read but carries no output-token counter."""
 
 
 def parse_generation_tokens(text: str) -> float:
-    """Sum over the engine's series (data-parallel engines export one each)."""
-    wanted = "\n".join(line for line in text.splitlines() if _LINE.match(line)) + "\n"
-    total, seen = 0.0, False
+    """Sum over the engine's series (data-parallel engines export one each), by llmserve.engine_metrics."""
     try:
-        for family in text_string_to_metric_families(wanted):
-            for sample in family.samples:
-                if sample.name == f"{GENERATION_TOKENS}_total" and math.isfinite(sample.value):
-                    total += sample.value
-                    seen = True
-    except ValueError as err:
-        raise CounterFormatError(f"unparsable metrics: {err}") from err
-    if not seen:
+        total = read_page(text, (GENERATION_TOKENS,)).total(f"{GENERATION_TOKENS}_total")
+    except MetricsFormatError as err:
+        raise CounterFormatError(str(err)) from err
+    if total is None:
         raise CounterFormatError(f"no {GENERATION_TOKENS}_total counter: is this a vLLM engine?")
     return total

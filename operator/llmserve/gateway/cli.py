@@ -6,16 +6,16 @@ import argparse
 import asyncio
 import ipaddress
 import logging
-import os
 import signal
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from llmserve import kube
 from llmserve.gateway.auth import KeyStore
 from llmserve.gateway.burst_backends import BurstDiscovery
-from llmserve.gateway.discovery import KubeDiscovery, KubeScaler
+from llmserve.gateway.discovery import KubeDiscovery, KubeScaler, cancel_background
 from llmserve.gateway.errors import error_body
 from llmserve.gateway.hold import Holder, HoldSettings
 from llmserve.gateway.http_limits import HardenedAppRunner, HttpLimits
@@ -30,6 +30,7 @@ from llmserve.gateway.server import Gateway, ServerSettings
 from llmserve.gateway.shutdown import graceful_stop
 from llmserve.gateway.static import StaticSource
 from llmserve.render.engine_key import master_secret_ref
+from llmserve.settings import GatewayEnvironment
 
 log = logging.getLogger("llmserve.gateway")
 
@@ -37,24 +38,27 @@ STARTUP_SYNC_TIMEOUT_SECONDS = 30.0
 DEFAULT_METRICS_PORT = 9091
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(env: GatewayEnvironment | None = None) -> argparse.ArgumentParser:
+    """The gateway's flags; their defaults come from its environment (llmserve.settings), read once."""
+    env = env or GatewayEnvironment()
     p = argparse.ArgumentParser(prog="llmserve gateway", description=__doc__)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port of the OpenAI API (default 8080)")
     p.add_argument("--static", type=Path, metavar="FILE",
                    help="YAML/JSON file of models, backends and keys; without it, Kubernetes discovery")  # fmt: skip
-    p.add_argument("--burst-namespace", default=os.environ.get("LLMSERVE_OPERATOR_NAMESPACE", ""),
-                   help="namespace of the burst instance Secrets (default $LLMSERVE_OPERATOR_NAMESPACE, else "
-                   "--keys-namespace); '-' turns burst backends off")  # fmt: skip
+    p.add_argument("--burst-namespace", default="",
+                   help="namespace of the burst instance Secrets, the operator's (default --keys-namespace); "
+                   "'-' turns burst backends off")  # fmt: skip
     p.add_argument("--kubernetes", action="store_true", help="with --static: also discover from Kubernetes")
     p.add_argument("--namespace", action="append", default=[],
                    help="serve LLMServes of these namespaces only (repeatable; default all)")  # fmt: skip
-    p.add_argument("--keys-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
-                   help="namespace of the API-key Secrets (default $POD_NAMESPACE or default)")  # fmt: skip
+    p.add_argument("--keys-namespace", default=env.namespace,
+                   help="namespace of the API-key Secrets (default $POD_NAMESPACE, else "
+                   "$LLMSERVE_OPERATOR_NAMESPACE, else the service account's, else default)")  # fmt: skip
     p.add_argument("--key-secret", action="append", default=[], metavar="NAME",
                    help="read only these API-key Secrets of --keys-namespace, by name (repeatable; RBAC "
                    "can then grant just them); default: every Secret labelled llmserve.dev/api-key")  # fmt: skip
-    p.add_argument("--engine-key-secret", default=None, metavar="NAMESPACE/NAME",
+    p.add_argument("--engine-key-secret", default=env.engine_key_secret, metavar="NAMESPACE/NAME",
                    help="the operator's engine-key master Secret, from which each engine's key is derived "
                    "(default $LLMSERVE_ENGINE_KEY_SECRET or $POD_NAMESPACE/llmserve-engine-key-master; "
                    "'none' sends no engine key)")  # fmt: skip
@@ -127,7 +131,9 @@ def is_loopback(host: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    env = GatewayEnvironment()
+    args = build_parser(env).parse_args(argv)
+    kube.MAX_IN_FLIGHT = env.kube_max_in_flight
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
     )
@@ -237,6 +243,8 @@ async def run(args: argparse.Namespace) -> int:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    await cancel_background()
+    await kube.close()
     return 0
 
 

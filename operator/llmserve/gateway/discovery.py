@@ -6,11 +6,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from llmserve import kube
-from llmserve.api.llmserve import ENGINE_PORT
+from pydantic import ValidationError
+
+from llmserve import events, kube
+from llmserve.api.engine_args import batch_slots
+from llmserve.api.llmserve import ENGINE_PORT, LLMServeSpec
 from llmserve.gateway.auth import KEY_LABEL, ApiKey, KeyStore, key_from_secret
 from llmserve.gateway.metrics import GatewayMetrics
 from llmserve.gateway.registry import Backend, ModelRoute, Registry
@@ -21,6 +23,7 @@ from llmserve.render.engine_key import (
     previous_master_from_secret,
 )
 from llmserve.render.labels import LLMSERVE_LABEL
+from llmserve.scale import write_replicas
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +36,9 @@ COMPONENT = "llmserve-gateway"
 WATCH_RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
-def served_name(llmserve: Obj) -> str:
-    model = (llmserve.get("spec") or {}).get("model") or {}
-    return str(model.get("servedName") or llmserve["metadata"]["name"])
-
-
-def batch_slots(llmserve: Obj) -> int | None:
-    """--max-num-seqs from the LLMServe's engine args (`--max-num-seqs=N` or `--max-num-seqs N`)."""
-    args = ((llmserve.get("spec") or {}).get("engine") or {}).get("args") or []
-    for index, arg in enumerate(args):
-        value = None
-        if isinstance(arg, str) and arg.startswith("--max-num-seqs="):
-            value = arg.split("=", 1)[1]
-        elif arg == "--max-num-seqs" and index + 1 < len(args):
-            value = args[index + 1]
-        if value is not None:
-            return int(value) if str(value).isdigit() and int(value) > 0 else None
-    return None
+def parse_llmserve_spec(llmserve: Obj) -> LLMServeSpec:
+    """The LLMServe's spec through the API model, so defaults (served name, replicas) are the model's."""
+    return LLMServeSpec.model_validate(llmserve.get("spec") or {})
 
 
 def ready_urls(endpoint_slice: Obj) -> list[str]:
@@ -92,6 +81,29 @@ class ClusterView:
     # The master before a rotation: engines started with it refuse the new key until their pods roll.
     previous_engine_master: bytes | None = field(default=None, repr=False)
     conflicted: list[tuple[Obj, Obj]] = field(default_factory=list)  # (holder, refused) of the last routes()
+    # Each watched object's spec parsed once (keyed by the object itself: every event brings a new one);
+    # None for a spec the API model refuses (the operator reports it as InvalidSpec; nothing to route).
+    _specs: dict[tuple[str, str], tuple[Obj, LLMServeSpec | None]] = field(default_factory=dict, repr=False)
+
+    def spec_of(self, obj: Obj) -> LLMServeSpec | None:
+        key = self._key(obj)
+        cached = self._specs.get(key)
+        if cached is not None and cached[0] is obj:
+            return cached[1]
+        try:
+            spec: LLMServeSpec | None = parse_llmserve_spec(obj)
+        except ValidationError as err:
+            spec = None
+            log.warning(
+                "event=llmserve_spec_invalid namespace=%s llmserve=%s errors=%d message=%r",
+                *key, err.error_count(), "not routed; the operator's InvalidSpec condition says why",
+            )  # fmt: skip
+        self._specs[key] = (obj, spec)
+        return spec
+
+    def served_name(self, obj: Obj) -> str | None:
+        spec = self.spec_of(obj)
+        return spec.served_name(obj["metadata"]["name"]) if spec is not None else None
 
     @staticmethod
     def _key(obj: Obj) -> tuple[str, str]:
@@ -124,8 +136,14 @@ class ClusterView:
         ordered = sorted(
             self.llmserves.values(), key=lambda o: (o["metadata"].get("creationTimestamp", ""), self._key(o))
         )
+        self._specs = {key: cached for key, cached in self._specs.items() if key in self.llmserves}
+        specs: dict[tuple[str, str], LLMServeSpec] = {}
         for obj in ordered:
-            name = served_name(obj)
+            spec = self.spec_of(obj)
+            if spec is None:
+                continue
+            specs[self._key(obj)] = spec
+            name = spec.served_name(obj["metadata"]["name"])
             if name in chosen:
                 self.conflicted.append((chosen[name], obj))
                 if name not in self._conflicts:
@@ -140,7 +158,7 @@ class ClusterView:
         routes = []
         for name, obj in chosen.items():
             namespace, resource = self._key(obj)
-            slots = batch_slots(obj)
+            slots = batch_slots(specs[(namespace, resource)])
             headers = self._engine_headers(obj, self.engine_master)
             fallback = self._engine_headers(obj, self.previous_engine_master)
             backends = tuple(
@@ -293,7 +311,7 @@ class KubeDiscovery:
             if uid in self._conflicts_reported:
                 continue
             self._conflicts_reported.add(uid)
-            name, (namespace, owner) = served_name(refused), ClusterView._key(holder)
+            name, (namespace, owner) = self.view.served_name(refused), ClusterView._key(holder)
             spawn(post_event(
                 refused, "LLMServe", "Warning", "ServedNameConflict",
                 f"The served model name {name!r} is already held by LLMServe {namespace}/{owner}, created "
@@ -415,27 +433,16 @@ def spawn(coro: Any) -> None:
     task.add_done_callback(_background.discard)
 
 
+async def cancel_background() -> None:
+    """At shutdown: Events still being posted are cancelled, not left running past the event loop."""
+    tasks = list(_background)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def post_event(obj: Obj, kind: str, event_type: str, reason: str, message: str) -> None:
-    """A Kubernetes Event on `obj`, so `kubectl describe` answers "why?"; failures are only logged."""
-    meta = obj["metadata"]
-    api_version = (obj.get("apiVersion") or kube.LLMSERVE_API) if kind == "LLMServe" else "v1"
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    event = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta.get("namespace", "default")},
-        "involvedObject": {
-            "apiVersion": api_version, "kind": kind, "name": meta["name"],
-            "namespace": meta.get("namespace"), "uid": meta.get("uid"),
-        },
-        "type": event_type, "reason": reason, "message": message[:1000],
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
-    }  # fmt: skip
-    try:
-        await kube.create(event)
-    except kube.KubeError as err:
-        log.warning("event=post_event_failed reason=%s status=%s", reason, err.status)
+    await events.post_event(obj, kind, event_type, reason, message, COMPONENT)
 
 
 class KubeScaler:
@@ -448,13 +455,14 @@ class KubeScaler:
         obj = await kube.get("LLMServe", namespace, llmserve)
         if obj is None:
             return
-        spec = obj.get("spec") or {}
-        desired = spec.get("replicas")
-        if desired is None:
-            desired = spec.get("minReplicas", 1)
+        try:
+            spec = parse_llmserve_spec(obj)
+            desired = spec.desired_replicas()
+        except ValidationError:
+            return  # the operator reports InvalidSpec; nothing here to wake
         if desired >= 1:
             return  # already asked for; the held requests wait for a pod to become ready
-        await kube.scale("LLMServe", namespace, llmserve, 1)
+        await write_replicas(namespace, llmserve, 1, spec)
         self.metrics.scale_ups.labels(namespace, llmserve).inc()
         log.info(
             "event=scale_from_zero namespace=%s llmserve=%s model=%s replicas=1", namespace, llmserve, model

@@ -1,51 +1,19 @@
-"""Scrapes each backend's vLLM /metrics for queue depth, running requests and KV-cache use."""
+"""Scrapes each backend's vLLM /metrics for queue depth, running requests and KV-cache use
+(parsed and aggregated by llmserve.engine_metrics, as the autoscaler's collection is)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
 import aiohttp
 
+from llmserve.engine_metrics import MetricsFormatError, parse_engine_load
 from llmserve.gateway.backend_safety import describe_error
 from llmserve.gateway.health import record_success
 from llmserve.gateway.registry import Backend, Registry
 
 log = logging.getLogger(__name__)
-
-WAITING = "vllm:num_requests_waiting"
-RUNNING = "vllm:num_requests_running"
-KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # newer name first
-
-
-@dataclass(frozen=True)
-class EngineLoad:
-    running: float
-    waiting: float
-    kv_usage_fraction: float
-
-
-def parse_engine_metrics(text: str) -> EngineLoad | None:
-    """Sums each gauge over its label sets (one per engine); None when the text has no vLLM gauges."""
-    sums: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith("vllm:"):
-            continue
-        name, _, rest = line.partition("{")
-        if not rest:
-            name, _, rest = line.partition(" ")
-        if name not in (WAITING, RUNNING, *KV_USAGE):
-            continue
-        try:
-            value = float(rest.rsplit("}", 1)[-1].split()[0])
-        except (ValueError, IndexError):
-            continue
-        sums[name] = sums.get(name, 0.0) + value
-    if WAITING not in sums and RUNNING not in sums:
-        return None
-    kv = next((sums[name] for name in KV_USAGE if name in sums), 0.0)
-    return EngineLoad(sums.get(RUNNING, 0.0), sums.get(WAITING, 0.0), min(max(kv, 0.0), 1.0))
 
 
 class Scraper:
@@ -71,7 +39,7 @@ class Scraper:
                 ssl=backend.tls if backend.tls is not None else True,
             ) as resp:
                 resp.raise_for_status()
-                load = parse_engine_metrics(await resp.text())
+                text = await resp.text()
         except (aiohttp.ClientError, TimeoutError, ValueError) as err:
             if backend.url not in self._failing:
                 self._failing.add(backend.url)
@@ -80,12 +48,15 @@ class Scraper:
         self._failing.discard(backend.url)
         if record_success(self.registry.load(backend)):  # the probe that brings an ejected backend back
             log.info("event=backend_back backend=%s via=scrape", backend.label)
-        if load is None:
-            return
+        try:
+            load = parse_engine_load(text)
+        except MetricsFormatError:
+            return  # it answered (so it is alive) but is no vLLM engine: its load stays unknown
         state = self.registry.load(backend)
-        state.scraped_running = load.running
-        state.scraped_waiting = load.waiting
-        state.kv_usage_fraction = load.kv_usage_fraction
+        state.scraped_running = load.requests_running
+        state.scraped_waiting = load.requests_waiting
+        state.kv_usage_fraction = load.kv_cache_fraction or 0.0
         # What other clients (other gateway replicas, direct callers) have there: this gateway's own
         # count is exact and current, the rest is only known as of this scrape.
-        state.others_in_flight = max(0.0, load.running + load.waiting - state.outstanding)
+        in_engine = load.requests_running + load.requests_waiting
+        state.others_in_flight = max(0.0, in_engine - state.outstanding)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmserve.render.labels import LLMSERVE_LABEL, MANAGED_BY, owner_reference
+from llmserve.settings import pod_namespace
 
 Obj = dict[str, Any]
 
@@ -41,14 +42,15 @@ class SecretRef:
 
 
 def master_secret_ref(value: str | None = None) -> SecretRef:
-    """Where the master secret lives: `namespace/name`, a bare name in $POD_NAMESPACE, or the default."""
+    """Where the master secret lives: `namespace/name`, a bare name in the operator's namespace
+    (llmserve.settings.pod_namespace), or the default name there."""
     raw = (value if value is not None else os.environ.get(MASTER_SECRET_ENV, "")).strip()
-    pod_namespace = os.environ.get("POD_NAMESPACE", "default")
+    own_namespace = pod_namespace()
     if not raw:
-        return SecretRef(pod_namespace, DEFAULT_MASTER_NAME)
+        return SecretRef(own_namespace, DEFAULT_MASTER_NAME)
     namespace, slash, name = raw.partition("/")
     if not slash:
-        return SecretRef(pod_namespace, namespace)
+        return SecretRef(own_namespace, namespace)
     if not namespace or not name:
         raise ValueError(f"{MASTER_SECRET_ENV} must be 'namespace/name' or 'name', got {raw!r}")
     return SecretRef(namespace, name)

@@ -14,6 +14,7 @@ from typing import Any
 
 from llmserve.api.llmserve import ENGINE_PORT, LLMServeSpec
 from llmserve.render.labels import COMPONENT_LABEL, common_labels, owner_reference, selector_labels
+from llmserve.settings import pod_namespace
 
 Manifest = dict[str, Any]
 
@@ -55,7 +56,7 @@ def configured_peers() -> list[Manifest]:
     raw = os.environ.get(INGRESS_FROM_ENV, "").strip()
     if raw:
         return parse_peers(raw)
-    return default_peers(os.environ.get("POD_NAMESPACE", "default"))
+    return default_peers(pod_namespace())
 
 
 def render_network_policy(
