@@ -16,22 +16,25 @@ from prometheus_client.parser import text_string_to_metric_families
 from llmserve.autoscale.histogram import Histogram
 from llmserve.autoscale.policy import ReplicaMetrics
 from llmserve.autoscale.window import EngineCounters
+from llmserve.engine_metrics_names import (
+    FINISHED,
+    GENERATION_TOKENS,
+    ITL,
+    ITL_LEGACY,
+    KV_CACHE,
+    KV_CACHE_LEGACY,
+    PROMPT_TOKENS,
+    QUEUE_TIME,
+    RUNNING,
+    TTFT,
+    WAITING,
+)
 
 log = logging.getLogger(__name__)
 
-WAITING = "vllm:num_requests_waiting"
-RUNNING = "vllm:num_requests_running"
-KV_CACHE = "vllm:kv_cache_usage_perc"
-KV_CACHE_LEGACY = "vllm:gpu_cache_usage_perc"  # vLLM < 0.10 and V0 engines
+# The names and which vLLM releases export them: engine_metrics_names.py (the legacy ones are fallbacks).
 SIGNALS = (WAITING, RUNNING, KV_CACHE, KV_CACHE_LEGACY)
 # Counters and histograms for arrivals, the token mix and latency (autoscaling.slo).
-FINISHED = "vllm:request_success"
-PROMPT_TOKENS = "vllm:prompt_tokens"
-GENERATION_TOKENS = "vllm:generation_tokens"
-TTFT = "vllm:time_to_first_token_seconds"
-ITL = "vllm:inter_token_latency_seconds"
-ITL_LEGACY = "vllm:time_per_output_token_seconds"  # vLLM < 0.11 names per-token latency this way
-QUEUE_TIME = "vllm:request_queue_time_seconds"
 COUNTERS = (FINISHED, PROMPT_TOKENS, GENERATION_TOKENS)
 HISTOGRAMS = (TTFT, ITL, ITL_LEGACY, QUEUE_TIME)
 

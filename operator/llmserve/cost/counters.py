@@ -7,8 +7,9 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
-GENERATION_TOKENS = "vllm:generation_tokens"  # the family; its sample is vllm:generation_tokens_total
-_LINE = re.compile(r"^(# (TYPE|HELP) )?vllm:generation_tokens(_total)?[ {]")
+from llmserve.engine_metrics_names import GENERATION_TOKENS  # the family; its sample has _total
+
+_LINE = re.compile(rf"^(# (TYPE|HELP) )?{re.escape(GENERATION_TOKENS)}(_total)?[ {{]")
 
 
 class CounterFormatError(ValueError):

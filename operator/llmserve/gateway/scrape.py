@@ -8,15 +8,14 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from llmserve.engine_metrics_names import KV_CACHE, KV_CACHE_LEGACY, RUNNING, WAITING
 from llmserve.gateway.backend_safety import describe_error
 from llmserve.gateway.health import record_success
 from llmserve.gateway.registry import Backend, Registry
 
 log = logging.getLogger(__name__)
 
-WAITING = "vllm:num_requests_waiting"
-RUNNING = "vllm:num_requests_running"
-KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # newer name first
+KV_USAGE = (KV_CACHE, KV_CACHE_LEGACY)  # newer name first (engine_metrics_names.py: which vLLM has which)
 
 
 @dataclass(frozen=True)
