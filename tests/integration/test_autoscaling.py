@@ -87,6 +87,16 @@ def last_recommended(cluster: ClusterHandle, namespace: str, replicas: int) -> f
     return max(epoch(r["time"]) for r in window if r["replicas"] == replicas)
 
 
+def scale_write_time(cluster: ClusterHandle, namespace: str, manager_prefix: str) -> float:
+    """When `manager_prefix` (e.g. kubectl) last wrote the LLMServe's /scale, as the apiserver recorded it."""
+    obj = cluster.get("llmserve", "llama", namespace)
+    assert obj is not None
+    times = [epoch(entry["time"]) for entry in obj["metadata"].get("managedFields", [])
+             if entry.get("manager", "").startswith(manager_prefix) and entry.get("subresource") == "scale"]  # fmt: skip
+    assert times, obj["metadata"].get("managedFields")
+    return max(times)
+
+
 def wait_scaled_down(cluster: ClusterHandle, namespace: str, replicas: int, timeout: float) -> dict[str, Any]:
     """status.autoscaling once spec.replicas is down to `replicas` and the decision that did it is recorded
     (the autoscaler writes /scale first, then its status)."""
@@ -153,7 +163,8 @@ def test_replicas_rise_within_two_intervals_of_the_queue_passing_its_target(
     assert "above target" in scaling["lastScaleReason"]
     assert scaling["desiredReplicas"] == 3
     assert condition(obj, "ScalingActive")["reason"] == "ValidMetricFound"
-    assert condition(obj, "ScalingLimited")["reason"] in ("TooManyReplicas", "DesiredWithinRange")
+    # 16 in flight over 3 replicas is at most (2 + 10/3) / 6 = 0.89 of target: never more than 3 wanted.
+    assert condition(obj, "ScalingLimited")["reason"] == "DesiredWithinRange"
     assert condition(obj, "Ready")["status"] == "True"  # the reconciler's conditions survive ours
     events = cluster.kubectl(
         "get", "events", "-n", namespace, "--field-selector", "reason=SuccessfulRescale"
@@ -202,10 +213,11 @@ def test_an_idle_model_with_min_zero_scales_to_zero_and_a_wake_gets_a_full_idle_
 
     # The gateway wakes the model by writing replicas 0 -> 1; the autoscaler must not undo it at once.
     cluster.kubectl("scale", "llms/llama", "-n", namespace, "--replicas=1")
-    woke = time.monotonic()
-    wait_for(lambda: spec_replicas(cluster, namespace) == 0, timeout=idle + 4 * INTERVAL_SECONDS + 10,
-             message="back to zero after another idle period")  # fmt: skip
-    assert time.monotonic() - woke >= idle - INTERVAL_SECONDS
+    woke = scale_write_time(cluster, namespace, "kubectl")
+    # Judged on the recorded times (the apiserver's for the wake, the autoscaler's for the scale-down),
+    # not on the test's clock; both are whole seconds, hence the 1 s.
+    scaling = wait_scaled_down(cluster, namespace, 0, timeout=idle + 4 * INTERVAL_SECONDS + 10)
+    assert epoch(scaling["lastScaleTime"]) >= woke + idle - 1, (woke, scaling)
 
 
 def test_an_operator_restart_inside_the_window_does_not_scale_down_early(

@@ -17,6 +17,7 @@ import pytest
 from hack.devcluster.processes import free_port
 from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, condition, serving, wait_for
 from tests.support.manifests import llmserve as example_llmserve
+from tests.support.prom import scrape_total
 
 pytestmark = pytest.mark.cluster
 
@@ -70,13 +71,7 @@ class KubeGateway:
         return [model.id for model in self.client().models.list()]
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-        lines = [line for line in text.splitlines() if line.startswith(name + "{")]
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in lines
-            if all(f'{key}="{value}"' in line for key, value in labels.items())
-        )
+        return scrape_total(f"http://127.0.0.1:{self.metrics_port}/metrics", name, **labels)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -110,12 +105,7 @@ def ready_pod_ips(cluster: ClusterHandle, namespace: str, name: str) -> list[str
 
 
 def requests_served(pod_ip: str) -> float:
-    text = httpx.get(f"http://{pod_ip}:8000/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("vllm:request_success_total")
-    )
+    return scrape_total(f"http://{pod_ip}:8000/metrics", "vllm:request_success_total")
 
 
 def wait_ready(cluster: ClusterHandle, namespace: str, name: str, ready: int) -> dict[str, Any]:
