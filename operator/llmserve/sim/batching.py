@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from llmserve.sim.prefix_cache import PrefixCache
-from llmserve.sim.profiles import Profile, blocks_for_tokens
+from llmserve.sim.profiles import Profile
 
 
 class FinishReason(StrEnum):
