@@ -87,13 +87,16 @@ def last_recommended(cluster: ClusterHandle, namespace: str, replicas: int) -> f
     return max(epoch(r["time"]) for r in window if r["replicas"] == replicas)
 
 
-def scale_write_time(cluster: ClusterHandle, namespace: str, manager_prefix: str) -> float:
-    """When `manager_prefix` (e.g. kubectl) last wrote the LLMServe's /scale, as the apiserver recorded it."""
+def replicas_write_time(cluster: ClusterHandle, namespace: str) -> float:
+    """When spec.replicas was last written, as the apiserver recorded it (the managedFields entry that
+    owns it; whoever wrote it last owns it)."""
     obj = cluster.get("llmserve", "llama", namespace)
     assert obj is not None
     times = [epoch(entry["time"]) for entry in obj["metadata"].get("managedFields", [])
-             if entry.get("manager", "").startswith(manager_prefix) and entry.get("subresource") == "scale"]  # fmt: skip
-    assert times, obj["metadata"].get("managedFields")
+             if "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {})]  # fmt: skip
+    assert times, [
+        (e.get("manager"), e.get("subresource"), e.get("time")) for e in obj["metadata"]["managedFields"]
+    ]
     return max(times)
 
 
@@ -213,7 +216,7 @@ def test_an_idle_model_with_min_zero_scales_to_zero_and_a_wake_gets_a_full_idle_
 
     # The gateway wakes the model by writing replicas 0 -> 1; the autoscaler must not undo it at once.
     cluster.kubectl("scale", "llms/llama", "-n", namespace, "--replicas=1")
-    woke = scale_write_time(cluster, namespace, "kubectl")
+    woke = replicas_write_time(cluster, namespace)
     # Judged on the recorded times (the apiserver's for the wake, the autoscaler's for the scale-down),
     # not on the test's clock; both are whole seconds, hence the 1 s.
     scaling = wait_scaled_down(cluster, namespace, 0, timeout=idle + 4 * INTERVAL_SECONDS + 10)
