@@ -212,7 +212,15 @@ def serving(process: subprocess.Popen[bytes], url: str, log_path: Path) -> bool:
         return False
 
 
-def wait_for(check: Callable[[], T], timeout: float = 60, interval: float = 0.25, message: str = "") -> T:
+# How often waits poll: objects are read over one keep-alive connection (kubeapi.py), a few ms a read, so a
+# fact is seen within 0.1 s of happening; with LLMSERVE_TEST_READ_WITH_KUBECTL=1 (a process per read) the
+# old 0.25 s.
+POLL_SECONDS = 0.25 if os.environ.get("LLMSERVE_TEST_READ_WITH_KUBECTL") == "1" else 0.1
+
+
+def wait_for(
+    check: Callable[[], T], timeout: float = 60, interval: float = POLL_SECONDS, message: str = ""
+) -> T:
     """Polls `check` until it returns something truthy; fails with the last value after `timeout`."""
     deadline = time.monotonic() + timeout
     last: T | None = None
