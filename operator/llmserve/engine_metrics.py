@@ -27,19 +27,23 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-WAITING = "vllm:num_requests_waiting"
-RUNNING = "vllm:num_requests_running"
-KV_CACHE = "vllm:kv_cache_usage_perc"
-KV_CACHE_LEGACY = "vllm:gpu_cache_usage_perc"  # vLLM < 0.10 and V0 engines
+from llmserve.engine_metrics_names import (
+    FINISHED,
+    GENERATION_TOKENS,
+    ITL,
+    ITL_LEGACY,
+    KV_CACHE,
+    KV_CACHE_LEGACY,
+    PROMPT_TOKENS,
+    QUEUE_TIME,
+    RUNNING,
+    TTFT,
+    WAITING,
+)
+
+# The names (and which vLLM release has which) live in engine_metrics_names; this module reads them.
 GAUGES = (WAITING, RUNNING, KV_CACHE, KV_CACHE_LEGACY)
 # Counters and histograms for arrivals, the token mix and latency (autoscaling.slo, cost).
-FINISHED = "vllm:request_success"
-PROMPT_TOKENS = "vllm:prompt_tokens"
-GENERATION_TOKENS = "vllm:generation_tokens"
-TTFT = "vllm:time_to_first_token_seconds"
-ITL = "vllm:inter_token_latency_seconds"
-ITL_LEGACY = "vllm:time_per_output_token_seconds"  # vLLM < 0.11 names per-token latency this way
-QUEUE_TIME = "vllm:request_queue_time_seconds"
 COUNTERS = (FINISHED, PROMPT_TOKENS, GENERATION_TOKENS)
 HISTOGRAMS = (TTFT, ITL, ITL_LEGACY, QUEUE_TIME)
 ALL_FAMILIES = (*GAUGES, *COUNTERS, *HISTOGRAMS)

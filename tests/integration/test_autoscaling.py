@@ -153,7 +153,8 @@ def test_replicas_rise_within_two_intervals_of_the_queue_passing_its_target(
     assert "above target" in scaling["lastScaleReason"]
     assert scaling["desiredReplicas"] == 3
     assert condition(obj, "ScalingActive")["reason"] == "ValidMetricFound"
-    assert condition(obj, "ScalingLimited")["reason"] in ("TooManyReplicas", "DesiredWithinRange")
+    # 16 in flight over 3 replicas is at most (2 + 10/3) / 6 = 0.89 of target: never more than 3 wanted.
+    assert condition(obj, "ScalingLimited")["reason"] == "DesiredWithinRange"
     assert condition(obj, "Ready")["status"] == "True"  # the reconciler's conditions survive ours
     events = cluster.kubectl(
         "get", "events", "-n", namespace, "--field-selector", "reason=SuccessfulRescale"
@@ -200,12 +201,17 @@ def test_an_idle_model_with_min_zero_scales_to_zero_and_a_wake_gets_a_full_idle_
     )  # fmt: skip
     assert "idle for" in obj["status"]["autoscaling"]["lastScaleReason"]
 
+    first_zero = epoch(obj["status"]["autoscaling"]["lastScaleTime"])
+
     # The gateway wakes the model by writing replicas 0 -> 1; the autoscaler must not undo it at once.
     cluster.kubectl("scale", "llms/llama", "-n", namespace, "--replicas=1")
-    woke = time.monotonic()
-    wait_for(lambda: spec_replicas(cluster, namespace) == 0, timeout=idle + 4 * INTERVAL_SECONDS + 10,
-             message="back to zero after another idle period")  # fmt: skip
-    assert time.monotonic() - woke >= idle - INTERVAL_SECONDS
+    scaling = wait_scaled_down(cluster, namespace, 0, timeout=idle + 4 * INTERVAL_SECONDS + 10)
+    # Judged on what the autoscaler recorded, not on the test's clock: it took the wake as activity (its
+    # idle clock restarted after the first scale to zero) and waited a full idle period from there
+    # (times are whole seconds, hence the 1 s).
+    woke = epoch(scaling["lastActiveTime"])
+    assert woke > first_zero, (first_zero, scaling)
+    assert epoch(scaling["lastScaleTime"]) >= woke + idle - 1, scaling
 
 
 def test_an_operator_restart_inside_the_window_does_not_scale_down_early(

@@ -8,8 +8,10 @@ import httpx
 import pytest
 
 from tests.integration import test_gateway_cluster as gateway_cluster
-from tests.integration.test_gateway_cluster import KubeGateway, llmserve, ready_pod_ips, wait_ready
+from tests.integration.test_gateway_cluster import KubeGateway, llmserve
 from tests.support.cluster import ClusterHandle, wait_for
+from tests.support.load import ready_pod_ips
+from tests.support.manifests import wait_ready
 
 pytestmark = pytest.mark.cluster
 gateway = gateway_cluster.gateway  # the fixture: a gateway discovering this test's namespace
@@ -19,7 +21,7 @@ def test_an_engine_refuses_requests_without_its_key_and_the_gateway_path_works(
     cluster: ClusterHandle, namespace: str, gateway: KubeGateway
 ) -> None:
     cluster.apply(llmserve("guarded", replicas=1), namespace)
-    wait_ready(cluster, namespace, "guarded", 1)
+    wait_ready(cluster, namespace, "guarded", 1, timeout=90)
     llm = cluster.get("llmserve", "guarded", namespace)
     assert llm is not None
 
@@ -33,7 +35,7 @@ def test_an_engine_refuses_requests_without_its_key_and_the_gateway_path_works(
     assert pod["spec"]["automountServiceAccountToken"] is False
     assert pod["spec"]["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
-    (ip,) = ready_pod_ips(cluster, namespace, "guarded")
+    (ip,) = ready_pod_ips(cluster, namespace, "llmserve.dev/llmserve=guarded")
     body = {"model": "llama-8b", "prompt": "hi", "max_tokens": 2}
     # From elsewhere in the cluster (here: the test process), no key or a wrong key is refused ...
     assert httpx.post(f"http://{ip}:8000/v1/completions", json=body, timeout=10).status_code == 401
@@ -62,7 +64,7 @@ def test_a_forged_endpoint_slice_does_not_become_a_backend(
     cluster: ClusterHandle, namespace: str, gateway: KubeGateway
 ) -> None:
     cluster.apply(llmserve("real", replicas=1), namespace)
-    wait_ready(cluster, namespace, "real", 1)
+    wait_ready(cluster, namespace, "real", 1, timeout=90)
     wait_for(lambda: "llama-8b" in gateway.models(), timeout=30, message="model listed by the gateway")
     forged = {
         "apiVersion": "discovery.k8s.io/v1",

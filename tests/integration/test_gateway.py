@@ -21,6 +21,7 @@ import yaml
 
 from hack.devcluster.processes import free_port
 from tests.support.cluster import wait_for
+from tests.support.prom import scrape_total
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 KEYS = {
@@ -84,9 +85,7 @@ def engine(port: int, served_name: str, log_dir: Path, time_scale: float) -> Pro
 
 
 def engine_gauge(port: int, name: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")]
-    return sum(values)
+    return scrape_total(f"http://127.0.0.1:{port}/metrics", name)
 
 
 class Gateway:
@@ -102,12 +101,7 @@ class Gateway:
         return {"Authorization": f"Bearer {KEYS[key]}"}
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return scrape_total(f"http://127.0.0.1:{self.metrics_port}/metrics", name, **labels)
 
 
 @pytest.fixture(scope="module")
@@ -319,12 +313,23 @@ def test_a_model_whose_replicas_all_refuse_gets_503_with_retry_after(gateway: Ga
 def test_a_request_held_for_a_model_without_replicas_times_out_with_503_and_retry_after(
     gateway: Gateway,
 ) -> None:
+    holds = "llmserve_gateway_hold_duration_seconds"
+    held_before = (
+        gateway.metric(f"{holds}_count", model="empty"),
+        gateway.metric(f"{holds}_sum", model="empty"),
+    )
     reply = httpx.post(
         f"{gateway.base_url}/completions", json={"model": "empty", "prompt": "x"}, headers=gateway.headers()
     )
     assert reply.status_code == 503 and int(reply.headers["Retry-After"]) >= 1
     assert reply.json()["error"]["code"] == "model_scaling_up"
-    assert reply.elapsed.total_seconds() >= HOLD_TIMEOUT_SECONDS
+    # The gateway's own record of the hold, not the test's clock: one more hold, as long as the timeout.
+    held_after = (
+        gateway.metric(f"{holds}_count", model="empty"),
+        gateway.metric(f"{holds}_sum", model="empty"),
+    )
+    assert held_after[0] == held_before[0] + 1
+    assert held_after[1] - held_before[1] >= HOLD_TIMEOUT_SECONDS
     assert gateway.metric("llmserve_gateway_held_requests", model="empty") == 0
 
 

@@ -15,8 +15,11 @@ import openai
 import pytest
 
 from hack.devcluster.processes import free_port
-from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, condition, serving, wait_for
+from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, serving, wait_for
+from tests.support.load import ready_pod_ips
 from tests.support.manifests import llmserve as example_llmserve
+from tests.support.manifests import wait_ready
+from tests.support.prom import scrape_total
 
 pytestmark = pytest.mark.cluster
 
@@ -72,13 +75,7 @@ class KubeGateway:
         return [model.id for model in self.client().models.list()]
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-        lines = [line for line in text.splitlines() if line.startswith(name + "{")]
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in lines
-            if all(f'{key}="{value}"' in line for key, value in labels.items())
-        )
+        return scrape_total(f"http://127.0.0.1:{self.metrics_port}/metrics", name, **labels)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -102,42 +99,15 @@ def gateway(
     process.stop()
 
 
-def ready_pod_ips(cluster: ClusterHandle, namespace: str, name: str) -> list[str]:
-    pods = cluster.list("pods", namespace, f"llmserve.dev/llmserve={name}")
-    return [
-        p["status"]["podIP"]
-        for p in pods
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
-    ]
-
-
 def requests_served(pod_ip: str) -> float:
-    text = httpx.get(f"http://{pod_ip}:8000/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("vllm:request_success_total")
-    )
-
-
-def wait_ready(cluster: ClusterHandle, namespace: str, name: str, ready: int) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        obj = cluster.get("llmserve", name, namespace)
-        status = (obj or {}).get("status") or {}
-        if condition(obj, "Ready").get("status") == "True" and status.get("readyReplicas") == ready:
-            return obj
-        return None
-
-    obj = wait_for(check, timeout=90, message=f"{namespace}/{name} Ready with {ready} replicas")
-    assert obj is not None
-    return obj
+    return scrape_total(f"http://{pod_ip}:8000/metrics", "vllm:request_success_total")
 
 
 def test_the_gateway_serves_ready_pods_and_a_new_pod_gets_traffic_without_a_restart(
     cluster: ClusterHandle, namespace: str, gateway: KubeGateway
 ) -> None:
     cluster.apply(llmserve("llama", replicas=1), namespace)
-    wait_ready(cluster, namespace, "llama", 1)
+    wait_ready(cluster, namespace, "llama", 1, timeout=90)
     client = gateway.client()
     wait_for(lambda: "llama-8b" in gateway.models(), timeout=30, message="model listed by the gateway")
     reply = client.chat.completions.create(
@@ -146,8 +116,8 @@ def test_the_gateway_serves_ready_pods_and_a_new_pod_gets_traffic_without_a_rest
     assert reply.usage is not None and reply.usage.completion_tokens == 4
 
     cluster.kubectl("scale", "llms/llama", "-n", namespace, "--replicas=2")
-    wait_ready(cluster, namespace, "llama", 2)
-    ips = ready_pod_ips(cluster, namespace, "llama")
+    wait_ready(cluster, namespace, "llama", 2, timeout=90)
+    ips = ready_pod_ips(cluster, namespace, "llmserve.dev/llmserve=llama")
     assert len(ips) == 2
 
     def both_pods_served() -> bool:
@@ -200,7 +170,7 @@ def test_a_request_for_a_model_at_zero_is_held_until_the_gateway_scales_it_up(
         llmserve("sleepy", minReplicas=0, replicas=0, model={"name": "m", "servedName": "sleepy"}), namespace
     )
     wait_for(lambda: "sleepy" in gateway.models(), timeout=30, message="model listed while at zero")
-    assert not ready_pod_ips(cluster, namespace, "sleepy")
+    assert not ready_pod_ips(cluster, namespace, "llmserve.dev/llmserve=sleepy")
 
     result: dict[str, Any] = {}
 

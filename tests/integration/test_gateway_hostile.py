@@ -10,13 +10,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from hack.devcluster.processes import free_port
 from tests.integration.test_gateway import MODEL, Process
 from tests.support.hostile_backend import HostileBackend
+from tests.support.prom import scrape_total
 from tests.support.rawhttp import RawResponse, exchange
 
 KEY = "sk-hostile-test-0123456789abcdef"
@@ -35,12 +35,7 @@ class Servers:
         self.base_url = f"http://127.0.0.1:{gateway_port}/v1"
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return scrape_total(f"http://127.0.0.1:{self.metrics_port}/metrics", name, **labels)
 
 
 def sim(port: int, served: str, logs: Path, *extra: str) -> Process:

@@ -19,6 +19,7 @@ from hack.devcluster.processes import free_port
 from llmserve.gateway.response_ids import tag_in
 from tests.integration.test_gateway import Process, engine_gauge
 from tests.support.cluster import wait_for
+from tests.support.prom import scrape_total
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 KEYS = {
@@ -64,12 +65,7 @@ class Gateway:
         return {"Authorization": f"Bearer {KEYS[key]}"}
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"{self.metrics_root}/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return scrape_total(f"{self.metrics_root}/metrics", name, **labels)
 
     def tokens(self, key: str, model: str = "llama") -> dict[str, float]:
         return {

@@ -15,6 +15,7 @@ import yaml
 from hack.devcluster.processes import free_port
 from tests.integration.test_gateway import MODEL, Process, engine_gauge
 from tests.support.cluster import wait_for
+from tests.support.prom import scrape_total
 
 KEY = "sk-routing-0123456789abcdef"
 SLOTS = 2  # batch slots per engine: small, so a handful of streams fill the fleet
@@ -40,12 +41,7 @@ class Fleet:
         return [engine_gauge(port, name) for port in self.engines]
 
     def gateway_metric(self, gateway: str, name: str, **labels: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.gateways[gateway]}/metrics", timeout=5).text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items())
-        )
+        return scrape_total(f"http://127.0.0.1:{self.gateways[gateway]}/metrics", name, **labels)
 
 
 @pytest.fixture(scope="module")

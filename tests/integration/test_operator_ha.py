@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 from tests.support.cluster import TEST_LEASE_ENV, ClusterHandle, OperatorProcess, condition, wait_for
 from tests.support.load import LoadGenerator
 from tests.support.manifests import llmserve, wait_ready
+from tests.support.prom import sample_total
 
 pytestmark = pytest.mark.cluster
 
@@ -26,12 +26,6 @@ SCALE_DOWN_DELAY_SECONDS = 25
 def holder(cluster: ClusterHandle) -> str:
     lease = cluster.get(*LEASE) or {}
     return str(lease.get("spec", {}).get("holderIdentity") or "")
-
-
-def sample(metrics_text: str, name: str, labels: str = "") -> float:
-    """The value of one series in a Prometheus text page (0 when absent)."""
-    match = re.search(rf"^{name}{re.escape(labels)} ([0-9.e+-]+)$", metrics_text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 def epoch(text: str) -> float:
@@ -65,9 +59,9 @@ def test_the_standby_takes_over_when_the_active_operator_dies_mid_load(
     manifest["spec"]["engine"]["args"] = ["--max-num-seqs=2"]
     cluster.apply(manifest, namespace)
     wait_ready(cluster, namespace, "llama", 1)
-    key = f'{{llmserve="llama",namespace="{namespace}"}}'
-    assert sample(standby.metrics_text(), "llmserve_operator_leader") == 0
-    assert sample(active.metrics_text(), "llmserve_operator_leader") == 1
+    key = {"llmserve": "llama", "namespace": namespace}
+    assert sample_total(standby.metrics_text(), "llmserve_operator_leader") == 0
+    assert sample_total(active.metrics_text(), "llmserve_operator_leader") == 1
 
     with LoadGenerator(cluster, namespace, concurrency=16, max_seconds=120) as load:
         wait_for(lambda: spec_replicas(cluster, namespace) == 3, timeout=60, message="scaled to 3")
@@ -76,14 +70,14 @@ def test_the_standby_takes_over_when_the_active_operator_dies_mid_load(
         deployment = cluster.get("deployment", "llama", namespace)
         # The standby has done nothing: no reconcile, no autoscaler decision for the object.
         standby_page = standby.metrics_text()
-        assert sample(standby_page, "llmserve_reconcile_duration_seconds_count", key) == 0
-        assert sample(standby_page, "llmserve_autoscaler_decision_duration_seconds_count", key) == 0
+        assert sample_total(standby_page, "llmserve_reconcile_duration_seconds_count", **key) == 0
+        assert sample_total(standby_page, "llmserve_autoscaler_decision_duration_seconds_count", **key) == 0
 
         active.kill()
         load.stop()  # idle from now on: only the remembered window keeps the 3 replicas
     wait_for(lambda: holder(cluster) == standby.identity, timeout=TAKEOVER_BOUND_SECONDS,
              message=f"the standby holds the lease within {TAKEOVER_BOUND_SECONDS}s")  # fmt: skip
-    wait_for(lambda: sample(standby.metrics_text(), "llmserve_autoscaler_decision_duration_seconds_count", key) > 0,
+    wait_for(lambda: sample_total(standby.metrics_text(), "llmserve_autoscaler_decision_duration_seconds_count", **key) > 0,
              timeout=TAKEOVER_BOUND_SECONDS, message="the new leader's autoscaler deciding")  # fmt: skip
 
     # The new leader acts on a spec change (its reconciler runs) ...

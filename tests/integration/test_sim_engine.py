@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -15,10 +14,11 @@ import aiohttp
 import openai
 import pytest
 import pytest_asyncio
-from prometheus_client.parser import text_string_to_metric_families
 
+from hack.devcluster.processes import free_port
 from llmserve.sim.cli import parse_engine_args, prepare_engine
 from llmserve.sim.runtime import RunningSimulator, start_simulator
+from tests.support.prom import totals_by_name
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 REPO = Path(__file__).resolve().parents[2]
@@ -37,12 +37,7 @@ async def scrape(base_url: str) -> dict[str, float]:
     """Samples by name; request_success is keyed `name{finished_reason}`."""
     async with aiohttp.ClientSession() as session, session.get(base_url + "/metrics") as response:
         text = await response.text()
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            reason = sample.labels.get("finished_reason")
-            samples[f"{sample.name}{{{reason}}}" if reason else sample.name] = sample.value
-    return samples
+    return totals_by_name(text, split_by="finished_reason")
 
 
 async def wait_for(base_url: str, condition: Callable[[dict[str, float]], bool]) -> dict[str, float]:
@@ -199,12 +194,6 @@ async def test_a_client_disconnect_aborts_the_request_inside_the_engine(small_l4
         response.close()
     async with asyncio.timeout(2):
         await wait_for(small_l4.base_url, lambda s: s["vllm:num_requests_running"] == 0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def health(base_url: str) -> int | None:

@@ -42,6 +42,19 @@ async def test_v1_refuses_requests_without_the_key_like_vllm(keyed: RunningSimul
     assert wrong.status_code == 401 and post.status_code == 401
 
 
+async def test_the_scheme_is_matched_in_any_case_and_every_guarded_prefix_needs_the_key(
+    keyed: RunningSimulator,
+) -> None:
+    async with httpx.AsyncClient(base_url=keyed.base_url) as http:
+        lower = await http.get("/v1/models", headers={"Authorization": f"bearer {KEY}"})
+        other_scheme = await http.get("/v1/models", headers={"Authorization": f"Basic {KEY}"})
+        guarded = [
+            (await http.post(path, json={})).status_code for path in ("/v2/embed", "/inference/v1/generate")
+        ]
+    assert lower.status_code == 200 and other_scheme.status_code == 401
+    assert guarded == [401, 401]  # as vLLM 0.33.0: refused before any route lookup
+
+
 async def test_health_and_metrics_need_no_key(keyed: RunningSimulator) -> None:
     async with httpx.AsyncClient(base_url=keyed.base_url) as http:
         assert (await http.get("/health")).status_code == 200

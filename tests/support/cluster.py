@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from hack.devcluster.cluster import ClusterSpec, DevCluster
 from hack.devcluster.controlplane import ControlPlaneSettings
 from hack.devcluster.processes import free_port
+from tests.support.kubeapi import ApiReader
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -32,6 +33,7 @@ class ClusterHandle:
         self.kubeconfig = kubeconfig
         self.dev = dev
         self._namespaces = 0
+        self._api: ApiReader | bool | None = False  # False: not made yet
 
     @property
     def env(self) -> dict[str, str]:
@@ -48,7 +50,19 @@ class ClusterHandle:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
         return result
 
+    def _reader(self) -> ApiReader | None:
+        """HTTP reads instead of a kubectl per poll (tests/support/kubeapi.py); kubectl when not possible or
+        when LLMSERVE_TEST_READ_WITH_KUBECTL=1 (to compare)."""
+        if self._api is False:
+            use = os.environ.get("LLMSERVE_TEST_READ_WITH_KUBECTL") != "1"
+            self._api = ApiReader.from_kubeconfig(self.kubeconfig) if use else None
+        return self._api
+
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        reader = self._reader()
+        path = reader.path(kind, namespace, name) if reader else None
+        if reader and path:
+            return reader.get(path)
         args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
         result = self.kubectl(*args, check=False)
         if result.returncode != 0:
@@ -58,6 +72,13 @@ class ClusterHandle:
         return dict(json.loads(result.stdout))
 
     def list(self, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+        reader = self._reader()
+        path = reader.path(kind, namespace) if reader else None
+        if reader and path:
+            found = reader.get(path, {"labelSelector": selector} if selector else None)
+            if found is None:
+                raise AssertionError(f"no {kind} list in namespace {namespace!r}")
+            return list(found.get("items") or [])
         args = ["get", kind, "-n", namespace, "-o", "json"] + (["-l", selector] if selector else [])
         return list(json.loads(self.kubectl(*args).stdout)["items"])
 
@@ -191,7 +212,15 @@ def serving(process: subprocess.Popen[bytes], url: str, log_path: Path) -> bool:
         return False
 
 
-def wait_for(check: Callable[[], T], timeout: float = 60, interval: float = 0.25, message: str = "") -> T:
+# How often waits poll: objects are read over one keep-alive connection (kubeapi.py), a few ms a read, so a
+# fact is seen within 0.1 s of happening; with LLMSERVE_TEST_READ_WITH_KUBECTL=1 (a process per read) the
+# old 0.25 s.
+POLL_SECONDS = 0.25 if os.environ.get("LLMSERVE_TEST_READ_WITH_KUBECTL") == "1" else 0.1
+
+
+def wait_for(
+    check: Callable[[], T], timeout: float = 60, interval: float = POLL_SECONDS, message: str = ""
+) -> T:
     """Polls `check` until it returns something truthy; fails with the last value after `timeout`."""
     deadline = time.monotonic() + timeout
     last: T | None = None

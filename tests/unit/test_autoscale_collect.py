@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from hack.devcluster.processes import free_port
 from llmserve.autoscale.collect import (
     DirectScraper,
     MetricsFormatError,
@@ -71,16 +71,10 @@ def test_the_prometheus_query_names_every_signal_and_pod() -> None:
     assert "vllm:kv_cache_usage_perc" in query and "vllm:gpu_cache_usage_perc" in query
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[int]:
     runner = web.AppRunner(app)
     await runner.setup()
-    port = port or _free_port()
+    port = port or free_port()
     await web.TCPSite(runner, host, port).start()
     try:
         yield port
@@ -166,6 +160,6 @@ async def test_prometheus_source_reads_the_same_signals_and_flags_missing_pods(p
 
 
 async def test_an_unreachable_prometheus_is_an_error_for_every_pod() -> None:
-    collector = PrometheusCollector(f"http://127.0.0.1:{_free_port()}", timeout_seconds=0.5)
+    collector = PrometheusCollector(f"http://127.0.0.1:{free_port()}", timeout_seconds=0.5)
     result = await collector.collect([Target("llama-a", "ai", "10.0.0.1")])
     assert not result.metrics and "failed" in result.errors["llama-a"]

@@ -178,10 +178,15 @@ def test_fewer_wanted_waits_for_the_scale_in_delay() -> None:
     for _ in range(8):
         rig.step([need(1, delay=120)])
     rig.step([need(0, delay=120)])
+    fewer_wanted_since = rig.clock.now()
     assert not rig.status.instances[0].draining_since
     for _ in range(12):
         rig.step([need(0, delay=120)])
-    assert rig.status.instances == [] or rig.status.instances[0].draining_since
+    # Deterministic (fake clock): the instance is draining, not yet gone, and began no sooner than the delay.
+    [instance] = rig.status.instances
+    assert instance.reason == "fewer burst replicas wanted" and instance.draining_since
+    drain_started = datetime.fromisoformat(instance.draining_since.replace("Z", "+00:00"))
+    assert (drain_started - fewer_wanted_since).total_seconds() >= 120
 
 
 def test_price_rise_above_the_cap_drains_the_instance() -> None:

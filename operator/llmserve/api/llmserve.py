@@ -17,7 +17,7 @@ SINGULAR = "llmserve"
 SHORT_NAMES = ["llms"]
 
 ENGINE_PORT = 8000
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.33.0"  # engine_metrics_names.VLLM_VERSION
 # The release image (operator, gateway and simulator in one); hack/release.py keeps its tag in step.
 DEFAULT_SIMULATOR_IMAGE = "ghcr.io/llmserve/llmserve:0.1.0"
 
@@ -126,7 +126,7 @@ class EngineSpec(ApiModel):
         max_length=512,
         pattern=_IMAGE,
         description="Container image ([registry/]repository[:tag][@digest]). Defaults to "
-        "vllm/vllm-openai:v0.11.0 or the simulator image.",
+        "vllm/vllm-openai:v0.33.0 or the simulator image.",
     )
     args: list[str] = Field(
         default_factory=list,

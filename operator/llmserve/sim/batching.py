@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from llmserve.sim.prefix_cache import PrefixCache
-from llmserve.sim.profiles import Profile, blocks_for_tokens
+from llmserve.sim.profiles import Profile
 
 
 class FinishReason(StrEnum):
@@ -229,7 +229,9 @@ class Engine:
         index = 0
         while index < len(self._running) and budget > 0:
             request = self._running[index]
-            new_tokens = min(request.pending_tokens, budget)
+            # pending_tokens, inlined: this loop runs once per running request per step (the hot path).
+            pending = request.prompt_tokens + request.num_output_tokens - request.num_computed_tokens
+            new_tokens = pending if pending < budget else budget
             if not self._allocate(request, new_tokens):
                 victim = self._preempt_newest()
                 preempted.append(victim.request_id)
@@ -263,11 +265,12 @@ class Engine:
         decode_tokens = 0
         context_tokens = 0
         for request, new_tokens in scheduled:
-            if request.is_decoding:
+            output_tokens, computed = request.num_output_tokens, request.num_computed_tokens
+            if output_tokens > 0 and request.prompt_tokens + output_tokens - computed == 1:  # is_decoding
                 decode_tokens += new_tokens
             else:
                 prefill_tokens += new_tokens
-            context_tokens += request.num_computed_tokens + new_tokens
+            context_tokens += computed + new_tokens
         duration = self.profile.step_seconds(len(scheduled), context_tokens, prefill_tokens, decode_tokens)
         end = now + duration
 
@@ -277,10 +280,12 @@ class Engine:
         itls: list[float] = []
         finished: list[FinishedRequest] = []
         prompt_tokens_counted = 0
+        prefix = self._prefix
         for request, new_tokens in scheduled:
             request.num_computed_tokens += new_tokens
-            self._cache_computed_blocks(request)
-            if request.pending_tokens > 0:
+            if prefix is not None and request.num_hashed_blocks < len(request.block_hashes):
+                self._cache_computed_blocks(request)  # (a no-op once every prompt block is offered)
+            if request.prompt_tokens + request.num_output_tokens > request.num_computed_tokens:
                 continue  # a prefill chunk that did not reach the end of the prompt
             request.num_output_tokens += 1
             tokens[request.request_id] = 1
@@ -341,12 +346,11 @@ class Engine:
     def _allocate(self, request: _Request, new_tokens: int, hit_blocks: int = 0) -> bool:
         """Blocks for `new_tokens` more tokens (after reusing `hit_blocks` cached prefix blocks)."""
         block_size = self.config.block_size
-        hits = request.block_hashes[:hit_blocks]
+        hits = request.block_hashes[:hit_blocks] if hit_blocks else ()
         reused_free = self._prefix.evictable_among(hits) if self._prefix and hits else 0
-        needed = blocks_for_tokens(
-            request.num_computed_tokens + hit_blocks * block_size + new_tokens, block_size
-        )
-        extra = needed - max(request.num_blocks, hit_blocks)
+        tokens = request.num_computed_tokens + hit_blocks * block_size + new_tokens
+        needed = -(-tokens // block_size) if tokens > 0 else 0  # blocks_for_tokens, inlined (hot path)
+        extra = needed - (request.num_blocks if request.num_blocks > hit_blocks else hit_blocks)
         if extra + reused_free > self._free_blocks:
             return False
         if self._prefix is not None and request.num_computed_tokens == 0:

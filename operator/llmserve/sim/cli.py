@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import prometheus_client
 
+from llmserve.engine_metrics_names import VLLM_VERSION, version_tuple
 from llmserve.sim.batching import EngineConfig
 from llmserve.sim.profiles import DEFAULT_MODEL, Profile, resolve_profile
 from llmserve.sim.runtime import SimulatorOptions, start_simulator
@@ -84,6 +85,13 @@ def build_engine_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--legacy-gpu-cache-metric", action="store_true", help="also export vllm:gpu_cache_usage_perc"
     )
+    p.add_argument(
+        "--vllm-metrics-version",
+        default=VLLM_VERSION,
+        type=_vllm_release,
+        help=f"export the metric names this vLLM release exports (default {VLLM_VERSION}; e.g. 0.10.1 "
+        "for the names before the renames, to test a reader's fallbacks)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--output-length-distribution",
@@ -99,6 +107,14 @@ def build_engine_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-certfile", help="serve HTTPS with this PEM certificate (as vLLM)")
     p.add_argument("--ssl-keyfile", help="the PEM private key of --ssl-certfile")
     return p
+
+
+def _vllm_release(text: str) -> str:
+    try:
+        version_tuple(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text.removeprefix("v")
 
 
 def parse_engine_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -175,7 +191,8 @@ def engine_main(argv: Sequence[str]) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
     )
-    # vLLM does not export *_created series; this process only serves the simulator.
+    # vLLM with one API server exports *_created series (several share a multiprocess registry that
+    # does not); the simulator leaves them out: smaller pages, and every reader skips them anyway.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     if ignored:
         log.info("event=ignored_vllm_args args=%s", " ".join(ignored))
@@ -197,6 +214,7 @@ def simulator_options(args: argparse.Namespace) -> SimulatorOptions:
         load_seconds=args.load_seconds,
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         legacy_gpu_cache_metric=args.legacy_gpu_cache_metric,
+        vllm_metrics_version=args.vllm_metrics_version,
         seed=args.seed,
         output_lengths=args.output_length_distribution,
         gpu_memory_utilization=args.gpu_memory_utilization,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from llmserve.engine_metrics_names import VLLM_VERSION
 from llmserve.gateway.http_limits import HardenedAppRunner, HttpLimits
 from llmserve.sim.auth import api_key_middleware, server_ssl_context
 from llmserve.sim.batching import Engine, EngineConfig
@@ -36,6 +37,7 @@ class SimulatorOptions:
     load_seconds: float = 0.0
     shutdown_grace_seconds: float = 30.0
     legacy_gpu_cache_metric: bool = False
+    vllm_metrics_version: str = VLLM_VERSION  # whose metric names /metrics carries
     seed: int = 0
     output_lengths: OutputLengthDistribution = field(default_factory=OutputLengthDistribution)
     gpu_memory_utilization: float = 0.9
@@ -84,7 +86,10 @@ async def start_simulator(
 ) -> RunningSimulator:
     """Build the replica and bind it; /health stays 503 for the simulated load time."""
     metrics = EngineMetrics(
-        options.served_model_names[0], config.max_model_len, options.legacy_gpu_cache_metric
+        options.served_model_names[0],
+        config.max_model_len,
+        options.legacy_gpu_cache_metric,
+        vllm_version=options.vllm_metrics_version,
     )
     engine = Engine(profile, config)
     metrics.set_cache_config(
