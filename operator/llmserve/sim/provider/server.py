@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -214,7 +215,10 @@ class FakeProvider:
         if self.api == "runpod":
             await self._start_proxy()
         self._tick = asyncio.create_task(self._ticker())
-        (self.state_dir / "ports.json").write_text(json.dumps(self.ports))
+        # Written whole and renamed into place: a reader that sees the file always sees all of it.
+        ports_tmp = self.state_dir / "ports.json.tmp"
+        ports_tmp.write_text(json.dumps(self.ports))
+        os.replace(ports_tmp, self.state_dir / "ports.json")
         log.info("event=fake_provider_started api=%s api_port=%d admin_port=%d proxy_port=%s", self.api,
                  self.ports["api"], self.ports["admin"], self.ports.get("proxy"))  # fmt: skip
 
