@@ -79,9 +79,10 @@ def test_phantom_create_is_given_up_after_the_window_and_reaped_when_it_appears(
 ) -> None:
     # The create lands, its answer is lost, and the provider's lists leave it out for a while: the worst
     # case of an ambiguous create. The intent expires, a replacement is rented, and the phantom, once
-    # listed, belongs to no status and is reaped.
+    # listed, belongs to no status and is reaped. The phantom stays unlisted until the test lists it, so
+    # a slow machine cannot turn the scenario into an adoption.
     account = scenario.accounts["runpod"]
-    account.fake.faults(lose_create_responses=1, phantom_seconds=10.0)
+    account.fake.faults(lose_create_responses=1, phantom_seconds=3600.0)
     cluster.apply(bursting(account.pool), namespace)
     phantom = name_of(namespace, 0)
     wait_for(lambda: phantom in created_for(account, namespace), timeout=60, message="the phantom create")
@@ -93,6 +94,9 @@ def test_phantom_create_is_given_up_after_the_window_and_reaped_when_it_appears(
     wait_for(lambda: events(cluster, "BurstScaleDown", f"{phantom} is gone (its create never took effect)"),
              timeout=30, message="the intent given up")  # fmt: skip
     replacement = wait_replacement(cluster, account, namespace, phantom)
+    account.fake.admin(
+        "POST", f"instances/{created_for(account, namespace)[phantom]['id']}", {"listed": True}
+    )
     wait_for(lambda: events(cluster, "OrphanTerminated", phantom), timeout=40,
              message="the phantom reaped once listed")  # fmt: skip
     assert created_for(account, namespace)[phantom]["status"] == "terminated"

@@ -6,6 +6,7 @@ GET  /_admin/ledger            USD and billed seconds per instance
 GET  /_admin/state             every instance record (with engine port/pid) and the faults
 POST /_admin/instances         inject instances: {"name", "cluster_id", "count", "status", "usd_per_hour", ...}
 POST /_admin/instances/{id}    {"status": "exited"|"paused"} (stops under us) and/or {"usd_per_hour": x} (price rise)
+                               and/or {"listed": true} (a phantom create shows up in lists from now on)
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def admin_routes(fake: FakeProvider) -> list[web.RouteDef]:
             instance["usd_per_hour"] = float(body["usd_per_hour"])
             if instance["status"] in c.BILLED_IN_FULL:
                 fake.cloud.set_rate(instance, instance["usd_per_hour"])
+            fake.cloud.save()
+        if body.get("listed"):
+            instance["hidden_until"] = min(float(instance["hidden_until"]), fake.cloud.clock.now())
             fake.cloud.save()
         if body.get("status") in (c.EXITED, c.PAUSED):
             await fake.stop_under_us(instance, body["status"])
