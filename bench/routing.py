@@ -159,6 +159,31 @@ async def chat_user(index: int, urls: list[str], args: argparse.Namespace, run: 
             await asyncio.sleep(rng.expovariate(1 / args.think_seconds))
 
 
+def record_counters(
+    run: Run,
+    engines_before: dict[str, float],
+    engines_after: dict[str, float],
+    gateways_before: dict[str, float],
+    gateways_after: dict[str, float],
+) -> None:
+    """What the gateways' and engines' own counters say about one run (the after - before of each)."""
+
+    def delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    decisions = "llmserve_gateway_routing_decisions_total"
+    run.gateway_on_full = delta(gateways_after, gateways_before, decisions + "{on_full}")
+    run.gateway_all_full = delta(gateways_after, gateways_before, decisions + "{all_full}")
+    queue_time = "vllm:request_queue_time_seconds"
+    run.engine_requests = delta(engines_after, engines_before, queue_time + "_count")
+    run.engine_queued = run.engine_requests - delta(
+        engines_after, engines_before, queue_time + "_bucket{le=2.0}"
+    )
+    run.engine_preemptions = delta(engines_after, engines_before, "vllm:num_preemptions_total")
+    run.hits = delta(engines_after, engines_before, "vllm:prefix_cache_hits_total")
+    run.queries = delta(engines_after, engines_before, "vllm:prefix_cache_queries_total")
+
+
 async def main(args: argparse.Namespace) -> Run:
     workdir = Path(tempfile.mkdtemp(prefix="llmserve-bench-routing-"))
     engine_ports = [listen_port() for _ in range(args.replicas)]
@@ -208,20 +233,7 @@ async def main(args: argparse.Namespace) -> Run:
                 await scrape(session, gateway_metrics_urls),
             )
 
-    def delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
-
-    decisions = "llmserve_gateway_routing_decisions_total"
-    run.gateway_on_full = delta(gateways_after, gateways_before, decisions + "{on_full}")
-    run.gateway_all_full = delta(gateways_after, gateways_before, decisions + "{all_full}")
-    queue_time = "vllm:request_queue_time_seconds"
-    run.engine_requests = delta(engines_after, engines_before, queue_time + "_count")
-    run.engine_queued = run.engine_requests - delta(
-        engines_after, engines_before, queue_time + "_bucket{le=2.0}"
-    )
-    run.engine_preemptions = delta(engines_after, engines_before, "vllm:num_preemptions_total")
-    run.hits = delta(engines_after, engines_before, "vllm:prefix_cache_hits_total")
-    run.queries = delta(engines_after, engines_before, "vllm:prefix_cache_queries_total")
+    record_counters(run, engines_before, engines_after, gateways_before, gateways_after)
     print(f"logs: {workdir}")
     return run
 

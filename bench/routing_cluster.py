@@ -188,20 +188,7 @@ async def measure(cluster: DevCluster, routing: str, pods: dict[str, str], args:
         for name in names:
             cluster.processes.stop(name)
 
-    def delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
-
-    decisions = "llmserve_gateway_routing_decisions_total"
-    run.gateway_on_full = delta(gateway_after, gateway_before, decisions + "{on_full}")
-    run.gateway_all_full = delta(gateway_after, gateway_before, decisions + "{all_full}")
-    queue_time = "vllm:request_queue_time_seconds"
-    run.engine_requests = delta(engines_after, engines_before, queue_time + "_count")
-    run.engine_queued = run.engine_requests - delta(
-        engines_after, engines_before, queue_time + "_bucket{le=2.0}"
-    )
-    run.engine_preemptions = delta(engines_after, engines_before, "vllm:num_preemptions_total")
-    run.hits = delta(engines_after, engines_before, "vllm:prefix_cache_hits_total")
-    run.queries = delta(engines_after, engines_before, "vllm:prefix_cache_queries_total")
+    routing.record_counters(run, engines_before, engines_after, gateway_before, gateway_after)
     return run
 
 
