@@ -79,7 +79,7 @@ def test_a_generation_within_the_drain_time_completes_when_its_pod_is_scaled_awa
 ) -> None:
     cluster.apply(slow_llmserve("long", drain_seconds=40), namespace)
     wait_ready(cluster, namespace, "long", 1)
-    (ip,) = ready_pod_ips(cluster, namespace, "long")
+    (ip,) = ready_pod_ips(cluster, namespace, "llmserve.dev/llmserve=long")
     wait_for(lambda: "long" in gateway.models(), timeout=30, message="model listed by the gateway")
     started = time.monotonic()
     stream = Stream(gateway, "long", max_tokens=150)

@@ -19,6 +19,7 @@ from tests.support.manifests import llmserve, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "llmserve"
+RBAC_MODEL = "helm-rbac-llama"  # the served name of the chart-RBAC test's model
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +160,10 @@ def test_operator_serves_a_model_with_only_the_charts_rbac(
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
         try:
-            cluster.apply(llmserve(), namespace)
+            # A served name of its own: this gateway watches every namespace, and earlier tests' models
+            # (namespaces still being deleted) hold "llama-8b" longer than this test waits.
+            cluster.apply(llmserve(model={"name": "meta-llama/Llama-3.1-8B-Instruct", "servedName": RBAC_MODEL}),
+                          namespace)  # fmt: skip
             wait_ready(cluster, namespace, "llama", 1)
             _assert_gateway_serves_with_chart_rbac(cluster, release_ns, tmp_path)
         finally:
@@ -199,7 +203,7 @@ def _assert_gateway_serves_with_chart_rbac(cluster: ClusterHandle, release_ns: s
         def answered() -> bool:
             try:
                 reply = client.chat.completions.create(
-                    model="llama-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+                    model=RBAC_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3
                 )
             except (APIConnectionError, NotFoundError):
                 return False  # not listening yet, or the model not discovered yet

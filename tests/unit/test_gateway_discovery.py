@@ -101,6 +101,21 @@ def test_the_oldest_llmserve_keeps_a_served_name_claimed_twice() -> None:
     assert (route.namespace, route.llmserve) == ("a", "old")
 
 
+def test_an_llmserve_being_deleted_gives_its_served_name_up_to_a_live_claim() -> None:
+    leaving = llmserve("old", namespace="a", served="llama", created="2026-01-01T00:00:00Z")
+    leaving["metadata"]["deletionTimestamp"] = "2026-03-01T00:00:00Z"
+    view = ClusterView()
+    view.sync_llmserves([leaving], None)
+    (route,) = view.routes()
+    assert (route.namespace, route.llmserve) == ("a", "old")  # alone, it still serves while it drains
+    view.sync_llmserves(
+        [leaving, llmserve("new", namespace="b", served="llama", created="2026-02-01T00:00:00Z")], None
+    )
+    (route,) = view.routes()
+    assert (route.namespace, route.llmserve) == ("b", "new")
+    assert view.conflicted == [(view.llmserves[("b", "new")], leaving)]
+
+
 def test_a_namespace_resync_replaces_only_that_namespace() -> None:
     view = ClusterView()
     view.sync_llmserves([llmserve("a", namespace="one")], "one")

@@ -132,9 +132,16 @@ class ClusterView:
             urls.setdefault((namespace, service), []).extend(ready_urls(endpoint_slice))
         chosen: dict[str, Obj] = {}
         self.conflicted = []
-        # The oldest LLMServe keeps a served name that several claim, so a new one cannot hijack it.
+        # The oldest LLMServe keeps a served name that several claim, so a new one cannot hijack it. One being
+        # deleted has given its name up: it holds the name only while no live LLMServe claims it (its
+        # finalizers and draining pods can take minutes, and the name's next owner should not wait for them).
         ordered = sorted(
-            self.llmserves.values(), key=lambda o: (o["metadata"].get("creationTimestamp", ""), self._key(o))
+            self.llmserves.values(),
+            key=lambda o: (
+                bool(o["metadata"].get("deletionTimestamp")),
+                o["metadata"].get("creationTimestamp", ""),
+                self._key(o),
+            ),
         )
         self._specs = {key: cached for key, cached in self._specs.items() if key in self.llmserves}
         specs: dict[tuple[str, str], LLMServeSpec] = {}
