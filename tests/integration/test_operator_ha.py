@@ -106,7 +106,10 @@ def test_the_standby_takes_over_when_the_active_operator_dies_mid_load(
         obj = cluster.get("llmserve", "llama", namespace) or {}
         scaling = obj.get("status", {}).get("autoscaling", {})
         last_high.extend(epoch(r["time"]) for r in scaling.get("recommendations", []) if r["replicas"] == 3)
-        return obj if (obj.get("spec", {}).get("replicas") or 3) < 3 else None
+        # The scale-down as the autoscaler recorded it: /scale is written before status, so spec.replicas
+        # alone can be read while lastScaleTime still holds the scale-up's time.
+        recorded = "below" in (scaling.get("lastScaleReason") or "")
+        return obj if recorded and (obj.get("spec", {}).get("replicas") or 3) < 3 else None
 
     down = wait_for(scaled_down, timeout=SCALE_DOWN_DELAY_SECONDS + TAKEOVER_BOUND_SECONDS + 20, interval=0.2,
                     message="scale-down after the delay")  # fmt: skip
