@@ -288,26 +288,30 @@ class Fleet:
             if len(self.replicas) == before:
                 return
 
-    def tick(self, now: float) -> None:
-        live = self.live()
-        ready = [r for r in live if r.ready_at <= now]
-        view = View(
+    def view(self, now: float, live: list[Replica], scraped: list[Replica]) -> View:
+        """What the policy sees at `now`: the fleet's counts and the metrics of the replicas it scrapes."""
+        ready = len([r for r in live if r.ready_at <= now])
+        return View(
             now=now,
             current=len(live) + self.unscheduled,
-            ready=len(ready),
-            starting=len(live) - len(ready),
+            ready=ready,
+            starting=len(live) - ready,
             unschedulable=self.unscheduled,
             replicas=[
                 ReplicaMetrics(r.engine.num_waiting, r.engine.num_running, r.engine.kv_usage_fraction)
-                for r in ready
+                for r in scraped
             ],
             held_at_router=len(self.held),
             counters={
                 r.name: (r.book.snapshot(), float(r.load), float(r.engine.num_running))
-                for r in ready
+                for r in scraped
                 if r.book is not None
             },
         )
+
+    def tick(self, now: float) -> None:
+        live = self.live()
+        view = self.view(now, live, [r for r in live if r.ready_at <= now])
         if self.unscheduled:
             self.result.capped_seconds += self.policy.interval_seconds
         desired = max(0, min(self.max_replicas * 2, self.policy.desired(view)))

@@ -24,11 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from autoscaling import demand_model, meets_slo, spec_for
-from autoscaling_fleet import ROUTERS, CounterBook, Fleet, Replica, Result, View
+from autoscaling_fleet import ROUTERS, CounterBook, Fleet, Replica, Result
 from autoscaling_policies import Llmserve
 from autoscaling_traces import Request, generate_trace
 from llmserve.api.llmserve import AutoscalingSpec, LLMServeSpec
-from llmserve.autoscale.policy import ReplicaMetrics
 from llmserve.autoscale.spec import policy_config
 from llmserve.sim.batching import Engine
 
@@ -97,23 +96,7 @@ class BurstFleet(Fleet):
     def tick(self, now: float) -> None:
         live = self.live()
         serving = self.ready(now)  # rented replicas are capacity: the operator scrapes them too
-        view = View(
-            now=now,
-            current=len(live) + self.unscheduled,
-            ready=len([r for r in live if r.ready_at <= now]),
-            starting=len([r for r in live if r.ready_at > now]),
-            unschedulable=self.unscheduled,
-            replicas=[
-                ReplicaMetrics(r.engine.num_waiting, r.engine.num_running, r.engine.kv_usage_fraction)
-                for r in serving
-            ],
-            held_at_router=len(self.held),
-            counters={
-                r.name: (r.book.snapshot(), float(r.load), float(r.engine.num_running))
-                for r in serving
-                if r.book is not None
-            },
-        )
+        view = self.view(now, live, serving)
         if self.unscheduled:
             self.result.capped_seconds += self.policy.interval_seconds
         desired = max(0, min(self.max_replicas * 2 + self.burst_max, self.policy.desired(view)))
