@@ -102,7 +102,10 @@ def test_a_generation_within_the_drain_time_completes_when_its_pod_is_scaled_awa
     assert time.monotonic() - started > 5 + 2  # it outlived the preStop sleep: it ran into the drain
     wait_for(lambda: not cluster.list("pods", namespace, "llmserve.dev/llmserve=long"), timeout=60,
              message="the pod gone once its generation finished")  # fmt: skip
-    (line,) = access_lines(gateway, "long")
+    # The access-log line is written as the gateway finishes the request, which can be after the client saw the end.
+    (line,) = wait_for(
+        lambda: access_lines(gateway, "long"), timeout=15, message="the request's access-log line"
+    )
     assert " status=200 " in line and line.endswith(" error=-"), line
     assert gateway.metric("llmserve_gateway_errors_total", model="long") == 0
 
@@ -119,7 +122,10 @@ def test_a_generation_longer_than_the_drain_time_is_cut_and_counted_as_a_failure
     stream.join()
     assert stream.error and stream.finish == "", (stream.chunks, stream.finish)  # the client was told
     assert 5 < stream.chunks < 400
-    (line,) = access_lines(gateway, "short")
+    # The access-log line is written as the gateway finishes the request, which can be after the client saw the end.
+    (line,) = wait_for(
+        lambda: access_lines(gateway, "short"), timeout=15, message="the request's access-log line"
+    )
     assert " status=502 " in line and line.endswith(" error=upstream_broken_stream"), line
     assert gateway.metric("llmserve_gateway_requests_total", model="short", status="502") == 1
     assert (
