@@ -44,18 +44,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return write_crds(parsed.output_dir)
     if parsed.command == "operator":
+        from pydantic import ValidationError
+
         from llmserve.controller.main import run_operator
         from llmserve.settings import OperatorSettings
 
-        return run_operator(
-            OperatorSettings(
+        try:  # the flags over the environment, checked once; a bad one is named, exit 2
+            settings = OperatorSettings(
                 namespaces=tuple(parsed.namespace),
                 liveness_port=parsed.liveness_port,
                 metrics_port=parsed.metrics_port,
                 verbose=parsed.verbose,
                 leader_election=not parsed.no_leader_election,
             )
-        )
+        except ValidationError as err:
+            parser.exit(2, OperatorSettings.explain(err) + "\n")
+        return run_operator(settings)
     parser.error(f"unknown command {parsed.command!r}")
     return 2
 

@@ -12,6 +12,7 @@ from llmserve.burst.runpod import RunPodProvider
 from llmserve.burst.static import StaticProvider
 from llmserve.burst.types import ErrorKind, ProviderError
 from llmserve.burst.vastai import VastProvider
+from llmserve.settings import burst_overrides
 
 KEY = "acct-key-0123456789abcdef"
 
@@ -31,14 +32,14 @@ def spec(provider: str, **extra: object) -> BurstPoolSpec:
     return BurstPoolSpec.model_validate(body | extra)
 
 
-async def test_runpod_and_vast_clients_point_at_the_urls_the_environment_names(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("LLMSERVE_BURST_RUNPOD_URL", "http://127.0.0.1:9/v1")
-    monkeypatch.setenv("LLMSERVE_BURST_RUNPOD_PROXY_URL_TEMPLATE", "https://127.0.0.1:10/{pod_id}-{port}")
-    monkeypatch.setenv("LLMSERVE_BURST_VASTAI_URL", "http://127.0.0.1:11")
-    runpod = make_provider(spec("runpod"), KEY)
-    vast = make_provider(spec("vastai"), KEY)
+async def test_runpod_and_vast_clients_point_at_the_urls_the_environment_names() -> None:
+    overrides = burst_overrides({
+        "LLMSERVE_BURST_RUNPOD_URL": "http://127.0.0.1:9/v1",
+        "LLMSERVE_BURST_RUNPOD_PROXY_URL_TEMPLATE": "https://127.0.0.1:10/{pod_id}-{port}",
+        "LLMSERVE_BURST_VASTAI_URL": "http://127.0.0.1:11",
+    })  # fmt: skip
+    runpod = make_provider(spec("runpod"), KEY, overrides)
+    vast = make_provider(spec("vastai"), KEY, overrides)
     try:
         assert isinstance(runpod, RunPodProvider) and isinstance(vast, VastProvider)
         assert str(runpod._http._client.base_url).startswith("http://127.0.0.1:9/v1")
@@ -49,9 +50,8 @@ async def test_runpod_and_vast_clients_point_at_the_urls_the_environment_names(
         await vast.aclose()
 
 
-async def test_without_overrides_the_real_apis_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LLMSERVE_BURST_RUNPOD_URL", raising=False)
-    runpod = make_provider(spec("runpod"), KEY)
+async def test_without_overrides_the_real_apis_are_used() -> None:
+    runpod = make_provider(spec("runpod"), KEY, burst_overrides({"LLMSERVE_BURST_VASTAI_URL": "http://x"}))
     try:
         assert str(runpod._http._client.base_url).startswith("https://api.runpod.io")  # type: ignore[attr-defined]
     finally:

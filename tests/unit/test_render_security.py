@@ -117,12 +117,12 @@ def test_master_secret_must_hold_enough_bytes() -> None:
         master_from_secret(short)
 
 
-def test_master_secret_location(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("POD_NAMESPACE", "llmserve-system")
-    assert str(master_secret_ref("")) == "llmserve-system/llmserve-engine-key-master"
-    assert str(master_secret_ref("x/y")) == "x/y"
+def test_master_secret_location() -> None:
+    assert str(master_secret_ref("", "llmserve-system")) == "llmserve-system/llmserve-engine-key-master"
+    assert str(master_secret_ref("m", "llmserve-system")) == "llmserve-system/m"
+    assert str(master_secret_ref("x/y", "llmserve-system")) == "x/y"
     with pytest.raises(ValueError, match="namespace/name"):
-        master_secret_ref("/y")
+        master_secret_ref("/y", "llmserve-system")
 
 
 def test_a_replica_drains_for_the_llmserves_drain_time_after_leaving_rotation() -> None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import base64
-import os
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,13 +57,12 @@ class InstanceAccess:
     pinned: bool  # True: the instance's own certificate (Vast); False: the provider's proxy (RunPod)
 
 
-def ca_file_override(provider: str) -> str | None:
-    """LLMSERVE_BURST_<PROVIDER>_CA_FILE: a CA to trust for the provider's TLS proxy (the fake's, in tests)."""
-    return os.environ.get(f"LLMSERVE_BURST_{provider.upper()}_CA_FILE") or None
-
-
-def access_from_secret(secret: dict[str, Any]) -> InstanceAccess:
+def access_from_secret(
+    secret: dict[str, Any], overrides: Mapping[str, Mapping[str, str]] | None = None
+) -> InstanceAccess:
     """Parses an instance Secret; raises ValueError naming the missing or bad field (never its value).
+    `overrides` are the process's settings' burst_providers: a provider's "ca_file"
+    (LLMSERVE_BURST_<PROVIDER>_CA_FILE) is a CA to trust for its TLS proxy (the fake's, in tests).
 
     A pinned certificate must match the fingerprint recorded next to it, so a Secret edited by hand
     cannot silently swap the certificate the gateway trusts.
@@ -83,5 +81,5 @@ def access_from_secret(secret: dict[str, Any]) -> InstanceAccess:
         if not expected or fingerprint_of_pem(cert_pem) != expected.replace(":", "").lower():
             raise ValueError(f"instance Secret's {TLS_CERT_FIELD} does not match {TLS_FINGERPRINT_FIELD}")
         return InstanceAccess(api_key, pinned_ssl_context(cert_pem), pinned=True)
-    ca_file = ca_file_override(text(PROVIDER_FIELD))
+    ca_file = (overrides or {}).get(text(PROVIDER_FIELD), {}).get("ca_file")
     return InstanceAccess(api_key, ssl.create_default_context(cafile=ca_file), pinned=False)

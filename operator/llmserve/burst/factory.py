@@ -1,17 +1,17 @@
 """Turns a BurstPool's spec and credentials into a Provider client, through burst.providers.build_provider.
 
 build_provider is the one table of provider kinds; this module only adds what a pool says (static
-endpoints) and what a test or special install sets in the environment:
-LLMSERVE_BURST_<PROVIDER>_URL (another API base URL, e.g. the fake provider on loopback),
-LLMSERVE_BURST_RUNPOD_PROXY_URL_TEMPLATE (RunPod's HTTPS proxy address, `{pod_id}` and `{port}` filled
-in), and LLMSERVE_BURST_PLUGIN_<PROVIDER>=module:callable (an out-of-tree client or a test double).
+endpoints) and the overrides a test or special install sets in the operator's environment, read once
+into its settings (llmserve.settings.burst_overrides): LLMSERVE_BURST_<PROVIDER>_URL (another API base
+URL, e.g. the fake provider on loopback), LLMSERVE_BURST_RUNPOD_PROXY_URL_TEMPLATE (RunPod's HTTPS proxy
+address, `{pod_id}` and `{port}` filled in), and LLMSERVE_BURST_PLUGIN_<PROVIDER>=module:callable (an
+out-of-tree client or a test double).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from llmserve.api.burstpool import BurstPoolSpec
 from llmserve.burst.providers import build_provider
@@ -21,20 +21,9 @@ from llmserve.burst.types import ErrorKind, Provider, ProviderError
 ProviderConstructor = Callable[[BurstPoolSpec, str], Provider]
 
 
-def base_url_override(provider: str) -> str | None:
-    """LLMSERVE_BURST_<PROVIDER>_URL points a provider at another base URL (the fake provider in tests)."""
-    return os.environ.get(f"LLMSERVE_BURST_{provider.upper()}_URL") or None
-
-
-def proxy_template_override(provider: str) -> str | None:
-    """LLMSERVE_BURST_<PROVIDER>_PROXY_URL_TEMPLATE: where the provider's HTTPS proxy is (RunPod)."""
-    return os.environ.get(f"LLMSERVE_BURST_{provider.upper()}_PROXY_URL_TEMPLATE") or None
-
-
-def _plugin(provider: str) -> ProviderConstructor | None:
+def _plugin(target: str | None) -> ProviderConstructor | None:
     """LLMSERVE_BURST_PLUGIN_<PROVIDER>=module:callable swaps in another client (an out-of-tree provider,
     or the in-process test double the cluster tests plug into a real operator process)."""
-    target = os.environ.get(f"LLMSERVE_BURST_PLUGIN_{provider.upper()}")
     if not target:
         return None
     module_name, _, attr = target.partition(":")
@@ -51,20 +40,24 @@ def static_endpoints(spec: BurstPoolSpec, api_key: str) -> list[StaticEndpoint]:
     ]
 
 
-def make_provider(spec: BurstPoolSpec, api_key: str) -> Provider:
+def make_provider(
+    spec: BurstPoolSpec, api_key: str, overrides: Mapping[str, Mapping[str, str]] | None = None
+) -> Provider:
     """A client for the pool's provider. Raises ProviderError(invalid) when the pool cannot have one.
+    `overrides` are the settings' burst_providers: by provider, its "url", "proxy_url_template", "plugin".
 
     The key is handed to the client only; it never reaches a log or an exception message here.
     """
-    plugin = _plugin(spec.provider)
+    ours = (overrides or {}).get(spec.provider, {})
+    plugin = _plugin(ours.get("plugin"))
     if plugin is not None:
         return plugin(spec, api_key)
     try:
         return build_provider(
             spec.provider,
             api_key,
-            base_url=base_url_override(spec.provider),
-            proxy_url_template=proxy_template_override(spec.provider),
+            base_url=ours.get("url"),
+            proxy_url_template=ours.get("proxy_url_template"),
             static_endpoints=static_endpoints(spec, api_key) if spec.provider == "static" else (),
         )
     except ValueError as err:  # messages name the kind or the field, never the key

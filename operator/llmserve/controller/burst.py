@@ -7,7 +7,6 @@ step (llmserve.burst.engine) and reports what happened as status, Events and met
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -68,7 +67,7 @@ class SystemClock:
         return now
 
 
-CLOCK = SystemClock(os.environ.get("LLMSERVE_BURST_CLOCK_OFFSET_FILE"))
+CLOCK = SystemClock(operator_settings().burst_clock_offset_file or None)
 
 
 def operator_namespace() -> str:
@@ -140,7 +139,7 @@ async def _runtime(name: str, body: Obj, spec: BurstPoolSpec) -> PoolRuntime | s
     if runtime is not None:
         await runtime.controller.provider.aclose()
     try:
-        provider = make_provider(spec, api_key)
+        provider = make_provider(spec, api_key, operator_settings().burst_providers)
     except ProviderError as err:
         return str(err)
     if isinstance(provider, StaticProvider):  # its claims live in the pool's status, not in memory

@@ -33,6 +33,7 @@ from llmserve.burst.provision import Launcher, LaunchRefused
 from llmserve.burst.security import EngineRequest, EngineSecrets, vllm_launch_spec
 from llmserve.burst.types import LaunchSpec
 from llmserve.controller.burst_store import FIELD_MANAGER, INSTANCE_LABEL, POOL_LABEL, secret_name
+from llmserve.settings import operator_settings
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ async def read_access(namespace: str, instance: str) -> InstanceAccess | None:
     if secret is None:
         return None
     try:
-        return access_from_secret(secret)
+        return access_from_secret(secret, operator_settings().burst_providers)
     except ValueError as err:
         log.warning("event=burst_secret_invalid instance=%s reason=%r", instance, str(err))
         return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +21,7 @@ from llmserve.controller.reconcile import parse_spec
 from llmserve.controller.statusapply import apply_status
 from llmserve.cost.counters import CounterFormatError, parse_generation_tokens
 from llmserve.cost.meter import Holder, MeterState, Month, Spend, advance, start
-from llmserve.cost.prices import PriceBook, price_book
+from llmserve.cost.prices import PriceBook
 from llmserve.settings import operator_settings
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ _http: httpx.AsyncClient | None = None
 def load_prices(**_: Any) -> None:
     """A malformed price setting stops the operator at startup, naming the variable."""
     global _prices
-    _prices = price_book(os.environ)
+    _prices = operator_settings().prices()
     for product, usd in _prices.usd_per_gpu_hour.items():
         metrics.COST_GPU_PRICE.labels(gpu_product=product).set(usd)
     if _prices.are_examples:
@@ -58,7 +57,7 @@ async def close_http(**_: Any) -> None:
 
 
 def prices() -> PriceBook:
-    return _prices if _prices is not None else price_book(os.environ)
+    return _prices if _prices is not None else operator_settings().prices()
 
 
 # -- what is held and what was served -----------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from typing import Any
 
@@ -16,15 +15,14 @@ from llmserve.render.engine_key import (
     derive_engine_key,
     key_fingerprint,
     master_from_secret,
-    master_secret_ref,
     render_engine_key_secret,
     render_master_secret,
 )
-from llmserve.render.networkpolicy import configured_peers, render_network_policy
+from llmserve.render.networkpolicy import render_network_policy
 from llmserve.render.security import with_key_fingerprint
+from llmserve.settings import operator_settings
 
 Obj = dict[str, Any]
-NETWORK_POLICY_ENV = "LLMSERVE_ENGINE_NETWORK_POLICY"  # "false" when the cluster has its own policies
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +31,7 @@ class EngineKeys:
     """The operator's side: loads (or first creates) the master secret, then derives keys from it."""
 
     def __init__(self, ref: SecretRef | None = None) -> None:
-        self.ref = ref or master_secret_ref()
+        self.ref = ref or operator_settings().engine_key_ref()
         self._master: bytes | None = None
 
     async def master(self) -> bytes:
@@ -69,10 +67,7 @@ def security_children(
         render_engine_key_secret(name, namespace, uid, keys_key),
         render_pdb(name, namespace, uid, spec),
     ]
-    if network_policy_enabled():
-        children.append(render_network_policy(name, namespace, uid, spec, configured_peers()))
+    settings = operator_settings()  # LLMSERVE_ENGINE_NETWORK_POLICY is "false" when the cluster has its own
+    if settings.engine_network_policy:
+        children.append(render_network_policy(name, namespace, uid, spec, settings.engine_ingress_peers()))
     return children
-
-
-def network_policy_enabled() -> bool:
-    return os.environ.get(NETWORK_POLICY_ENV, "true").strip().lower() not in {"0", "false", "no", "off"}

@@ -76,9 +76,14 @@ class BurstDiscovery:
     """Watches BurstPools (cluster-scoped) and instance Secrets in the operator's namespace."""
 
     def __init__(
-        self, registry: Registry, namespace: str, served_names: Callable[[], Mapping[str, str]]
+        self,
+        registry: Registry,
+        namespace: str,
+        served_names: Callable[[], Mapping[str, str]],
+        provider_overrides: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.registry, self.namespace, self.served_names = registry, namespace, served_names
+        self.provider_overrides = provider_overrides or {}  # the settings' burst_providers (CA files)
         self.view = BurstView()
 
     async def run(self) -> None:
@@ -127,7 +132,7 @@ class BurstDiscovery:
     def _store_secret(self, secret: Obj) -> None:
         instance = self._instance(secret)
         try:
-            self.view.access[instance] = access_from_secret(secret)
+            self.view.access[instance] = access_from_secret(secret, self.provider_overrides)
         except ValueError as err:  # the message names the field, never a value
             self.view.access.pop(instance, None)
             log.warning("event=burst_secret_invalid instance=%s reason=%r", instance, str(err))

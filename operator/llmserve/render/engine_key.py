@@ -13,12 +13,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from llmserve.render.labels import LLMSERVE_LABEL, MANAGED_BY, owner_reference
-from llmserve.settings import pod_namespace
 
 Obj = dict[str, Any]
 
@@ -41,11 +39,10 @@ class SecretRef:
         return f"{self.namespace}/{self.name}"
 
 
-def master_secret_ref(value: str | None = None) -> SecretRef:
-    """Where the master secret lives: `namespace/name`, a bare name in the operator's namespace
-    (llmserve.settings.pod_namespace), or the default name there."""
-    raw = (value if value is not None else os.environ.get(MASTER_SECRET_ENV, "")).strip()
-    own_namespace = pod_namespace()
+def master_secret_ref(value: str, own_namespace: str) -> SecretRef:
+    """Where the master secret lives (the setting LLMSERVE_ENGINE_KEY_SECRET / --engine-key-secret):
+    `namespace/name`, a bare name in the operator's namespace, or the default name there."""
+    raw = value.strip()
     if not raw:
         return SecretRef(own_namespace, DEFAULT_MASTER_NAME)
     namespace, slash, name = raw.partition("/")

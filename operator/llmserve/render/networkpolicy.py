@@ -2,19 +2,18 @@
 
 Who may connect is configured once for the operator (the chart sets it from `networkPolicy.*` values):
 `LLMSERVE_ENGINE_INGRESS_FROM` holds a JSON list of NetworkPolicyPeer objects. Without it, the peers
-are the pods labelled as llmserve's gateway or operator in the operator's own namespace
-($POD_NAMESPACE), never pods of the LLMServe's namespace merely wearing those labels.
+are the pods labelled as llmserve's gateway or operator in the operator's own namespace, never pods of the
+LLMServe's namespace merely wearing those labels. The operator's settings read the variable once
+(llmserve.settings.OperatorSettings.engine_ingress_peers).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from llmserve.api.llmserve import ENGINE_PORT, LLMServeSpec
 from llmserve.render.labels import COMPONENT_LABEL, common_labels, owner_reference, selector_labels
-from llmserve.settings import pod_namespace
 
 Manifest = dict[str, Any]
 
@@ -50,13 +49,6 @@ def parse_peers(raw: str) -> list[Manifest]:
         if unknown:
             raise ValueError(f"{INGRESS_FROM_ENV}[{index}] has unknown fields {sorted(unknown)}")
     return peers
-
-
-def configured_peers() -> list[Manifest]:
-    raw = os.environ.get(INGRESS_FROM_ENV, "").strip()
-    if raw:
-        return parse_peers(raw)
-    return default_peers(pod_namespace())
 
 
 def render_network_policy(
