@@ -124,6 +124,11 @@ async def close() -> None:
         await session.aclose()
 
 
+def has_client() -> bool:
+    """Whether this event loop still has an open client (a shutdown check: False after close())."""
+    return asyncio.get_running_loop() in _clients
+
+
 def resource_path(kind: str, name: str | None = None, subresource: str | None = None) -> tuple[str, str]:
     """(apiVersion, the REST path below the namespace) of one kind, object or subresource."""
     version, plural = _RESOURCES[kind]
