@@ -85,6 +85,9 @@ def error_from_response(response: httpx.Response | None, fallback: str) -> KubeE
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, kr8s.asyncio.Api] = weakref.WeakKeyDictionary()
+_client_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
 # Requests in flight at once (per event loop). httpx keeps 20 idle connections: past that, every request
 # beyond opened a new TLS connection and closed it after one use, and the pool scanned its queue on each
 # request (quadratic). With hundreds of LLMServes writing at once that was most of the operator's CPU;
@@ -112,7 +115,12 @@ async def api() -> kr8s.asyncio.Api:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = _clients[loop] = await kr8s.asyncio.api()
+        # One maker at a time: tasks starting together (the gateway's watches) would each make a
+        # client, and all but the last would never be closed (their connections leak at shutdown).
+        async with _client_locks.setdefault(loop, asyncio.Lock()):
+            client = _clients.get(loop)
+            if client is None:
+                client = _clients[loop] = await kr8s.asyncio.api()
     return client
 
 

@@ -1,9 +1,7 @@
 """A gateway that gets SIGTERM (or refuses to start) closes what it opened: real processes, real sockets.
 
-The gateway runs in Python's development mode (`-X dev`: asyncio debug, ResourceWarning shown) and
-collects garbage after `llmserve gateway` returns (finalizers are not guaranteed at interpreter exit), so
-an HTTP session, connection or socket left open, or a background task left pending, is written to its
-stderr, which the tests read.
+Each gateway runs as tests/support/shutdown.py says, so a session, connection, socket or task left open
+or running shows in its output, which the tests read.
 """
 
 from __future__ import annotations
@@ -24,38 +22,19 @@ from hack.devcluster.processes import free_port
 from tests.integration.test_gateway import MODEL, Process
 from tests.integration.test_gateway_cluster import API_KEY, api_key_secret
 from tests.support.cluster import ClusterHandle, serving, wait_for
+from tests.support.shutdown import assert_nothing_left_open, leak_checked_args
 
 KEY = "sk-shutdown-test-0123456789abcdef"
 EXIT_TIMEOUT_SECONDS = 60
-# What Python and aiohttp write when a process ends with something still open or running.
-LEAK_MARKERS = (
-    "Unclosed client session",
-    "Unclosed connection",
-    "Unclosed connector",
-    "Task was destroyed but it is pending",
-    "was never awaited",
-    "ResourceWarning",
-    "Traceback",
-)
-
-
-# `llmserve gateway`, then a garbage collection: what was left open says so in its finalizer.
-RUN_THEN_COLLECT = (
-    "import gc, sys; from llmserve.cli import main; code = main(sys.argv[1:]); gc.collect(); sys.exit(code)"
-)
+CLEAN_EXIT = "event=gateway_exit clean=True tasks_left=- http_sessions_open=0 kubernetes_client_open=False"
 
 
 def gateway_args(*flags: str) -> list[str]:
-    return [sys.executable, "-X", "dev", "-c", RUN_THEN_COLLECT, "gateway", *flags]
+    return leak_checked_args("gateway", *flags)
 
 
-def assert_no_leaks(log: str) -> None:
-    """Nothing said it was left open, and the gateway's own last check found nothing open or running."""
-    found = [marker for marker in LEAK_MARKERS if marker in log]
-    assert found == [], f"{found} in the gateway's output:\n{log[-4000:]}"
-    assert (
-        "event=gateway_exit clean=True tasks_left=- http_sessions_open=0 kubernetes_client_open=False" in log
-    ), log[-4000:]
+def assert_no_leaks(output: str) -> None:
+    assert_nothing_left_open(output, CLEAN_EXIT)
 
 
 @pytest.fixture

@@ -106,6 +106,29 @@ def run_operator(settings: OperatorSettings) -> int:
 async def _run(
     namespaces: list[str], liveness: str | None, health_addr: tuple[str, int], lease: LeaseSettings | None
 ) -> int:
+    try:
+        return await _lead_or_stand_by(namespaces, liveness, health_addr, lease)
+    finally:
+        # kopf's cleanup handlers closed the Kubernetes client; the Lease release after them (or a
+        # standby's reads) opened another.
+        await kube.close()
+        _log_what_is_left_open()
+
+
+def _log_what_is_left_open() -> None:
+    """The last line: a task still running or a client still open after shutdown is a bug, said here
+    (asyncio.run would cancel leftover tasks silently)."""
+    current = asyncio.current_task()
+    left = sorted(task.get_name() for task in asyncio.all_tasks() if task is not current and not task.done())
+    clean = not left and not kube.has_client()
+    log.log(logging.INFO if clean else logging.ERROR,
+            "event=operator_exit clean=%s tasks_left=%s kubernetes_client_open=%s",
+            clean, ",".join(left) or "-", kube.has_client())  # fmt: skip
+
+
+async def _lead_or_stand_by(
+    namespaces: list[str], liveness: str | None, health_addr: tuple[str, int], lease: LeaseSettings | None
+) -> int:
     elector = LeaderElector(lease) if lease else None
     if elector is not None:
         metrics.LEADER.set(0)
@@ -139,6 +162,7 @@ async def _run(
     finally:
         if elector is not None:
             keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
             await elector.release()
     return 0
 
