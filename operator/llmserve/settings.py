@@ -137,8 +137,8 @@ class ProcessSettings(BaseSettings):
 
     @classmethod
     def explain(cls, err: ValidationError) -> str:
-        """A start-up error naming the flag or variable of each bad setting (never its value: a
-        variable may be a URL with credentials in it)."""
+        """A start-up error naming the flag or variable of each bad setting and what would be valid;
+        pydantic's copy of the input is left out (a variable may be a URL with credentials in it)."""
         lines = []
         for problem in err.errors(include_url=False, include_input=False):
             field_name = str(problem["loc"][0]) if problem["loc"] else ""
@@ -208,7 +208,7 @@ def burst_overrides(env: Mapping[str, str] | None = None) -> dict[str, dict[str,
     return out
 
 
-def _burst_overrides_field(description: str, env_doc: str = BURST_OVERRIDE_ENV_DOC) -> Any:
+def burst_overrides_field(description: str, env_doc: str = BURST_OVERRIDE_ENV_DOC) -> Any:
     return Field(default_factory=burst_overrides, description=description,
                  json_schema_extra={"env_doc": env_doc, "doc_default": "—"})  # fmt: skip
 
@@ -282,7 +282,7 @@ class OperatorSettings(ProcessSettings):
     burst_clock_offset_file: str = variable(
         "", "a file holding seconds added to the burst controller's clock (cluster tests only)"
     )
-    burst_providers: dict[str, dict[str, str]] = _burst_overrides_field(
+    burst_providers: dict[str, dict[str, str]] = burst_overrides_field(
         "provider overrides for tests and special installs: another API URL, RunPod's proxy address, a CA "
         "for the provider's TLS proxy, an out-of-tree client `module:callable` ([burst](burst.md))"
     )
@@ -320,11 +320,6 @@ class OperatorSettings(ProcessSettings):
     def prices(self) -> PriceBook:
         flagged = "true" if self.gpu_prices_are_examples else ""
         return price_book({PRICES_ENV: self.gpu_usd_per_hour, EXAMPLE_ENV: flagged})
-
-    def burst_override(
-        self, provider: str, what: Literal["url", "proxy_url_template", "ca_file", "plugin"]
-    ) -> str | None:
-        return self.burst_providers.get(provider.lower(), {}).get(what)
 
 
 _operator: OperatorSettings | None = None

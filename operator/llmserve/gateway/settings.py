@@ -13,7 +13,7 @@ from llmserve.settings import (
     NAMESPACE_ENV,
     NAMESPACE_ENV_FALLBACK,
     ProcessSettings,
-    _burst_overrides_field,
+    burst_overrides_field,
     flag,
     pod_namespace,
     variable,
@@ -116,7 +116,7 @@ class GatewaySettings(ProcessSettings):
         doc_default="see above",
     )
     kube_max_in_flight: int = variable(16, "Kubernetes requests in flight", ge=1)
-    burst_providers: dict[str, dict[str, str]] = _burst_overrides_field(
+    burst_providers: dict[str, dict[str, str]] = burst_overrides_field(
         "a CA to trust for a burst provider's TLS proxy (the fake provider's, in tests)",
         "`LLMSERVE_BURST_<PROVIDER>_CA_FILE`",
     )
