@@ -26,7 +26,7 @@ from tests.support.shutdown import assert_nothing_left_open, leak_checked_args
 
 KEY = "sk-shutdown-test-0123456789abcdef"
 EXIT_TIMEOUT_SECONDS = 60
-CLEAN_EXIT = "event=gateway_exit clean=True tasks_left=- http_sessions_open=0 kubernetes_client_open=False"
+CLEAN_EXIT = "event=gateway_exit clean=True tasks_left=- http_clients_open=- kubernetes_client_open=False"
 
 
 def gateway_args(*flags: str) -> list[str]:

@@ -17,7 +17,9 @@ from tests.support.shutdown import assert_nothing_left_open, leak_checked_args
 pytestmark = pytest.mark.cluster
 
 EXIT_TIMEOUT_SECONDS = 60
-CLEAN_EXIT = "event=operator_exit clean=True tasks_left=- kubernetes_client_open=False"
+CLEAN_EXIT = "event=operator_exit clean=True tasks_left=- http_clients_open=- kubernetes_client_open=False"
+# The cleanup handlers that close what the handlers opened (kopf logs each one that succeeds).
+CLEANUP_HANDLERS = ("close_kubernetes_client", "close_scrapers", "close_http", "close_providers")
 
 
 def test_an_operator_stopped_while_serving_a_model_exits_with_nothing_left_open(
@@ -57,5 +59,6 @@ def test_an_operator_stopped_while_serving_a_model_exits_with_nothing_left_open(
     output = log_path.read_text(errors="replace")
     assert exit_code == 0, output[-3000:]
     assert_nothing_left_open(output, CLEAN_EXIT)
+    assert [name for name in CLEANUP_HANDLERS if f"'{name}' succeeded" not in output] == [], output[-3000:]
     holder = cluster.get("lease", lease, namespace)
     assert holder is not None and not holder["spec"].get("holderIdentity"), holder  # released, not expired

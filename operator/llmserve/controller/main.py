@@ -17,6 +17,7 @@ from llmserve import kube
 from llmserve.api.llmserve import GROUP
 from llmserve.controller import metrics
 from llmserve.controller.leader import LeaderElector, LeaseSettings
+from llmserve.exitcheck import log_what_is_left_open
 from llmserve.settings import OperatorSettings, install, operator_settings
 
 log = logging.getLogger(__name__)
@@ -112,18 +113,7 @@ async def _run(
         # kopf's cleanup handlers closed the Kubernetes client; the Lease release after them (or a
         # standby's reads) opened another.
         await kube.close()
-        _log_what_is_left_open()
-
-
-def _log_what_is_left_open() -> None:
-    """The last line: a task still running or a client still open after shutdown is a bug, said here
-    (asyncio.run would cancel leftover tasks silently)."""
-    current = asyncio.current_task()
-    left = sorted(task.get_name() for task in asyncio.all_tasks() if task is not current and not task.done())
-    clean = not left and not kube.has_client()
-    log.log(logging.INFO if clean else logging.ERROR,
-            "event=operator_exit clean=%s tasks_left=%s kubernetes_client_open=%s",
-            clean, ",".join(left) or "-", kube.has_client())  # fmt: skip
+        log_what_is_left_open(log, "operator")
 
 
 async def _lead_or_stand_by(

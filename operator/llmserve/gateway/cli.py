@@ -14,6 +14,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from llmserve import kube
+from llmserve.exitcheck import log_what_is_left_open
 from llmserve.gateway.auth import KeyStore
 from llmserve.gateway.burst_backends import BurstDiscovery
 from llmserve.gateway.discovery import KubeDiscovery, KubeScaler, cancel_background
@@ -81,34 +82,19 @@ async def run(settings: GatewaySettings) -> int:
     """Serves until SIGTERM/SIGINT, then drains; on every way out (a refused start-up too) cancels the
     background tasks it started and closes its clients. Returns the exit code."""
     tasks: list[asyncio.Task[None]] = []
-    sessions: list[aiohttp.ClientSession] = []
     try:
-        return await _serve_until_signal(settings, tasks, sessions)
+        return await _serve_until_signal(settings, tasks)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await cancel_background()
         await kube.close()
-        _log_what_is_left_open(sessions)
+        log_what_is_left_open(log, "gateway")
 
 
-def _log_what_is_left_open(sessions: list[aiohttp.ClientSession]) -> None:
-    """The last line: anything start-up opened that is still open or running is a bug, said here (asyncio.run
-    would cancel leftover tasks silently, and a session still referenced never warns)."""
-    current = asyncio.current_task()
-    left = sorted(task.get_name() for task in asyncio.all_tasks() if task is not current and not task.done())
-    open_sessions = sum(not session.closed for session in sessions)
-    clean = not left and not open_sessions and not kube.has_client()
-    log.log(logging.INFO if clean else logging.ERROR,
-            "event=gateway_exit clean=%s tasks_left=%s http_sessions_open=%d kubernetes_client_open=%s",
-            clean, ",".join(left) or "-", open_sessions, kube.has_client())  # fmt: skip
-
-
-async def _serve_until_signal(
-    settings: GatewaySettings, tasks: list[asyncio.Task[None]], sessions: list[aiohttp.ClientSession]
-) -> int:
-    """Start-up, serving and draining; what it starts goes into `tasks` and `sessions` for run to close."""
+async def _serve_until_signal(settings: GatewaySettings, tasks: list[asyncio.Task[None]]) -> int:
+    """Start-up, serving and draining; the background tasks it starts go into `tasks` for run to stop."""
     registry, keys, metrics = Registry(), KeyStore(), GatewayMetrics()
     use_kubernetes = settings.static is None or settings.kubernetes
     if settings.static is not None:
@@ -156,7 +142,6 @@ async def _serve_until_signal(
 
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
-        sessions.append(session)
         queue = None
         if settings.queue_when_full:
             queue = SlotQueue(QueueSettings(settings.queue_size, settings.queue_timeout))
