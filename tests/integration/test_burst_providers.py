@@ -124,12 +124,17 @@ async def refuses_every_route_but_health_without_the_key(
             for authorization in ({}, {"Authorization": "Bearer guess"}, {"Authorization": secrets.api_key}):
                 refused = await http.request(method, running.endpoint + path, json={"model": "llama", "prompt": "hi"},
                                              headers=authorization)  # fmt: skip
-                assert (refused.status_code, refused.json()) == (401, {"error": "Unauthorized"}), (path, authorization)
+                assert (refused.status_code, refused.json()) == (401, {"error": "Unauthorized"}), (
+                    path,
+                    authorization,
+                )
         assert (await http.get(running.endpoint + "/health")).status_code == 200
         keyed = {"Authorization": f"Bearer {secrets.api_key}"}
         metrics = await http.get(running.endpoint + "/metrics", headers=keyed)
         assert metrics.status_code == 200 and "vllm:num_requests_waiting" in metrics.text
-        tokens = await http.post(running.endpoint + "/tokenize", json={"model": "llama", "prompt": "hi"}, headers=keyed)
+        tokens = await http.post(
+            running.endpoint + "/tokenize", json={"model": "llama", "prompt": "hi"}, headers=keyed
+        )
         assert tokens.status_code == 200 and tokens.json()["count"] > 0
 
 
