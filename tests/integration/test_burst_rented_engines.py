@@ -24,6 +24,7 @@ from tests.support.burst_accounts import (
     ends_clean,
     fake_accounts,
     scenario_of,
+    wait_replacement,
     wait_serving,
 )
 from tests.support.burst_rig import events, pool_status
@@ -132,7 +133,7 @@ def test_a_missing_hf_token_secret_rents_nothing_and_says_so_in_a_condition_unti
                        and launch_refused(cluster, namespace), timeout=60,
                        message="BurstLaunchRefused=False once the Secret exists")  # fmt: skip
     assert cleared["reason"] == "NotRefused"
-    record = wait_serving(cluster, account, namespace, 0)
+    record = wait_replacement(cluster, account, namespace)  # any slot: each refused create used one up
     assert account.fake.instances()[record["id"]]["env"]["HF_TOKEN"] == token
     assert token not in json.dumps(cluster.get("llmserve", "llama", namespace))
     ends_clean(cluster, scenario, account, namespace)
