@@ -234,7 +234,10 @@ def test_shortfall_is_rented_served_through_the_gateway_over_tls_and_given_back_
                 refused = anyone.request(method, endpoint + path, json={"model": "llama-8b", "prompt": "hi"})
                 assert (refused.status_code, refused.json()) == (401, {"error": "Unauthorized"}), path
         # The gateway reads its load through the guard with the instance key: no refused scrape.
-        assert "scrape_failed" not in gateway.log_path.read_text(errors="replace")
+        rented_label = endpoint.split("://", 1)[1].rstrip("/")  # how the gateway names a backend in logs
+        assert f"event=scrape_failed backend={rented_label} " not in gateway.log_path.read_text(
+            errors="replace"
+        )
 
         # Scale down by one: the pending pod's claim goes, so the rented replica is given back; local stay.
         cluster.kubectl("scale", "llmserve", "llama", "-n", namespace, "--replicas=2")
