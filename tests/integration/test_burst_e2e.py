@@ -227,6 +227,17 @@ def test_shortfall_is_rented_served_through_the_gateway_over_tls_and_given_back_
                                  http_client=httpx.Client(verify=tls))  # fmt: skip
         with pytest.raises(openai.AuthenticationError):
             stranger.models.list()
+        # Nor on the routes vLLM's own --api-key leaves open: the engine guard refuses them all.
+        with httpx.Client(verify=tls) as anyone:
+            for method, path in (("POST", "/invocations"), ("POST", "/tokenize"), ("POST", "/pooling"),
+                                 ("GET", "/metrics")):  # fmt: skip
+                refused = anyone.request(method, endpoint + path, json={"model": "llama-8b", "prompt": "hi"})
+                assert (refused.status_code, refused.json()) == (401, {"error": "Unauthorized"}), path
+        # The gateway reads its load through the guard with the instance key: no refused scrape.
+        rented_label = endpoint.split("://", 1)[1].rstrip("/")  # how the gateway names a backend in logs
+        assert f"event=scrape_failed backend={rented_label} " not in gateway.log_path.read_text(
+            errors="replace"
+        )
 
         # Scale down by one: the pending pod's claim goes, so the rented replica is given back; local stay.
         cluster.kubectl("scale", "llmserve", "llama", "-n", namespace, "--replicas=2")

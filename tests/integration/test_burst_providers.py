@@ -107,6 +107,37 @@ async def created(
     return client, instance, secrets
 
 
+# Routes vLLM's own --api-key leaves open (vLLM 0.11.0 and 0.33.0): the engine guard closes them.
+UNGUARDED_BY_VLLM = [("POST", "/invocations"), ("POST", "/tokenize"), ("POST", "/detokenize"),
+                     ("POST", "/pooling"), ("POST", "/score"), ("GET", "/metrics"), ("GET", "/version"),
+                     ("GET", "/ping")]  # fmt: skip
+
+
+async def refuses_every_route_but_health_without_the_key(
+    fake: FakeProviderProcess, running: Instance, secrets: EngineSecrets
+) -> None:
+    """What anyone on the internet gets from a rented engine, on its public endpoint (through RunPod's
+    proxy, or straight to the Vast port over the pinned TLS): /health, and a 401 for everything else."""
+    assert running.endpoint is not None
+    async with engine_http(fake, secrets) as http:
+        for method, path in UNGUARDED_BY_VLLM:
+            for authorization in ({}, {"Authorization": "Bearer guess"}, {"Authorization": secrets.api_key}):
+                refused = await http.request(method, running.endpoint + path, json={"model": "llama", "prompt": "hi"},
+                                             headers=authorization)  # fmt: skip
+                assert (refused.status_code, refused.json()) == (401, {"error": "Unauthorized"}), (
+                    path,
+                    authorization,
+                )
+        assert (await http.get(running.endpoint + "/health")).status_code == 200
+        keyed = {"Authorization": f"Bearer {secrets.api_key}"}
+        metrics = await http.get(running.endpoint + "/metrics", headers=keyed)
+        assert metrics.status_code == 200 and "vllm:num_requests_waiting" in metrics.text
+        tokens = await http.post(
+            running.endpoint + "/tokenize", json={"model": "llama", "prompt": "hi"}, headers=keyed
+        )
+        assert tokens.status_code == 200 and tokens.json()["count"] > 0
+
+
 # -- the happy path ------------------------------------------------------------------------------
 
 
@@ -132,6 +163,7 @@ async def test_rented_engine_serves_over_tls_only_with_its_key_and_bills_until_t
     with pytest.raises(openai.AuthenticationError):  # the endpoint is public: without the key, nothing
         await openai.AsyncOpenAI(base_url=running.endpoint + "/v1", api_key="guess", max_retries=0,  # type: ignore[operator]
                                  http_client=engine_http(fake, secrets)).models.list()  # fmt: skip
+    await refuses_every_route_but_health_without_the_key(fake, running, secrets)
     fake.advance(3600)
     await client.terminate(instance.id)
     with pytest.raises(ProviderError) as gone:

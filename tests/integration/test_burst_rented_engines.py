@@ -24,6 +24,7 @@ from tests.support.burst_accounts import (
     ends_clean,
     fake_accounts,
     scenario_of,
+    wait_replacement,
     wait_serving,
 )
 from tests.support.burst_rig import events, pool_status
@@ -83,22 +84,59 @@ def test_hf_token_reaches_the_rented_engine_env_and_nothing_the_operator_writes(
     ends_clean(cluster, scenario, account, namespace)
 
 
-def test_a_missing_hf_token_secret_rents_nothing_and_says_which_secret(
+def launch_refused(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
+    return condition(cluster.get("llmserve", "llama", namespace), "BurstLaunchRefused")
+
+
+def burst_owned_conditions(cluster: ClusterHandle, namespace: str) -> set[str]:
+    """Condition types whose status entries the burst controller's field manager owns (server-side apply)."""
+    full = json.loads(cluster.kubectl("get", "llmserve", "llama", "-n", namespace, "-o", "json",
+                                      "--show-managed-fields").stdout)  # fmt: skip
+    owned: set[str] = set()
+    for entry in full["metadata"]["managedFields"]:
+        if entry["manager"] == "llmserve-burst" and entry.get("subresource") == "status":
+            for key in entry["fieldsV1"].get("f:status", {}).get("f:conditions", {}):
+                if key.startswith("k:"):
+                    owned.add(json.loads(key[2:])["type"])
+    return owned
+
+
+def test_a_missing_hf_token_secret_rents_nothing_and_says_so_in_a_condition_until_it_appears(
     cluster: ClusterHandle, scenario: Rig, namespace: str
 ) -> None:
     account = scenario.accounts["runpod"]
     manifest = bursting(account.pool)
-    manifest["spec"]["model"]["hfTokenSecret"] = {"name": "no-such-secret"}
+    manifest["spec"]["model"]["hfTokenSecret"] = {"name": "late-secret"}
     cluster.apply(manifest, namespace)
     # Posted on the LLMServe and on the pool.
-    message, *_ = wait_for(lambda: events(cluster, "BurstLaunchRefused", f"{namespace}/no-such-secret"),
+    message, *_ = wait_for(lambda: events(cluster, "BurstLaunchRefused", f"{namespace}/late-secret"),
                            timeout=60, message="BurstLaunchRefused naming the Secret")  # fmt: skip
     assert "spec.model.hfTokenSecret" in message and "HF_TOKEN" in message
+    # And a condition that holds while the Secret is missing, written by the burst controller.
+    refused = wait_for(lambda: launch_refused(cluster, namespace).get("status") == "True"
+                       and launch_refused(cluster, namespace), timeout=60,
+                       message="BurstLaunchRefused=True")  # fmt: skip
+    assert refused["reason"] == "HfTokenSecretMissing"
+    assert (
+        f"{namespace}/late-secret" in refused["message"] and "spec.model.hfTokenSecret" in refused["message"]
+    )
+    assert "BurstLaunchRefused" in burst_owned_conditions(cluster, namespace)
     assert created_for(account, namespace) == {}, "nothing rented without the token"
     assert not pool_status(cluster, account.pool).get("instances")
-    cluster.kubectl("delete", "llmserve", "llama", "-n", namespace, "--wait=false")
-    wait_for(lambda: cluster.get("llmserve", "llama", namespace) is None, timeout=60, message="LLMServe gone")
-    assert created_for(account, namespace) == {}
+
+    # The Secret appears: the condition clears and the replica is rented, with the token.
+    token = "hf_" + secrets.token_urlsafe(24)
+    cluster.kubectl(
+        "create", "secret", "generic", "late-secret", "-n", namespace, f"--from-literal=HF_TOKEN={token}"
+    )
+    cleared = wait_for(lambda: launch_refused(cluster, namespace).get("status") == "False"
+                       and launch_refused(cluster, namespace), timeout=60,
+                       message="BurstLaunchRefused=False once the Secret exists")  # fmt: skip
+    assert cleared["reason"] == "NotRefused"
+    record = wait_replacement(cluster, account, namespace)  # any slot: each refused create used one up
+    assert account.fake.instances()[record["id"]]["env"]["HF_TOKEN"] == token
+    assert token not in json.dumps(cluster.get("llmserve", "llama", namespace))
+    ends_clean(cluster, scenario, account, namespace)
 
 
 # -- the autoscaler counts rented replicas -------------------------------------------------------------

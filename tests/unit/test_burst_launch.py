@@ -9,7 +9,7 @@ import pytest
 from llmserve.api.burstpool import InstanceStatus
 from llmserve.burst.backends import access_from_secret
 from llmserve.burst.planner import Demand
-from llmserve.burst.security import fingerprint_matches
+from llmserve.burst.security import GUARD_PATH, fingerprint_matches
 from llmserve.burst.types import LaunchSpec, instance_name
 from llmserve.controller.burst_launch import instance_secret, rented_launch
 
@@ -56,7 +56,7 @@ def test_each_rented_engine_gets_its_own_key_and_the_secret_says_how_to_reach_it
         cert_der = access.ssl_context.get_ca_certs(binary_form=True)[0]
         assert fingerprint_matches(cert_der, engine.tls_fingerprint_sha256)
     else:  # RunPod's HTTPS proxy terminates TLS: the engine speaks plain HTTP behind it
-        assert "--ssl-certfile" not in args and not spec.files and not access.pinned
+        assert "--ssl-certfile" not in args and set(spec.files) == {GUARD_PATH} and not access.pinned
 
 
 def test_a_secret_whose_certificate_does_not_match_its_fingerprint_is_refused() -> None:

@@ -9,9 +9,7 @@ Examples are quoted from the providers' published API references:
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,16 +18,13 @@ from llmserve.burst.http import ProviderHttp, threshold_seconds
 from llmserve.burst.runpod import create_body as runpod_create_body
 from llmserve.burst.runpod import parse_catalog, parse_pod, problem_error
 from llmserve.burst.types import OWNER_ENV, ErrorKind, LaunchSpec, Offer, OfferQuery, Phase
+from llmserve.burst.vastai import create_body as vast_create_body
 from llmserve.burst.vastai import (
-    ONSTART_WRITE_FILES,
-    file_env,
-    files_from_env,
     parse_instance,
     parse_offers,
     phase_of,
     vast_error,
 )
-from llmserve.burst.vastai import create_body as vast_create_body
 
 # runpod/docs api-reference-v2/openapi.json: GET /v2/pods 200 example "pods" (one pod).
 RUNPOD_POD = {
@@ -250,25 +245,6 @@ def test_vast_create_body_labels_marks_and_opens_the_port() -> None:
     assert body["label"] == "llms-c0ffee42-0123456789-0" and body["runtype"] == "args"
     assert body["env"][OWNER_ENV] == "c0ffee42" and body["env"]["-p 8000:8000"] == "1"
     assert body["cancel_unavail"] is True and "onstart" not in body and "price" not in body
-
-
-def test_vast_files_travel_in_env_chunks_within_the_256_character_limit() -> None:
-    files = {"/run/t/cert.pem": "C" * 700 + "\n", "/run/t/key.pem": "K" * 300}
-    env = file_env(files)
-    assert all(len(value) <= 256 for value in env.values())
-    assert files_from_env(env) == files
-    assert vast_create_body(spec(files))["onstart"] == ONSTART_WRITE_FILES
-
-
-def test_vast_onstart_script_really_writes_the_files_with_sh(tmp_path: Path) -> None:
-    files = {str(tmp_path / "tls" / "cert.pem"): "-----BEGIN CERTIFICATE-----\n" + "A" * 900 + "\n",
-             str(tmp_path / "tls" / "key.pem"): "secret\n"}  # fmt: skip
-    subprocess.run(
-        ["sh", "-c", ONSTART_WRITE_FILES], env={"PATH": "/usr/bin:/bin", **file_env(files)}, check=True
-    )
-    for path, text in files.items():
-        assert Path(path).read_text() == text
-        assert Path(path).stat().st_mode & 0o777 == 0o600
 
 
 def test_threshold_is_read_from_vast_429_text() -> None:

@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from llmserve.burst.security import (
+    GUARD_PATH,
     TLS_DIR,
     EngineRequest,
     fingerprint_matches,
@@ -56,7 +57,7 @@ def test_runpod_launch_spec_has_a_key_and_relies_on_the_https_proxy() -> None:
     spec, secrets = vllm_launch_spec("runpod", REQUEST, NOW)
     args = list(spec.args)
     assert args[args.index("--api-key") + 1] == secrets.api_key
-    assert "--ssl-certfile" not in args and spec.files == {} and secrets.tls_cert_pem is None
+    assert "--ssl-certfile" not in args and set(spec.files) == {GUARD_PATH} and secrets.tls_cert_pem is None
     assert args[args.index("--tensor-parallel-size") + 1] == "2" and args[args.index("--port") + 1] == "8000"
     assert spec.name == instance_name("c0ffee42", "ai/llama-8b", 3) and owned_by(spec.name, "c0ffee42")
 
@@ -65,7 +66,7 @@ def test_vast_launch_spec_serves_tls_from_delivered_files_with_a_pinnable_certif
     spec, secrets = vllm_launch_spec("vastai", REQUEST, NOW)
     args = list(spec.args)
     cert_path, key_path = args[args.index("--ssl-certfile") + 1], args[args.index("--ssl-keyfile") + 1]
-    assert cert_path.startswith(TLS_DIR) and set(spec.files) == {cert_path, key_path}
+    assert cert_path.startswith(TLS_DIR) and set(spec.files) == {cert_path, key_path, GUARD_PATH}
     assert spec.files[cert_path] == secrets.tls_cert_pem
     assert secrets.tls_fingerprint_sha256 == fingerprint_of_pem(spec.files[cert_path])
     assert "PRIVATE KEY" in spec.files[key_path]

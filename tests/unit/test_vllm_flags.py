@@ -48,7 +48,7 @@ def written_flags() -> set[str]:
 
 def test_the_rendered_and_launched_engines_use_the_flags_under_test() -> None:
     assert written_flags() >= {"--served-model-name", "--host", "--port", "--tensor-parallel-size", "--revision",
-                               "--model", "--api-key", "--ssl-certfile", "--ssl-keyfile"}  # fmt: skip
+                               "--model", "--api-key", "--ssl-certfile", "--ssl-keyfile", "--middleware"}  # fmt: skip
 
 
 @pytest.mark.parametrize("version", RELEASES)

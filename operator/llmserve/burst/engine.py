@@ -119,7 +119,8 @@ class PoolController:
         self.backoff_seconds = 0.0
         self.create_backoff_until: datetime | None = None  # after no balance / a refused request
         self.create_backoff_seconds = 0.0
-        self.launch_refusals: dict[str, str] = {}  # owner -> why its launch was last refused
+        # owner -> why its launch was last refused; the controller re-checks it each tick (BurstLaunchRefused).
+        self.launch_refusals: dict[str, Refused] = {}
         self.unrecorded_burn_usd_per_hour = 0.0  # ours, listed, wanted by no status: it bills all the same
         self.caps = Caps(
             spec.max_hourly_spend, spec.monthly_budget, reserve_seconds=spec.drain_seconds + 300.0
@@ -392,11 +393,12 @@ class PoolController:
                     self._failed(outcome.error, outcome.action, now, result, owner)
                     return
                 if isinstance(outcome, Refused):
-                    if self.launch_refusals.get(owner) != outcome.reason:  # said once, not every tick
+                    last = self.launch_refusals.get(owner)
+                    if last is None or last.reason != outcome.reason:  # said once, not every tick
                         result.events.append(
                             BurstEvent("Warning", "BurstLaunchRefused", outcome.reason, owner)
                         )
-                    self.launch_refusals[owner] = outcome.reason
+                    self.launch_refusals[owner] = outcome
                     break
                 self.launch_refusals.pop(owner, None)
                 if isinstance(outcome, NoOffer):

@@ -40,14 +40,20 @@ class NoOffer:
 
 class LaunchRefused(Exception):
     """The model's own launch inputs are unusable (e.g. its spec.model.hfTokenSecret is missing). The
-    message names the field and the object, never a secret's contents."""
+    message names the field and the object, never a secret's contents; `condition_reason` is the
+    CamelCase reason of the LLMServe's BurstLaunchRefused condition."""
+
+    def __init__(self, message: str, condition_reason: str = "LaunchRefused") -> None:
+        super().__init__(message)
+        self.condition_reason = condition_reason
 
 
 @dataclass(frozen=True)
 class Refused:
     """This model cannot be launched now (LaunchRefused); other models' creates go on."""
 
-    reason: str
+    reason: str  # the message: which field, which object
+    condition_reason: str = "LaunchRefused"
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ class Provisioner:
                 except LaunchRefused as refused:  # nothing was created: the intent goes
                     status.instances.remove(record)
                     await self.store.save(status)
-                    return Refused(str(refused))
+                    return Refused(str(refused), refused.condition_reason)
             try:
                 instance = await self.provider.create(launch, offer)
             except ProviderError as err:

@@ -4,12 +4,13 @@ v1 (rest.runpod.io/v1) retires on 2026-11-15 and GraphQL in early 2027, so only 
 Shapes follow runpod/docs api-reference-v2/openapi.json @ a900806e (Frontdoor v2.9.0).
 Pods have no labels: ownership is the deterministic name plus the OWNER_ENV env marker, which
 `GET /v2/pods` returns. The engine is reached through RunPod's HTTPS proxy
-(`https://<pod id>-<port>.proxy.runpod.net`), so TLS terminates at RunPod and vLLM's own
-`--api-key` guards the engine.
+(`https://<pod id>-<port>.proxy.runpod.net`), so TLS terminates at RunPod; the per-instance key and
+the engine guard (burst.engine_guard, delivered by burst.start_script) guard the engine.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ import httpx
 
 from llmserve.burst.http import ProviderHttp, RetryPolicy, json_or_none, parse_retry_after, status_kind
 from llmserve.burst.ownership import owned_instances, terminate_once
+from llmserve.burst.start_script import file_env
 from llmserve.burst.types import (
     OWNER_ENV,
     Account,
@@ -152,6 +154,16 @@ def parse_catalog(body: Any, query: OfferQuery, cloud: str) -> list[Offer]:
     return offers
 
 
+def container_args(spec: LaunchSpec) -> str:
+    """v2's `args` string. It is the pod's start command (GraphQL `dockerArgs`): plain args follow the
+    image's ENTRYPOINT, and an ENTRYPOINT override takes RunPod's JSON form `{"cmd": [...],
+    "entrypoint": [...]}` (documented for the start command in pods/templates/manage-templates.mdx;
+    runpodctl calls it "the backend's canonical dockerArgs encoding"; v2 has no separate field)."""
+    if not spec.entrypoint:
+        return shlex.join(spec.args)
+    return json.dumps({"cmd": list(spec.args), "entrypoint": list(spec.entrypoint)}, separators=(",", ":"))
+
+
 def create_body(spec: LaunchSpec, offer: Offer) -> dict[str, Any]:
     """`CreatePodRequest`: unknown fields are a 422 there, so only documented ones are sent."""
     gpu_id, cloud, data_center = split_offer_id(offer.offer_id)
@@ -161,9 +173,9 @@ def create_body(spec: LaunchSpec, offer: Offer) -> dict[str, Any]:
         "gpu": {"id": gpu_id, "count": spec.gpus},
         "cloud": cloud,
         "ports": [f"{spec.port}/http"],
-        "env": {**spec.env, OWNER_ENV: spec.cluster_id},
+        "env": {**spec.env, **file_env(spec.files), OWNER_ENV: spec.cluster_id},
         "disk": spec.disk_gb,
-        "args": shlex.join(spec.args),
+        "args": container_args(spec),
     }
     if data_center:
         body["dataCenterIds"] = [data_center]

@@ -1,7 +1,8 @@
 """Per-instance secrets for rented engines: an API key, a self-signed TLS pair, and the vLLM launch spec.
 
 A rented engine is on the public internet. It only ever runs with vLLM's `--api-key` set to a key
-minted for that one instance, and behind TLS: RunPod's HTTPS proxy terminates TLS for us, while on
+minted for that one instance, with the engine guard (burst.engine_guard) refusing every route but
+/health without that key, and behind TLS: RunPod's HTTPS proxy terminates TLS for us, while on
 Vast.ai (plain TCP) vLLM serves TLS itself with a certificate minted here, whose SHA-256 fingerprint
 the caller stores and pins. Everything here is pure (apart from the system's random source).
 """
@@ -15,16 +16,22 @@ import secrets
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from llmserve.burst.start_script import ENGINE_COMMAND, ENTRYPOINT
 from llmserve.burst.types import LaunchSpec, instance_name
 
 API_KEY_PREFIX = "llmsk-"
 TLS_DIR = "/run/llmserve-tls"  # where the container finds its certificate (Vast only)
+GUARD_DIR = "/run/llmserve-guard"  # the start script puts it on PYTHONPATH
+GUARD_MODULE = "llmserve_engine_guard"  # burst/engine_guard.py, under this name in the container
+GUARD_PATH = f"{GUARD_DIR}/{GUARD_MODULE}.py"
+GUARD_MIDDLEWARE = f"{GUARD_MODULE}.EngineKeyGuard"
 CERT_VALIDITY_DAYS = 30
 
 
@@ -135,34 +142,44 @@ class EngineRequest:
     disk_gb: int = 80
 
 
+def guard_module_text() -> str:
+    """The engine guard's source, delivered verbatim (it imports nothing but the standard library)."""
+    return resources.files("llmserve.burst").joinpath("engine_guard.py").read_text(encoding="utf-8")
+
+
 def vllm_launch_spec(
     provider: str, request: EngineRequest, now: datetime | None = None
 ) -> tuple[LaunchSpec, EngineSecrets]:
-    """The launch spec of a vLLM engine that is never open: a per-instance key, and TLS.
+    """The launch spec of a vLLM engine that is never open: a per-instance key, the engine guard, TLS.
 
-    `runpod`: the engine speaks HTTP behind RunPod's HTTPS proxy. `vastai` (and any provider
-    without a TLS proxy): the engine serves TLS itself with a fresh self-signed certificate.
+    Every rented engine runs the start script (burst.start_script), which writes the engine guard
+    module (burst.engine_guard) before `vllm serve` loads it with `--middleware`: the key then guards
+    every route but /health, not only vLLM's /v1 family. `runpod`: the engine speaks HTTP behind
+    RunPod's HTTPS proxy. `vastai` (and any provider without a TLS proxy): the engine serves TLS itself
+    with a fresh self-signed certificate.
     """
     name = instance_name(request.cluster_id, request.owner, request.slot)
     api_key = mint_api_key()
     args = [
+        *ENGINE_COMMAND,
         "--model", request.model,
         "--served-model-name", request.served_model_name,
         "--host", "0.0.0.0",
         "--port", str(request.port),
         "--api-key", api_key,
+        "--middleware", GUARD_MIDDLEWARE,
         *request.extra_args,
     ]  # fmt: skip
     if request.gpus > 1 and not any(
         a.startswith(("--tensor-parallel-size", "-tp")) for a in request.extra_args
     ):
         args += ["--tensor-parallel-size", str(request.gpus)]
-    files: dict[str, str] = {}
+    files: dict[str, str] = {GUARD_PATH: guard_module_text()}
     secrets_ = EngineSecrets(api_key=api_key)
     if provider != "runpod":
         tls = mint_tls(name, now or datetime.now(UTC))
         cert_path, key_path = f"{TLS_DIR}/cert.pem", f"{TLS_DIR}/key.pem"
-        files = {cert_path: tls.cert_pem, key_path: tls.key_pem}
+        files.update({cert_path: tls.cert_pem, key_path: tls.key_pem})
         args += ["--ssl-certfile", cert_path, "--ssl-keyfile", key_path]
         secrets_ = EngineSecrets(api_key, tls.cert_pem, tls.fingerprint_sha256)
     spec = LaunchSpec(
@@ -177,5 +194,6 @@ def vllm_launch_spec(
         max_usd_per_hour=request.max_usd_per_hour,
         disk_gb=request.disk_gb,
         files=files,
+        entrypoint=ENTRYPOINT,
     )
     return spec, secrets_

@@ -96,9 +96,12 @@ class LaunchSpec:
     gpus: int
     max_usd_per_hour: float  # the highest price accepted for the whole instance
     disk_gb: int = 50  # container disk; the image and model weights live here
-    # Secret files the container needs before the engine starts (path -> text, e.g. a TLS key).
-    # Only providers without a TLS proxy (Vast.ai) use them; contents are never logged.
+    # Files the container needs before the engine starts (path -> text: the engine guard module, and
+    # on Vast.ai its TLS pair); they travel as env chunks (burst.start_script); never logged.
     files: dict[str, str] = field(default_factory=dict, repr=False)
+    # The container's ENTRYPOINT in place of the image's (empty: the image's own, `vllm serve` for vLLM);
+    # `args` follow it. Rented engines use burst.start_script.ENTRYPOINT, which writes `files` first.
+    entrypoint: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,15 @@ Shapes follow vast-ai/docs api-reference/openapi/yaml/*.yaml @ c6246226. Ownersh
 deterministic name stored as the instance `label` plus the OWNER_ENV env marker (returned in
 `extra_env`). Instances are always destroyed, never stopped: a stopped Vast instance keeps billing
 its disk. Vast has no proxy, so the engine serves TLS itself (`--ssl-certfile/--ssl-keyfile`) on a
-random public port; the certificate and key reach the container as base64 env chunks that the
-`onstart` script writes to files (Vast caps each env value at 256 characters).
+random public port. The certificate, its key and the engine guard reach the container as base64 env
+chunks that the start script (burst.start_script) writes to files before it execs `vllm serve`: in
+the `args` runtype, Vast takes `onstart` as the ENTRYPOINT override (vast-cli `create instance
+--entrypoint` sends it there; `--onstart-cmd 'bash' --args -c '...'` is its own example), and `args`
+follow it.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from collections.abc import Mapping
@@ -21,6 +23,7 @@ import httpx
 
 from llmserve.burst.http import ProviderHttp, RetryPolicy, json_or_none, status_kind, threshold_seconds
 from llmserve.burst.ownership import owned_instances, terminate_once
+from llmserve.burst.start_script import file_env
 from llmserve.burst.types import (
     OWNER_ENV,
     Account,
@@ -41,42 +44,6 @@ PAGE_LIMIT = 25  # the documented maximum of GET /api/v1/instances/
 MAX_PAGES = 400  # 10,000 instances: a guard against a cursor that never ends
 # Documented per-endpoint minimum intervals (x-rate-limit in each endpoint's YAML), in seconds.
 DOCUMENTED_MIN_INTERVAL_SECONDS = {"offers": 6.0, "create": 4.5, "list": 1.0, "delete": 3.0}
-FILE_ENV_PREFIX = "LLMSERVE_FILE_"
-FILE_CHUNK_CHARS = 240
-# Rebuilds each file from its env chunks before the engine starts (POSIX sh, no bashisms).
-ONSTART_WRITE_FILES = (
-    'i=0; while p=$(printenv "LLMSERVE_FILE_${i}_PATH"); do d=""; j=0; '
-    'while c=$(printenv "LLMSERVE_FILE_${i}_${j}"); do d="$d$c"; j=$((j+1)); done; '
-    'mkdir -p "$(dirname "$p")"; printf %s "$d" | base64 -d > "$p"; chmod 600 "$p"; i=$((i+1)); done'
-)
-
-
-def file_env(files: Mapping[str, str]) -> dict[str, str]:
-    """Files as env chunks: LLMSERVE_FILE_<i>_PATH and LLMSERVE_FILE_<i>_<j> (base64 parts)."""
-    env: dict[str, str] = {}
-    for index, (path, text) in enumerate(sorted(files.items())):
-        encoded = base64.b64encode(text.encode()).decode()
-        env[f"{FILE_ENV_PREFIX}{index}_PATH"] = path
-        for part in range(0, len(encoded), FILE_CHUNK_CHARS):
-            env[f"{FILE_ENV_PREFIX}{index}_{part // FILE_CHUNK_CHARS}"] = encoded[
-                part : part + FILE_CHUNK_CHARS
-            ]
-    return env
-
-
-def files_from_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The inverse of `file_env` (what the onstart script does inside the container)."""
-    files: dict[str, str] = {}
-    index = 0
-    while (path := env.get(f"{FILE_ENV_PREFIX}{index}_PATH")) is not None:
-        parts = []
-        part = 0
-        while (chunk := env.get(f"{FILE_ENV_PREFIX}{index}_{part}")) is not None:
-            parts.append(chunk)
-            part += 1
-        files[path] = base64.b64decode("".join(parts)).decode()
-        index += 1
-    return files
 
 
 def vast_error(http: ProviderHttp, response: httpx.Response, endpoint: str) -> ProviderError:
@@ -219,13 +186,13 @@ def create_body(spec: LaunchSpec) -> dict[str, Any]:
         "disk": spec.disk_gb,
         "label": spec.name,
         "runtype": "args",
-        "args": list(spec.args),
+        "args": [*spec.entrypoint[1:], *spec.args],
         "env": env,
         "cancel_unavail": True,
         "target_state": "running",
     }
-    if spec.files:
-        body["onstart"] = ONSTART_WRITE_FILES
+    if spec.entrypoint:  # the args runtype's ENTRYPOINT override: one executable, the rest go in args
+        body["onstart"] = spec.entrypoint[0]
     return body
 
 

@@ -24,12 +24,13 @@ from llmserve.api.llmserve import GROUP, PLURAL, VERSION, BurstReplicasStatus, L
 from llmserve.burst.engine import BurstEvent, PoolController, StepResult, wanted_by
 from llmserve.burst.factory import make_provider
 from llmserve.burst.planner import Demand, is_active
+from llmserve.burst.provision import Refused
 from llmserve.burst.reaper import Wanted
 from llmserve.burst.static import StaticProvider
 from llmserve.burst.types import ProviderError
 from llmserve.controller import burst_metrics
 from llmserve.controller.burst_demand import demand_of, not_allowed_message
-from llmserve.controller.burst_launch import make_launcher, make_probe
+from llmserve.controller.burst_launch import launch_refusal, make_launcher, make_probe
 from llmserve.controller.burst_store import (
     KubePoolStore,
     delete_instance_secret,
@@ -224,7 +225,9 @@ async def run_pool(
     )
     burst_metrics.BUDGET.labels(name, spec.provider).set(spec.monthly_budget)
     for owner, demand in demands.items():
-        await _write_model_status(name, spec, bodies[owner], demand, status, result)
+        shown = (condition_of(bodies[owner], "BurstLaunchRefused") or {}).get("status") == "True"
+        refusal = await launch_refusal(runtime.controller.launch_refusals, demand, shown)
+        await _write_model_status(name, spec, bodies[owner], demand, status, result, refusal)
     return result, status
 
 
@@ -265,6 +268,12 @@ def _post_events(pool_body: Obj, bodies: dict[str, Obj], events: list[BurstEvent
             )
 
 
+def condition_of(body: Obj, type_: str) -> dict[str, Any] | None:
+    return next(
+        (c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == type_), None
+    )
+
+
 def _condition(body: Obj, type_: str, status: str, reason: str, message: str) -> Condition:
     now = datetime.now(UTC).replace(microsecond=0)
     for raw in (body.get("status") or {}).get("conditions", []) or []:
@@ -280,6 +289,7 @@ async def _write_model_status(
     demand: Demand,
     status: BurstPoolStatus,
     result: StepResult,
+    refusal: Refused | None = None,
 ) -> None:
     meta = body["metadata"]
     records = [r for r in status.instances if r.owner == demand.owner]
@@ -312,7 +322,12 @@ async def _write_model_status(
             body, "BudgetExhausted", "False", "WithinBudget", f"BurstPool {pool} can pay for more replicas"
         )
     )
-    await write_llmserve_burst_status(meta["namespace"], meta["name"], burst, [allowed, budget])
+    launch = (
+        _condition(body, "BurstLaunchRefused", "True", refusal.condition_reason, refusal.reason)
+        if refusal is not None
+        else _condition(body, "BurstLaunchRefused", "False", "NotRefused", "nothing refuses a rented launch")
+    )
+    await write_llmserve_burst_status(meta["namespace"], meta["name"], burst, [allowed, budget, launch])
     burst_metrics.observe_model(
         meta["namespace"], meta["name"], burst.local_desired_replicas, burst.local_ready_replicas,
         burst.desired_replicas, burst.ready_replicas, burst.spent_this_month_usd,

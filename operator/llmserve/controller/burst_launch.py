@@ -29,7 +29,7 @@ from llmserve.burst.backends import (
 )
 from llmserve.burst.engine import Probe
 from llmserve.burst.planner import Demand
-from llmserve.burst.provision import Launcher, LaunchRefused
+from llmserve.burst.provision import Launcher, LaunchRefused, Refused
 from llmserve.burst.security import EngineRequest, EngineSecrets, vllm_launch_spec
 from llmserve.burst.types import LaunchSpec
 from llmserve.controller.burst_store import FIELD_MANAGER, INSTANCE_LABEL, POOL_LABEL, secret_name
@@ -114,12 +114,37 @@ async def read_hf_token(owner: str, ref: tuple[str, str]) -> str:
     except kube.KubeError as err:
         if err.status == 403:
             why = f"{where} may not be read by the operator (Helm value burst.readHfTokenSecrets grants it)"
-            raise LaunchRefused(why) from None
+            raise LaunchRefused(why, "HfTokenSecretForbidden") from None
         raise
     encoded = ((secret or {}).get("data") or {}).get(key)
     if secret is None or not encoded:
-        raise LaunchRefused(f"{where} with key {key} not found; no burst replica is rented for this model")
+        raise LaunchRefused(
+            f"{where} with key {key} not found; no burst replica is rented for this model",
+            "HfTokenSecretMissing",
+        )
     return base64.b64decode(encoded).decode().strip()
+
+
+async def launch_refusal(refusals: dict[str, Refused], demand: Demand, shown: bool) -> Refused | None:
+    """Why this model's rented engines cannot be launched, while that holds (its BurstLaunchRefused
+    condition). A refusal the engine recorded, or one status still shows (written before an operator
+    restart), is checked against the Secret again each tick: the condition clears as soon as the Secret
+    appears, even when no replica is wanted just then. Models never refused cost no read."""
+    recorded = refusals.get(demand.owner)
+    if recorded is None and not shown:
+        return None
+    if demand.hf_token_secret is None:  # the spec no longer names one: nothing left to refuse
+        refusals.pop(demand.owner, None)
+        return None
+    try:
+        await read_hf_token(demand.owner, demand.hf_token_secret)
+    except LaunchRefused as refused:
+        refusals[demand.owner] = Refused(str(refused), refused.condition_reason)
+        return refusals[demand.owner]
+    except kube.KubeError:
+        return recorded  # the apiserver did not answer: what was known stands
+    refusals.pop(demand.owner, None)
+    return None
 
 
 def make_launcher(namespace: str, pool: Obj, provider: str, static_key: str = "") -> Launcher:

@@ -4,7 +4,8 @@ Mirrors vLLM 0.33.0's AuthenticationMiddleware (vllm/entrypoints/serve/middlewar
 only paths under /v1, /v2, /inference and /cohere are guarded (0.11.0 guarded /v1 only; the simulator
 serves nothing under the others), the header is `Authorization: <scheme> <key>` with the scheme
 `Bearer` in any case, and a refusal is 401 `{"error": "Unauthorized"}`. Everything else (/health,
-/metrics, /tokenize, /invocations, ...) is open, which is why engines also sit behind a NetworkPolicy.
+/metrics, /tokenize, /invocations, ...) is open, which is why engines also sit behind a NetworkPolicy,
+and rented engines load llmserve's engine guard with `--middleware` (sim/middleware.py applies it).
 The key is never logged.
 """
 

@@ -14,6 +14,7 @@ import prometheus_client
 
 from llmserve.engine_metrics_names import VLLM_VERSION, version_tuple
 from llmserve.sim.batching import EngineConfig
+from llmserve.sim.middleware import MiddlewareError
 from llmserve.sim.profiles import DEFAULT_MODEL, Profile, resolve_profile
 from llmserve.sim.runtime import SimulatorOptions, start_simulator
 from llmserve.sim.tokens import OutputLengthDistribution
@@ -103,6 +104,13 @@ def build_engine_parser() -> argparse.ArgumentParser:
         "--api-key",
         default=os.environ.get("VLLM_API_KEY"),
         help="as vLLM: /v1/* requires `Authorization: Bearer KEY` (env VLLM_API_KEY); never logged",
+    )
+    p.add_argument(
+        "--middleware",
+        action="append",
+        default=[],
+        help="as vLLM: import path of a middleware; the simulator applies request guards such as "
+        "llmserve's engine guard (llmserve_engine_guard.EngineKeyGuard) and refuses to start with others",
     )
     p.add_argument("--ssl-certfile", help="serve HTTPS with this PEM certificate (as vLLM)")
     p.add_argument("--ssl-keyfile", help="the PEM private key of --ssl-certfile")
@@ -201,7 +209,11 @@ def engine_main(argv: Sequence[str]) -> int:
     except ConfigError as error:
         log.error("event=invalid_config message=%r", str(error))
         return 1
-    return asyncio.run(serve(options, profile, config))
+    try:
+        return asyncio.run(serve(options, profile, config))
+    except MiddlewareError as error:  # vLLM, too, stops at start-up on a middleware it cannot import
+        log.error("event=invalid_middleware message=%r", str(error))
+        return 1
 
 
 def simulator_options(args: argparse.Namespace) -> SimulatorOptions:
@@ -222,6 +234,7 @@ def simulator_options(args: argparse.Namespace) -> SimulatorOptions:
         api_key=args.api_key or None,
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
+        middleware=tuple(args.middleware),
     )
 
 

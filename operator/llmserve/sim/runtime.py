@@ -14,6 +14,7 @@ from llmserve.sim.auth import api_key_middleware, server_ssl_context
 from llmserve.sim.batching import Engine, EngineConfig
 from llmserve.sim.live import LiveEngine
 from llmserve.sim.metrics import EngineMetrics
+from llmserve.sim.middleware import guard_middleware
 from llmserve.sim.openai_api import ApiError
 from llmserve.sim.profiles import Profile
 from llmserve.sim.server import ServerSettings, SimServer
@@ -45,6 +46,7 @@ class SimulatorOptions:
     api_key: str | None = field(default=None, repr=False)  # vLLM --api-key: /v1/* needs it
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    middleware: tuple[str, ...] = ()  # vLLM --middleware import paths (request guards only)
 
 
 @dataclass
@@ -110,6 +112,8 @@ async def start_simulator(
     app = server.build_app()
     if options.api_key:
         app.middlewares.append(api_key_middleware(options.api_key))
+    for import_path in options.middleware:  # vLLM adds each after its own: the last is the outermost
+        app.middlewares.insert(0, guard_middleware(import_path))
     # Malformed HTTP gets a vLLM-shaped JSON 400 that quotes nothing; idle connections close after
     # 5 s like vLLM's uvicorn (timeout_keep_alive=5).
     runner = HardenedAppRunner(
@@ -131,7 +135,7 @@ async def start_simulator(
     loop_task = asyncio.create_task(live.run(), name="engine-loop")
     log.info(
         "event=engine_started host=%s port=%d %s max_num_seqs=%d max_num_batched_tokens=%d max_model_len=%d "
-        "kv_blocks=%d time_scale=%g api_key=%s tls=%s",
+        "kv_blocks=%d time_scale=%g api_key=%s tls=%s middleware=%s",
         options.host,
         port,
         profile.describe(),
@@ -142,5 +146,6 @@ async def start_simulator(
         options.time_scale,
         "set" if options.api_key else "none",
         ssl_context is not None,
+        ",".join(options.middleware) or "none",
     )
     return RunningSimulator(options, server, runner, loop_task, port)

@@ -1,10 +1,13 @@
 """The fake cloud's "containers": each running instance is a real `llmserve sim engine` on loopback.
 
-The instance's own args are kept (so `--api-key`, `--ssl-certfile/--ssl-keyfile`, `--model` mean
-what they mean on a real GPU), except that the engine binds 127.0.0.1 on a free port, which stands
-in for the provider's port mapping. Files delivered through the Vast env chunks (what the `onstart`
-script writes inside a real container) are written under the instance's directory, and the args
-that name them are pointed there.
+A container runs what a vllm/vllm-openai one would: the image's `vllm serve` with the instance's args,
+or, when the entrypoint is llmserve's start script (burst.start_script), that script's effect first:
+the files of the env chunks are written (under the instance's directory, at their container path),
+the directories of delivered `.py` files go on PYTHONPATH, then `vllm serve` runs with the args that
+follow. Any other entrypoint is a container this fake cannot run: no engine starts, as a broken
+launch would never serve. The args keep their meaning (`--api-key`, `--middleware`,
+`--ssl-certfile/--ssl-keyfile`, `--model`), except that the engine binds 127.0.0.1 on a free port,
+which stands in for the provider's port mapping, and args naming a delivered file are pointed at it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from llmserve.burst.vastai import files_from_env
+from llmserve.burst.start_script import files_from_env, started_engine_args
 
 log = logging.getLogger("llmserve.sim.provider.engines")
 
@@ -72,16 +75,29 @@ class Engines:
         directory = self.state_dir / "instances" / instance["id"]
         directory.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in instance.get("env", {}).items() if k.isidentifier()}
-        file_map = {}
-        for index, (path, text) in enumerate(sorted(files_from_env(env).items())):
-            local = directory / f"file-{index}-{Path(path).name}"
-            local.write_text(text)
-            local.chmod(0o600)
-            file_map[path] = str(local)
+        command = [*instance.get("entrypoint", []), *instance["args"]]
+        args = list(instance["args"]) if not instance.get("entrypoint") else started_engine_args(command)
+        if args is None:
+            log.warning("event=engine_not_started instance=%s reason=unknown_entrypoint", instance["id"])
+            return
+        file_map: dict[str, str] = {}
+        python_path: list[str] = []
+        if instance.get("entrypoint"):  # only the start script writes the files
+            for path, text in sorted(files_from_env(env).items()):
+                local = directory / "root" / path.lstrip("/")
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_text(text)
+                local.chmod(0o600)
+                file_map[path] = str(local)
+                if path.endswith(".py"):
+                    python_path.insert(0, str(local.parent))
         port = free_port()
         argv = [sys.executable, "-m", "llmserve.cli", "sim", "engine",
-                *engine_argv(list(instance["args"]), port, file_map, self.extra_args)]  # fmt: skip
+                *engine_argv(args, port, file_map, self.extra_args)]  # fmt: skip
         process_env = {**os.environ, **{k: v for k, v in env.items() if not k.startswith("LLMSERVE_FILE_")}}
+        process_env["PYTHONPATH"] = os.pathsep.join(
+            [*python_path, *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
         process_env[STATE_ENV] = str(self.state_dir)  # lets a test find every engine of one fake
         with (directory / "engine.log").open("ab") as engine_log:
             process = subprocess.Popen(

@@ -8,6 +8,7 @@ pod part moves from the host name into the first path segment).
 
 from __future__ import annotations
 
+import json
 import shlex
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,28 @@ def iso(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def start_command(text: str) -> tuple[list[str], list[str]]:
+    """(entrypoint override, args) of a pod's start command: RunPod's JSON form `{"cmd": [...],
+    "entrypoint": [...]}`, or args for the image's own entrypoint (split as a shell would)."""
+    if text.lstrip().startswith("{"):
+        parsed = json.loads(text)
+        if not isinstance(parsed, dict):
+            raise ValueError("a JSON start command is an object with cmd and entrypoint")
+        entrypoint, cmd = parsed.get("entrypoint") or [], parsed.get("cmd") or []
+        if not all(isinstance(part, str) for part in [*entrypoint, *cmd]):
+            raise ValueError("entrypoint and cmd must be arrays of strings")
+        return list(entrypoint), list(cmd)
+    return [], shlex.split(text)
+
+
+def render_start_command(pod: dict[str, Any]) -> str:
+    if pod.get("entrypoint"):
+        return json.dumps(
+            {"cmd": pod.get("args", []), "entrypoint": pod["entrypoint"]}, separators=(",", ":")
+        )
+    return shlex.join(pod.get("args", []))
+
+
 def render_pod(fake: FakeProvider, pod: dict[str, Any]) -> dict[str, Any]:
     status = {c.PROVISIONING: "PROVISIONING", c.RUNNING: "RUNNING", c.EXITED: "EXITED", c.PAUSED: "EXITED",
               c.TERMINATED: "TERMINATED"}[pod["status"]]  # fmt: skip
@@ -73,7 +96,7 @@ def render_pod(fake: FakeProvider, pod: dict[str, Any]) -> dict[str, Any]:
         status, ["terminate"]
     )
     return {
-        "id": pod["id"], "name": pod["name"], "image": pod.get("image", ""), "args": shlex.join(pod.get("args", [])),
+        "id": pod["id"], "name": pod["name"], "image": pod.get("image", ""), "args": render_start_command(pod),
         "disk": pod.get("disk", 50), "ports": pod.get("ports", []), "env": pod.get("env", {}), "registry": None,
         "status": status, "actions": actions, "mounts": {},
         "gpu": {"id": pod["gpu_type"], "count": pod["gpus"]}, "cloud": pod.get("cloud", "SECURE"),
@@ -129,9 +152,13 @@ def routes(fake: FakeProvider) -> list[web.RouteDef]:
             )
         count = int(gpu.get("count") or 1)
         unit = entry[3] if cloud_type == "SECURE" else entry[4]
-        args = shlex.split(str(body.get("args") or ""))
+        try:
+            entrypoint, args = start_command(str(body.get("args") or ""))
+        except ValueError as err:
+            return problem(422, "Request validation failed.", [f"$.args: {err}"])
         pod = fake.create_instance(
-            {"name": body["name"], "image": body["image"], "args": args, "env": dict(body.get("env") or {}),
+            {"name": body["name"], "image": body["image"], "entrypoint": entrypoint, "args": args,
+             "env": dict(body.get("env") or {}),
              "ports": list(body.get("ports") or []), "disk": body.get("disk", 50), "gpu_type": gpu["id"],
              "gpus": count, "cloud": cloud_type, "region": sorted(set(data_centers) & set(entry[5]))[0],
              "usd_per_hour": round(unit * count, 6), "storage_usd_per_hour": 0.0}

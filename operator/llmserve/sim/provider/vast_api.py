@@ -133,11 +133,18 @@ def routes(fake: FakeProvider) -> list[web.RouteDef]:
             return error(
                 400, "invalid_args", "error 400/3467: Invalid args: env values are limited to 256 characters"
             )
+        launch_chars = sum(len(str(a)) for a in body.get("args") or []) + len(str(body.get("onstart") or ""))
+        if launch_chars > 4096:  # create_instance.yaml: "Combined length of args, args_str and onstart"
+            return error(
+                400, "invalid_args", "error 400/3467: Invalid args: args and onstart exceed 4096 characters"
+            )
         container_port = next((int(k[3:].split(":")[-1]) for k in env if k.startswith("-p ")), 8000)
         _, gpu_name, gpus, usd, geo = machine
         disk = float(body.get("disk") or 8)
         instance = fake.create_instance(
             {"name": str(body.get("label") or ""), "image": body["image"], "args": list(body.get("args") or []),
+             # In the args runtype `onstart` is the ENTRYPOINT override (vast-cli --entrypoint).
+             "entrypoint": [str(body["onstart"])] if body.get("onstart") else [],
              "env": {str(k): str(v) for k, v in env.items()}, "onstart": body.get("onstart", ""), "disk": disk,
              "gpu_type": gpu_name, "gpus": gpus, "usd_per_hour": usd, "region": geo, "ask_id": ask_id,
              "container_port": container_port,
