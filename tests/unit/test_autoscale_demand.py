@@ -170,11 +170,28 @@ def test_a_breach_explained_by_a_backlog_is_left_to_the_backlog_term() -> None:
     engines = Engines(4)
     load = dict(STEADY, ttft=8.0)
     # TTFT far above target, but 40 requests wait per replica: a first token reports a wait that began when
-    # the queue formed, so TTFT is the backlog's echo and is left out (ITL alone is compared); no doubling
+    # the queue formed, so TTFT is the backlog's echo and is left out, and so is ITL (replicas draining a
+    # queue prefill back to back); no doubling
     _, now, history = run(model, engines, 60, T0, 4, History(last_desired_replicas=4), STEADY)
-    decision, _, _ = run(model, engines, 30, now, 4, history, load, waiting=40)
-    assert decision.signals.latency_description.startswith("ITL p90")
+    decision, now, history = run(model, engines, 30, now, 4, history, load, waiting=40)
+    assert decision.signals.latency_ratio is None
     assert decision.desired_replicas == 4
+    # Once the window no longer covers the backlog, latency is compared again.
+    decision, _, _ = run(model, engines, 20, now, 4, history, STEADY)
+    assert decision.signals.latency_description.startswith(("TTFT p90", "ITL p90"))
+
+
+def test_an_itl_breach_while_a_backlog_drains_is_not_scaled_on_until_it_is_gone() -> None:
+    # ITL at 4x its target: with a backlog just drained it is the drain's prefills stalling decoding and
+    # asks for nothing; the same breach without a backlog doubles the fleet.
+    breach = dict(STEADY, arrivals_per_second=1.5, itl=0.2)
+    model = DemandModel(replica_model(), SLO, DemandSettings(correction_smoothing=0.0))
+    engines = Engines(3)
+    _, now, history = run(model, engines, 60, T0, 3, History(last_desired_replicas=3), breach, waiting=10)
+    decision, _, _ = run(model, engines, 10, now, 3, history, breach)
+    assert decision.desired_replicas == 3 and decision.signals.latency_ratio is None
+    decision, _, _ = run(model, engines, 60, now + 10, 3, history, breach)
+    assert decision.desired_replicas == 6 and decision.reason.startswith("ITL p90")
 
 
 def test_replica_model_learns_slower_decode_steps_from_observed_itl() -> None:
