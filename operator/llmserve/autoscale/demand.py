@@ -244,9 +244,9 @@ class DemandModel:
         # spare (or it grows by their deficit); what is left then gets replicas that clear it within the
         # clearance time. A backlog the ready replicas drain before new ones could start asks for nothing.
         # Every request arriving while a backlog drains waits behind it (engines queue first come, first
-        # served), so what is left is cleared quickly once help arrives. The deficit is the measured
-        # arrivals' : a ramp's extrapolated rate is where arrivals will be when help comes, not what
-        # arrives meanwhile (counting it both here and in the arrivals' replicas asked twice for a ramp).
+        # served), so what is left is cleared quickly once help arrives. The deficit comes from the measured
+        # rate: a ramp's extrapolated rate is where arrivals will be when help comes, not what arrives
+        # meanwhile (counting it both here and in the arrivals' replicas bought the ramp twice).
         spare = ready_replicas * per_replica - measured
         remaining = backlog_requests - spare * startup
         clearance = max(s.backlog_clearance_seconds, s.backlog_clearance_startups * startup)

@@ -256,7 +256,7 @@ def _from_demand(
 # With autoscaling.slo set, an idle replica is held for this many start-up times (at most
 # scaleDownDelaySeconds, at least MIN_HOLD_SECONDS). Ski rental: holding a replica as long as a new one
 # takes to start costs no more GPU time than buying it again, and is the deterministic choice that never
-# pays more than twice the best schedule's GPU time. (Two start-ups, the previous default, cost 1.2-1.3x
+# pays more than twice the best schedule's GPU time. (Two start-ups, the previous default, cost 1.1-1.25x
 # the GPU-hours at a 180 s start for the same attainment; benchmarks.md.) The floor keeps a replica
 # through two of the demand model's 60 s windows, so one window's dip does not release what the next
 # asks back (one start-up at 60 s cost 14 points of attainment on the bursty trace).
