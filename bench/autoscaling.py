@@ -28,6 +28,7 @@ from pathlib import Path
 # `from bench import autoscaling` (tests, bench/burst.py) find them.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from autoscaling_breakdown import breakdown
 from autoscaling_fleet import ROUTERS, Fleet, Result
 from autoscaling_oracle import BUCKET_SECONDS, Need, Oracle, fluid_gpu_hours, jump_windows, need, unavoidable
 from autoscaling_policies import HpaLike, KedaLike, KubeAiLike, Llmserve, Static
@@ -193,6 +194,11 @@ def compare(args: argparse.Namespace, label: str, trace: list[Request], static: 
         lines.append(
             f"\nstatic: {static.name} {'meets' if met else 'does NOT meet'} the {args.slo_goal:.0%} SLO goal."
         )
+    # Where the GPU-hours went (bench/autoscaling_breakdown.py), for the oracle and llmserve.
+    for result in [oracle, *results]:
+        if result.name.startswith(("oracle", "llmserve")):
+            split = breakdown(result, needed, args.cold_start_seconds, args.gpus_per_replica)
+            lines.append(f"\nGPU-h of {result.name.split(' (')[0]}: {split.describe()}.")
     return lines
 
 

@@ -92,6 +92,7 @@ class Replica:
     created: float
     ready_at: float
     removed: bool = False
+    removed_at: float | None = None  # when the policy let it go (it drains until `stopped`)
     stopped: float | None = None
     stepping: bool = False
     name: str = ""
@@ -111,6 +112,9 @@ class Result:
     peak_replicas: int = 0
     capped_seconds: float = 0.0  # time during which wanted replicas found no free GPUs (the cap decided)
     replicas_over_time: list[tuple[float, int]] = field(default_factory=list)
+    # Per replica (created, ready_at, removed_at, stopped), None where it never happened; and the run's end.
+    lifetimes: list[tuple[float, float, float | None, float | None]] = field(default_factory=list)
+    end_seconds: float = 0.0
 
 
 Router = Callable[[list[Replica], Request], Replica]
@@ -231,7 +235,11 @@ class Fleet:
                 self.tick(now)
                 self.push(now + self.policy.interval_seconds, "tick")
             end = max(end, now)
+        self.result.end_seconds = end
         for replica in self.replicas:
+            self.result.lifetimes.append(
+                (replica.created, replica.ready_at, replica.removed_at, replica.stopped)
+            )
             self.result.gpu_seconds += (
                 (replica.stopped or end) - replica.created
             ) * self.args.gpus_per_replica
@@ -331,7 +339,7 @@ class Fleet:
         live = self.live()
         starting = [r for r in live if r.ready_at > now]  # like a ReplicaSet: not-ready pods go first
         victim = starting[-1] if starting else min(live, key=lambda r: r.load)
-        victim.removed = True
+        victim.removed, victim.removed_at = True, now
         if not victim.engine.has_work:
             victim.stopped = now
             self.place_unscheduled(now)

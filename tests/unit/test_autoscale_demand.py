@@ -143,12 +143,12 @@ def test_a_backlog_the_fleet_drains_before_new_replicas_could_start_asks_for_not
     assert slow is not None and slow.replicas_for_backlog < large.replicas_for_backlog
 
 
-@pytest.mark.parametrize(("startup", "hold"), [(60.0, 120.0), (300.0, 300.0)])
-def test_scale_down_after_a_crowd_waits_for_two_start_ups_at_most_the_stabilization_window(
+@pytest.mark.parametrize(("startup", "hold"), [(60.0, 120.0), (180.0, 180.0), (300.0, 300.0)])
+def test_scale_down_after_a_crowd_waits_one_start_up_at_least_two_minutes_at_most_the_stabilization_window(
     startup: float, hold: float
 ) -> None:
-    # Replicas that start in 60 s are held 120 s; replicas that start in 300 s are held the whole
-    # scaleDownDelaySeconds (300 s), not 600 s.
+    # Replicas that start in 60 s are held 120 s (two of the model's 60 s windows); in 180 s, 180 s (not
+    # the 360 s of two start-ups); in 300 s, the whole scaleDownDelaySeconds (300 s).
     assert CONFIG.scale_down_delay_seconds == 300
     model = DemandModel(replica_model(), SLO)
     engines = Engines(8)
@@ -170,11 +170,28 @@ def test_a_breach_explained_by_a_backlog_is_left_to_the_backlog_term() -> None:
     engines = Engines(4)
     load = dict(STEADY, ttft=8.0)
     # TTFT far above target, but 40 requests wait per replica: a first token reports a wait that began when
-    # the queue formed, so TTFT is the backlog's echo and is left out (ITL alone is compared); no doubling
+    # the queue formed, so TTFT is the backlog's echo and is left out, and so is ITL (replicas draining a
+    # queue prefill back to back); no doubling
     _, now, history = run(model, engines, 60, T0, 4, History(last_desired_replicas=4), STEADY)
-    decision, _, _ = run(model, engines, 30, now, 4, history, load, waiting=40)
-    assert decision.signals.latency_description.startswith("ITL p90")
+    decision, now, history = run(model, engines, 30, now, 4, history, load, waiting=40)
+    assert decision.signals.latency_ratio is None
     assert decision.desired_replicas == 4
+    # Once the window no longer covers the backlog, latency is compared again.
+    decision, _, _ = run(model, engines, 20, now, 4, history, STEADY)
+    assert decision.signals.latency_description.startswith(("TTFT p90", "ITL p90"))
+
+
+def test_an_itl_breach_while_a_backlog_drains_is_not_scaled_on_until_it_is_gone() -> None:
+    # ITL at 4x its target: with a backlog just drained it is the drain's prefills stalling decoding and
+    # asks for nothing; the same breach without a backlog doubles the fleet.
+    breach = dict(STEADY, arrivals_per_second=1.5, itl=0.2)
+    model = DemandModel(replica_model(), SLO, DemandSettings(correction_smoothing=0.0))
+    engines = Engines(3)
+    _, now, history = run(model, engines, 60, T0, 3, History(last_desired_replicas=3), breach, waiting=10)
+    decision, _, _ = run(model, engines, 10, now, 3, history, breach)
+    assert decision.desired_replicas == 3 and decision.signals.latency_ratio is None
+    decision, _, _ = run(model, engines, 60, now + 10, 3, history, breach)
+    assert decision.desired_replicas == 6 and decision.reason.startswith("ITL p90")
 
 
 def test_replica_model_learns_slower_decode_steps_from_observed_itl() -> None:
@@ -230,3 +247,34 @@ def test_a_ramp_is_sized_for_where_it_will_be_one_start_up_later_and_a_flat_rate
     # the noise of a 15 s count): 63 req/s in 180 s, capped at twice the short window's 27.
     assert rising.arrivals_per_second == pytest.approx(2 * 27.0)
     assert rising.describe().startswith("rising: ")
+
+
+def test_a_ramp_the_ready_fleet_still_serves_asks_for_no_backlog_replicas() -> None:
+    # Arrivals rising to 27 req/s over the last 15 s (22.5 over the minute): the ramp is sized for 54 req/s
+    # one start-up ahead. Ten ready replicas serve what arrives now, so no backlog builds while help
+    # starts: asking for backlog replicas on top of the ramp's would buy the ramp twice.
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(4)
+    for step in range(1, 19):
+        now = T0 + step * INTERVAL
+        model.observe(now, engines.advance(**dict(STEADY, arrivals_per_second=10.0 + 1.0 * step)))
+    demand = model.estimate(now, 10, 10, backlog_requests=0, startup_seconds=180.0, batch_fill=0.8)
+    assert demand is not None and demand.rising
+    assert 10 * demand.per_replica_requests_per_second > 27.0  # the ready fleet serves the measured rate
+    assert demand.replicas_for_backlog == 0
+    assert demand.replicas == math.ceil(demand.replicas_for_arrivals - 1e-9)
+    # Three ready replicas cannot: the queue they build until help comes is asked for.
+    short_handed = model.estimate(now, 3, 3, backlog_requests=0, startup_seconds=180.0, batch_fill=0.8)
+    assert short_handed is not None and short_handed.replicas_for_backlog > 0
+
+
+def test_the_replica_model_does_not_learn_from_latency_while_a_backlog_drains() -> None:
+    # Replicas prefilling back to back through a backlog stall far more than in the steady state: the ITL
+    # they report must not re-size the whole fleet. Once the backlog is gone the model learns again.
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(2)
+    slow = dict(STEADY, itl=0.045)
+    _, now, history = run(model, engines, 120, T0, 2, History(last_desired_replicas=2), slow, waiting=20)
+    assert model.step_correction == 1.0
+    run(model, engines, 120, now, 2, history, slow)
+    assert model.step_correction > 1.5

@@ -92,6 +92,19 @@ def test_replicas_are_held_through_the_scale_down_delay() -> None:
     assert plan.followed_replicas[:6] == (5, 5, 5, 5, 1, 1)
 
 
+def test_with_an_slo_replicas_are_held_one_cold_start_as_the_autoscaler_holds_them() -> None:
+    shape = shape_from_trace(
+        [TraceRequest(t, 100, 100) for t in range(0, 60)] * 5 + [TraceRequest(599, 1, 1)], 60, "x"
+    )
+    policy = FleetPolicy(
+        target_utilization=1.0, scale_down_delay_seconds=300, cold_start_seconds=60, slo=True
+    )
+    # autoscaling.slo: held max(120 s, one 60 s cold start) = two 60 s bins, not the 300 s delay's five
+    assert policy.hold_seconds == 120
+    plan = plan_rent_vs_buy(shape, 1.0, 1, local_price(1.0), 2.0, policy)
+    assert plan.followed_replicas[:6] == (5, 5, 5, 1, 1, 1)
+
+
 def test_gpu_hours_agree_with_the_fleet_benchmark_on_the_same_trace() -> None:
     """bench/autoscaling.py replays the trace through the operator's autoscaler and static fleets on the
     batching model; the planner's buy-for-peak and rent-everything GPU-hours must land near both."""

@@ -132,7 +132,9 @@ class DemandSettings:
     panic_threshold: float = 1.5  # short-window rate over stable-window rate that switches to the short one
     trend_noise_deviations: float = 2.0  # a rise the short window shows by chance is not a trend
     trend_max_factor: float = 2.0  # a ramp is extrapolated to at most this times the short window's rate
-    backlog_clearance_seconds: float = 30.0  # new replicas clear what is left of a backlog this fast
+    backlog_clearance_seconds: float = 30.0  # new replicas clear what is left of a backlog this fast, or
+    backlog_clearance_startups: float = 0.5  # this many start-ups when longer (a backlog replica's cold start
+    # costs that much GPU time before it helps: clearing faster buys replicas that idle once it is gone)
     default_startup_seconds: float = 60.0  # when no replica start has been observed yet
     correction_smoothing: float = 0.2  # EWMA weight of a new ITL observation in the model correction
     min_tokens_to_learn: float = 500.0
@@ -211,7 +213,17 @@ class DemandModel:
         if stable is None:
             return None
         short = short or stable
-        self._learn(short, ready_replicas)
+        if backlog_requests > max(1, ready_replicas):
+            self.last_backlog_seconds = now_seconds
+        # The correction is for the steady state: while a backlog drains (and a short window after, which
+        # the ITL histograms still cover) every replica prefills back to back, and the stalls it sees would
+        # size the whole fleet for a moment that is over (measured: 2x the oracle's need on a long-prompt
+        # phase, learned at the phase's start and held for the scale-down window).
+        if (
+            self.last_backlog_seconds is None
+            or now_seconds - self.last_backlog_seconds >= s.panic_window_seconds
+        ):
+            self._learn(short, ready_replicas)
         panic = short.arrivals_per_second > s.panic_threshold * max(stable.arrivals_per_second, 1e-9)
         rates = short if panic else stable
         # The mix changes more slowly than the rate and is noisy over a short window: take the stable one's.
@@ -225,16 +237,19 @@ class DemandModel:
         # A ramp (not a jump: that is panic's) is sized for where it will be when new replicas are ready.
         expected = 0.0 if panic else self._trend(stable, short, startup)
         rising = expected > arrivals
+        measured = arrivals
         arrivals = max(arrivals, expected)
         for_arrivals = arrivals / per_replica
         # Backlog: until replicas asked for now can start, the ready ones drain it with what they have to
         # spare (or it grows by their deficit); what is left then gets replicas that clear it within the
         # clearance time. A backlog the ready replicas drain before new ones could start asks for nothing.
         # Every request arriving while a backlog drains waits behind it (engines queue first come, first
-        # served), so what is left is cleared quickly once help arrives, however long help takes.
-        spare = ready_replicas * per_replica - arrivals
+        # served), so what is left is cleared quickly once help arrives. The deficit comes from the measured
+        # rate: a ramp's extrapolated rate is where arrivals will be when help comes, not what arrives
+        # meanwhile (counting it both here and in the arrivals' replicas bought the ramp twice).
+        spare = ready_replicas * per_replica - measured
         remaining = backlog_requests - spare * startup
-        clearance = s.backlog_clearance_seconds
+        clearance = max(s.backlog_clearance_seconds, s.backlog_clearance_startups * startup)
         # Engine-queued requests stay where they are (vLLM never moves them); what new replicas do for a
         # backlog is take the arrivals off the replicas that hold it, and the least-load router spreads
         # arrivals until queues match, so a short backlog is shared. A deep one is not: replicas beyond
@@ -243,8 +258,6 @@ class DemandModel:
         # backlog asks for at most as many replicas as the arrivals do.
         for_backlog = math.ceil(remaining / (per_replica * clearance) - 1e-9) if remaining > 0 else 0
         for_backlog = min(for_backlog, math.ceil(for_arrivals - 1e-9))
-        if backlog_requests > max(1, ready_replicas):
-            self.last_backlog_seconds = now_seconds
         ratio, description = self._latency(short, now_seconds)
         return Demand(
             arrivals_per_second=arrivals,
@@ -284,7 +297,10 @@ class DemandModel:
 
         A first token reports its wait when it comes out, so TTFT lags a queue by as long as the queue was:
         until the last backlog is that long past (plus the window), a TTFT breach is the backlog's echo and
-        is left out (the backlog term sized for it already).
+        is left out (the backlog term sized for it already). So is ITL until the window no longer covers
+        the backlog: replicas draining one prefill after another stall their decoding far more than the
+        arrivals will once it is gone (measured: acting on it asked for up to 2x the replicas, 1.5-2x the
+        oracle's GPU-hours on the large fleet and the 6x crowd at 180 s, for the same attainment).
         """
         q = self.slo.quantile
         found: list[tuple[float, str]] = []
@@ -298,7 +314,11 @@ class DemandModel:
             if value is not None and not echo:
                 target = self.slo.time_to_first_token_seconds
                 found.append((value / target, f"TTFT p{q * 100:g} {value:.2f}s (target {target:g}s)"))
-        if rates.inter_token_latency is not None and rates.inter_token_latency.count >= 50:
+        draining = (
+            self.last_backlog_seconds is not None
+            and now_seconds - self.last_backlog_seconds < self.settings.panic_window_seconds
+        )
+        if rates.inter_token_latency is not None and rates.inter_token_latency.count >= 50 and not draining:
             value = rates.inter_token_latency.quantile(q)
             if value is not None:
                 target = self.slo.inter_token_latency_seconds

@@ -244,7 +244,11 @@ def run_rent_vs_buy(args: argparse.Namespace) -> int:
     price = local_price(args.local_usd_per_gpu_hour, args.gpu_purchase_usd, args.amortization_months,
                         args.power_watts, args.usd_per_kwh, args.pue)  # fmt: skip
     policy = FleetPolicy(
-        args.target_utilization, args.scale_down_delay_seconds, args.cold_start_seconds, args.min_replicas
+        args.target_utilization,
+        args.scale_down_delay_seconds,
+        args.cold_start_seconds,
+        args.min_replicas,
+        slo=args.autoscaling_slo,
     )
     plan = plan_rent_vs_buy(shape, per_replica, args.tp, price, args.rent_usd_per_gpu_hour, policy)
     print(json.dumps(rent_buy_json(plan), indent=2) if args.json else rent_buy_text(plan))
@@ -320,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--scale-down-delay-seconds", type=float, default=300)
     fleet.add_argument("--cold-start-seconds", type=float, default=60)
     fleet.add_argument("--min-replicas", type=int, default=1)
+    fleet.add_argument(
+        "--autoscaling-slo",
+        action="store_true",
+        help="the LLMServe sets autoscaling.slo: replicas are held one cold start (at least 120 s, at most "
+        "the scale-down delay) instead of the whole delay",
+    )
     return parser
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from llmserve.autoscale.policy import slo_hold_seconds
 from llmserve.plan.capacity import PlanError
 from llmserve.plan.fit import TIMES
 from llmserve.plan.load import LoadShape
@@ -56,6 +57,16 @@ class FleetPolicy:
     scale_down_delay_seconds: float = 300.0  # scaleDownDelaySeconds: replicas are held this long
     cold_start_seconds: float = 60.0  # a new replica holds its GPUs this long before serving
     min_replicas: int = 1
+    # autoscaling.slo set: the autoscaler holds replicas one start-up (llmserve.autoscale.policy), not
+    # the whole scale-down delay
+    slo: bool = False
+
+    @property
+    def hold_seconds(self) -> float:
+        """How long replicas are held after the load falls: what the autoscaler itself would hold."""
+        if not self.slo:
+            return self.scale_down_delay_seconds
+        return slo_hold_seconds(self.scale_down_delay_seconds, self.cold_start_seconds)
 
 
 @dataclass(frozen=True)
@@ -107,8 +118,9 @@ class RentBuyPlan:
 
 
 def followed(needed_at_target: list[int], bin_seconds: float, policy: FleetPolicy) -> list[int]:
-    """Replicas an autoscaler holds: up at once, down only after the scale-down delay has seen less."""
-    hold_bins = max(0, math.ceil(policy.scale_down_delay_seconds / bin_seconds))
+    """Replicas an autoscaler holds: up at once, down only after its hold (the scale-down delay, or one
+    start-up with autoscaling.slo) has seen less."""
+    hold_bins = max(0, math.ceil(policy.hold_seconds / bin_seconds))
     out = []
     for index in range(len(needed_at_target)):
         window = needed_at_target[max(0, index - hold_bins) : index + 1]
