@@ -102,6 +102,7 @@ def start_test_cluster(external_kubeconfig: Path | None) -> Iterator[ClusterHand
         handle.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
         yield handle
         return
+    remove_last_sessions_logs()
     # Separate prefixes, CIDRs and state dirs let several suites (or a demo) run side by side.
     spec = ClusterSpec(
         state_dir=STATE_DIR,
@@ -112,7 +113,9 @@ def start_test_cluster(external_kubeconfig: Path | None) -> Iterator[ClusterHand
         heartbeat_seconds=2,
         probe_period_seconds=0.3,
         sim_args=TEST_SIM_ARGS,
-        control_plane=ControlPlaneSettings(node_monitor_grace_seconds=20),
+        # Six missed 2 s heartbeats before a node counts as lost (production: four 10 s ones): a cut-off
+        # node goes NotReady in about 12 s.
+        control_plane=ControlPlaneSettings(node_monitor_grace_seconds=12),
     )
     dev = DevCluster(spec)
     dev.start()
@@ -124,6 +127,18 @@ def start_test_cluster(external_kubeconfig: Path | None) -> Iterator[ClusterHand
     finally:
         dev.stop()
 
+
+def remove_last_sessions_logs() -> None:
+    """The logs a session writes next to its state dir (operator, gateways, static engines: kept after it
+    for reading a failure) are removed when the next session starts, so a run reads only its own and
+    they do not pile up run after run (some are named by a random port)."""
+    for path in STATE_DIR.parent.glob(f"{STATE_DIR.name}-*.log"):
+        path.unlink(missing_ok=True)
+
+
+# The burst controller's tick in cluster tests (production: 10 s): each step of a rental (create, probe,
+# ready, terminate, a finalizer's retry) waits for the next tick, so a short one shortens every scenario.
+TEST_BURST_INTERVAL_SECONDS = "0.5"
 
 # Leader election, faster than production's 15/10/2 s so a takeover test is short, with room for a
 # loaded 2-core machine to miss a few renewals without the leader giving up.
