@@ -17,7 +17,7 @@ import pytest
 from tests.support.burst_cleanup import remove_burst_objects
 from tests.support.cluster import (
     STATE_DIR,
-    TEST_BURST_INTERVAL_SECONDS,
+    TEST_BURST_ENV,
     ClusterHandle,
     OperatorProcess,
     condition,
@@ -42,7 +42,7 @@ def burst_operator(cluster: ClusterHandle, operator_process: OperatorProcess) ->
         "LLMSERVE_BURST_PLUGIN_RUNPOD": "tests.support.burst_plugin:make",
         "LLMSERVE_TEST_BURST_STATE": str(STATE_FILE),
         "LLMSERVE_TEST_BURST_KEY": KEY,
-        "LLMSERVE_BURST_INTERVAL_SECONDS": TEST_BURST_INTERVAL_SECONDS,
+        **TEST_BURST_ENV,
         "LLMSERVE_OPERATOR_NAMESPACE": system,
         "LLMSERVE_CLUSTER_ID": "testcluster",
     }

@@ -31,7 +31,7 @@ from tests.support.burst_cleanup import remove_burst_objects
 from tests.support.burst_rig import burst_pool, burst_status, pool_status, provider_env
 from tests.support.cluster import (
     STATE_DIR,
-    TEST_BURST_INTERVAL_SECONDS,
+    TEST_BURST_ENV,
     ClusterHandle,
     OperatorProcess,
     serving,
@@ -76,7 +76,7 @@ def rig(
     fake = FakeProviderProcess(api, state, account_key, provision_seconds=1.0, clock="wall").start()
     env = {
         **provider_env(fake),
-        "LLMSERVE_BURST_INTERVAL_SECONDS": TEST_BURST_INTERVAL_SECONDS,
+        **TEST_BURST_ENV,
         "LLMSERVE_OPERATOR_NAMESPACE": system,
         "LLMSERVE_CLUSTER_ID": CLUSTER_ID,
     }

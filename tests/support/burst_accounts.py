@@ -29,7 +29,7 @@ from tests.support.burst_rig import (
 )
 from tests.support.cluster import (
     STATE_DIR,
-    TEST_BURST_INTERVAL_SECONDS,
+    TEST_BURST_ENV,
     ClusterHandle,
     OperatorProcess,
     wait_for,
@@ -77,7 +77,7 @@ def fake_accounts(cluster: ClusterHandle, operator_process: OperatorProcess, lab
     clock.reset()
     accounts: dict[str, Account] = {}
     env = {
-        "LLMSERVE_BURST_INTERVAL_SECONDS": TEST_BURST_INTERVAL_SECONDS,
+        **TEST_BURST_ENV,
         "LLMSERVE_OPERATOR_NAMESPACE": system,
         "LLMSERVE_CLUSTER_ID": CLUSTER_ID,
         "LLMSERVE_BURST_CLOCK_OFFSET_FILE": str(clock.path),

@@ -4,7 +4,9 @@ build_provider is the one table of provider kinds; this module only adds what a 
 endpoints) and what a test or special install sets in the environment:
 LLMSERVE_BURST_<PROVIDER>_URL (another API base URL, e.g. the fake provider on loopback),
 LLMSERVE_BURST_RUNPOD_PROXY_URL_TEMPLATE (RunPod's HTTPS proxy address, `{pod_id}` and `{port}` filled
-in), and LLMSERVE_BURST_PLUGIN_<PROVIDER>=module:callable (an out-of-tree client or a test double).
+in), LLMSERVE_BURST_PLUGIN_<PROVIDER>=module:callable (an out-of-tree client or a test double), and
+LLMSERVE_BURST_<PROVIDER>_PACING_SCALE (a factor on the documented minimum intervals between calls, for
+a fake provider that has no rate limit; tests use 0.1).
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ def base_url_override(provider: str) -> str | None:
 def proxy_template_override(provider: str) -> str | None:
     """LLMSERVE_BURST_<PROVIDER>_PROXY_URL_TEMPLATE: where the provider's HTTPS proxy is (RunPod)."""
     return os.environ.get(f"LLMSERVE_BURST_{provider.upper()}_PROXY_URL_TEMPLATE") or None
+
+
+def pacing_scale_override(provider: str) -> float:
+    """LLMSERVE_BURST_<PROVIDER>_PACING_SCALE: a factor on the documented minimum intervals between calls
+    (Vast.ai's are seconds long), for a fake provider on loopback; 1 (the documented pacing) when unset."""
+    name = f"LLMSERVE_BURST_{provider.upper()}_PACING_SCALE"
+    text = os.environ.get(name) or "1"
+    try:
+        scale = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number >= 0, got {text!r}") from None
+    if scale < 0:
+        raise ValueError(f"{name} must be a number >= 0, got {text!r}")
+    return scale
 
 
 def _plugin(provider: str) -> ProviderConstructor | None:
@@ -65,6 +81,7 @@ def make_provider(spec: BurstPoolSpec, api_key: str) -> Provider:
             api_key,
             base_url=base_url_override(spec.provider),
             proxy_url_template=proxy_template_override(spec.provider),
+            pacing_scale=pacing_scale_override(spec.provider),
             static_endpoints=static_endpoints(spec, api_key) if spec.provider == "static" else (),
         )
     except ValueError as err:  # messages name the kind or the field, never the key
