@@ -42,6 +42,7 @@ def burst_operator(cluster: ClusterHandle, operator_process: OperatorProcess) ->
         "LLMSERVE_BURST_PLUGIN_RUNPOD": "tests.support.burst_plugin:make",
         "LLMSERVE_TEST_BURST_STATE": str(STATE_FILE),
         "LLMSERVE_TEST_BURST_KEY": KEY,
+        "LLMSERVE_TEST_BURST_PROVISIONING_SECONDS": "0.5",
         **TEST_BURST_ENV,
         "LLMSERVE_OPERATOR_NAMESPACE": system,
         "LLMSERVE_CLUSTER_ID": "testcluster",
