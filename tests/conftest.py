@@ -39,4 +39,4 @@ def operator_process(cluster: ClusterHandle) -> Iterator[OperatorProcess]:
 def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest) -> Iterator[str]:
     name = cluster.create_namespace(request.node.name)
     yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    cluster.delete_namespace(name)

@@ -65,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _delegate(command: str, rest: list[str]) -> int:
+    if command == "sim" and rest[:1] == ["provider"]:
+        # Straight to the fake provider: the engine's modules (llmserve.sim.cli imports them) would add
+        # ~0.5 s to every start, and tests start one per test.
+        from llmserve.sim.provider.server import main as provider_main
+
+        return provider_main(rest[1:])
     if command == "sim":
         from llmserve.sim.cli import main as sim_main
 

@@ -27,11 +27,9 @@ ENV_PREFIX = "LLMSERVE_"
 
 # Per-provider overrides for tests and special installs, one variable per provider and setting.
 BURST_OVERRIDE_PATTERN = re.compile(
-    r"LLMSERVE_BURST_(?:PLUGIN_(?P<plugin>[A-Z0-9]+)|(?P<provider>[A-Z0-9]+)_(?P<what>URL|PROXY_URL_TEMPLATE|CA_FILE))"
+    r"LLMSERVE_BURST_(?:PLUGIN_(?P<plugin>[A-Z0-9]+)|(?P<provider>[A-Z0-9]+)_(?P<what>URL|PROXY_URL_TEMPLATE|CA_FILE|PACING_SCALE))"
 )
-BURST_OVERRIDE_ENV_DOC = (
-    "`LLMSERVE_BURST_<PROVIDER>_URL`, `…_PROXY_URL_TEMPLATE`, `…_CA_FILE`, `LLMSERVE_BURST_PLUGIN_<PROVIDER>`"
-)
+BURST_OVERRIDE_ENV_DOC = "`LLMSERVE_BURST_<PROVIDER>_URL`, `…_PROXY_URL_TEMPLATE`, `…_CA_FILE`, `…_PACING_SCALE`, `LLMSERVE_BURST_PLUGIN_<PROVIDER>`"
 
 
 def pod_namespace(env: Mapping[str, str] | None = None) -> str:
@@ -195,7 +193,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type[ProcessSettings]) -> No
 
 
 def burst_overrides(env: Mapping[str, str] | None = None) -> dict[str, dict[str, str]]:
-    """LLMSERVE_BURST_<PROVIDER>_{URL,PROXY_URL_TEMPLATE,CA_FILE} and LLMSERVE_BURST_PLUGIN_<PROVIDER>,
+    """LLMSERVE_BURST_<PROVIDER>_{URL,PROXY_URL_TEMPLATE,CA_FILE,PACING_SCALE} and LLMSERVE_BURST_PLUGIN_<PROVIDER>,
     by lower-case provider: {"runpod": {"url": ..., "plugin": ...}}."""
     env = os.environ if env is None else env
     out: dict[str, dict[str, str]] = {}
@@ -284,7 +282,8 @@ class OperatorSettings(ProcessSettings):
     )
     burst_providers: dict[str, dict[str, str]] = burst_overrides_field(
         "provider overrides for tests and special installs: another API URL, RunPod's proxy address, a CA "
-        "for the provider's TLS proxy, an out-of-tree client `module:callable` ([burst](burst.md))"
+        "for the provider's TLS proxy, a factor on the documented minimum intervals between calls (tests: 0.1), "
+        "an out-of-tree client `module:callable` ([burst](burst.md))"
     )
 
     @field_validator("engine_key_secret")

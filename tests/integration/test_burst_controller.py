@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 
 from tests.support.burst_cleanup import remove_burst_objects
-from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, condition, wait_for
+from tests.support.cluster import (
+    STATE_DIR,
+    TEST_BURST_ENV,
+    ClusterHandle,
+    OperatorProcess,
+    condition,
+    wait_for,
+)
 from tests.support.manifests import llmserve
 
 pytestmark = pytest.mark.cluster
@@ -26,7 +33,7 @@ STATE_FILE = Path(f"{STATE_DIR}-burst-provider.json")
 
 @pytest.fixture(scope="module")
 def burst_operator(cluster: ClusterHandle, operator_process: OperatorProcess) -> Iterator[dict[str, Any]]:
-    """The shared operator, restarted with the provider test double plugged in and a 1 s burst tick."""
+    """The shared operator, restarted with the provider test double plugged in and a fast burst tick."""
     system = cluster.create_namespace("burst-system")
     cluster.kubectl("create", "secret", "generic", "runpod-key", "-n", system, f"--from-literal=apiKey={KEY}")
     cluster.kubectl("wait", "--for=condition=Established", "crd/burstpools.llmserve.dev", "--timeout=30s")
@@ -35,7 +42,8 @@ def burst_operator(cluster: ClusterHandle, operator_process: OperatorProcess) ->
         "LLMSERVE_BURST_PLUGIN_RUNPOD": "tests.support.burst_plugin:make",
         "LLMSERVE_TEST_BURST_STATE": str(STATE_FILE),
         "LLMSERVE_TEST_BURST_KEY": KEY,
-        "LLMSERVE_BURST_INTERVAL_SECONDS": "1",
+        "LLMSERVE_TEST_BURST_PROVISIONING_SECONDS": "0.5",
+        **TEST_BURST_ENV,
         "LLMSERVE_OPERATOR_NAMESPACE": system,
         "LLMSERVE_CLUSTER_ID": "testcluster",
     }

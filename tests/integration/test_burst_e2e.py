@@ -29,7 +29,14 @@ from hack.devcluster.processes import free_port
 from llmserve.burst.security import mint_api_key, pinned_ssl_context
 from tests.support.burst_cleanup import remove_burst_objects
 from tests.support.burst_rig import burst_pool, burst_status, pool_status, provider_env
-from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, serving, wait_for
+from tests.support.cluster import (
+    STATE_DIR,
+    TEST_BURST_ENV,
+    ClusterHandle,
+    OperatorProcess,
+    serving,
+    wait_for,
+)
 from tests.support.fake_provider import FakeProviderProcess
 from tests.support.manifests import llmserve
 from tests.support.prom import sample_total, scrape, scrape_total
@@ -66,10 +73,10 @@ def rig(
     )
     state = Path(f"{STATE_DIR}-burst-e2e-{api}")
     shutil.rmtree(state, ignore_errors=True)  # a fresh account: no ledger or instances of an earlier test
-    fake = FakeProviderProcess(api, state, account_key, provision_seconds=2.0, clock="wall").start()
+    fake = FakeProviderProcess(api, state, account_key, provision_seconds=1.0, clock="wall").start()
     env = {
         **provider_env(fake),
-        "LLMSERVE_BURST_INTERVAL_SECONDS": "1",
+        **TEST_BURST_ENV,
         "LLMSERVE_OPERATOR_NAMESPACE": system,
         "LLMSERVE_CLUSTER_ID": CLUSTER_ID,
     }

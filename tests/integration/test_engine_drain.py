@@ -2,7 +2,7 @@
 
 The engine's drain time is `spec.engine.drainSeconds` (default 600 s, so generations of minutes survive
 a scale-down; tests/unit/test_render_security.py checks the rendered grace period). Here the simulator
-generates slowly (--time-scale=0.1: ~75 ms a token) so a generation of ~11 s is long next to a short
+generates slowly (--time-scale=0.1: ~75 ms a token) so a generation of ~9 s is long next to a short
 configured drain, and the fake kubelet plays the pod's preStop sleep, SIGTERM and grace period.
 """
 
@@ -82,7 +82,7 @@ def test_a_generation_within_the_drain_time_completes_when_its_pod_is_scaled_awa
     (ip,) = ready_pod_ips(cluster, namespace, "llmserve.dev/llmserve=long")
     wait_for(lambda: "long" in gateway.models(), timeout=30, message="model listed by the gateway")
     started = time.monotonic()
-    stream = Stream(gateway, "long", max_tokens=150)
+    stream = Stream(gateway, "long", max_tokens=120)  # ~9 s: past the 5 s preStop, into the drain
     wait_for(lambda: stream.chunks >= 5 or stream.error, timeout=30, interval=0.1, message="stream flowing")
     cluster.kubectl("scale", "llms/long", "-n", namespace, "--replicas=0")
     # The endpoint leaves rotation before SIGTERM: Kubernetes marks it terminating (not ready) while the

@@ -20,7 +20,8 @@ LEASE = ("lease", "llmserve-operator", "default")
 # machine: the bound this test holds a takeover to.
 TAKEOVER_BOUND_SECONDS = int(TEST_LEASE_ENV["LLMSERVE_LEASE_DURATION_SECONDS"]) + 1 + 11
 INTERVAL_SECONDS = 1
-SCALE_DOWN_DELAY_SECONDS = 25
+# Longer than a takeover takes (about 10 s), so a new leader that forgot the window would scale down early.
+SCALE_DOWN_DELAY_SECONDS = 20
 
 
 def holder(cluster: ClusterHandle) -> str:

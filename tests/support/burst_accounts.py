@@ -27,7 +27,13 @@ from tests.support.burst_rig import (
     reset_faults,
     unwanted_instances,
 )
-from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, wait_for
+from tests.support.cluster import (
+    STATE_DIR,
+    TEST_BURST_ENV,
+    ClusterHandle,
+    OperatorProcess,
+    wait_for,
+)
 from tests.support.fake_provider import FakeProviderProcess
 from tests.support.manifests import llmserve
 
@@ -62,7 +68,7 @@ class Rig:
 @contextmanager
 def fake_accounts(cluster: ClusterHandle, operator_process: OperatorProcess, label: str) -> Iterator[Rig]:
     """One fake account per provider (RunPod and Vast.ai, 1 s provisioning, wall clock), a BurstPool on
-    each, and the shared operator restarted to use them with a 1 s burst tick and a movable clock. On
+    each, and the shared operator restarted to use them with a fast burst tick and a movable clock. On
     exit every pool is finalized (its instances terminated) and nothing of it may be left running."""
     if cluster.dev is None:
         pytest.skip("the rented engines on loopback are only reachable next to the local control plane")
@@ -71,7 +77,7 @@ def fake_accounts(cluster: ClusterHandle, operator_process: OperatorProcess, lab
     clock.reset()
     accounts: dict[str, Account] = {}
     env = {
-        "LLMSERVE_BURST_INTERVAL_SECONDS": "1",
+        **TEST_BURST_ENV,
         "LLMSERVE_OPERATOR_NAMESPACE": system,
         "LLMSERVE_CLUSTER_ID": CLUSTER_ID,
         "LLMSERVE_BURST_CLOCK_OFFSET_FILE": str(clock.path),

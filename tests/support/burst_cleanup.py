@@ -37,7 +37,7 @@ def remove_burst_objects(cluster: ClusterHandle, namespaces: list[str], timeout_
 
     deadline = time.monotonic() + timeout_seconds
     while (remaining := left()) and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.2)
     if not remaining:
         return
     unfinalize = json.dumps({"metadata": {"finalizers": None}})

@@ -91,8 +91,23 @@ class ClusterHandle:
     def create_namespace(self, hint: str) -> str:
         self._namespaces += 1
         name = re.sub(r"[^a-z0-9-]", "-", hint.lower())[:40].strip("-") + f"-{self._namespaces}"
-        self.kubectl("create", "namespace", name)
+        reader = self._reader()
+        if reader:  # one request instead of a kubectl process: every cluster test makes one
+            reader.create(
+                "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            )
+        else:
+            self.kubectl("create", "namespace", name)
         return name
+
+    def delete_namespace(self, name: str) -> None:
+        """Starts deleting the namespace and returns at once (kubectl's --wait=false); a failure is ignored,
+        as kubectl's was here: the cluster goes with the session."""
+        reader = self._reader()
+        if reader:
+            reader.delete(f"/api/v1/namespaces/{name}")
+        else:
+            self.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @contextlib.contextmanager
@@ -102,6 +117,7 @@ def start_test_cluster(external_kubeconfig: Path | None) -> Iterator[ClusterHand
         handle.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
         yield handle
         return
+    remove_last_sessions_logs()
     # Separate prefixes, CIDRs and state dirs let several suites (or a demo) run side by side.
     spec = ClusterSpec(
         state_dir=STATE_DIR,
@@ -112,7 +128,9 @@ def start_test_cluster(external_kubeconfig: Path | None) -> Iterator[ClusterHand
         heartbeat_seconds=2,
         probe_period_seconds=0.3,
         sim_args=TEST_SIM_ARGS,
-        control_plane=ControlPlaneSettings(node_monitor_grace_seconds=20),
+        # Six missed 2 s heartbeats before a node counts as lost (production: four 10 s ones): a cut-off
+        # node goes NotReady in about 12 s.
+        control_plane=ControlPlaneSettings(node_monitor_grace_seconds=12),
     )
     dev = DevCluster(spec)
     dev.start()
@@ -124,6 +142,20 @@ def start_test_cluster(external_kubeconfig: Path | None) -> Iterator[ClusterHand
     finally:
         dev.stop()
 
+
+def remove_last_sessions_logs() -> None:
+    """The logs a session writes next to its state dir (operator, gateways, static engines: kept after it
+    for reading a failure) are removed when the next session starts, so a run reads only its own and
+    they do not pile up run after run (some are named by a random port)."""
+    for path in STATE_DIR.parent.glob(f"{STATE_DIR.name}-*.log"):
+        path.unlink(missing_ok=True)
+
+
+# The burst controller in cluster tests. Its tick (production: 10 s): each step of a rental (create, probe,
+# ready, terminate, a finalizer's retry) waits for the next one, so a short tick shortens every scenario.
+# Vast.ai's documented pacing (seconds between creates, deletes, offer searches; unit-tested in
+# test_burst_http) at a tenth: the fake provider has no such limit.
+TEST_BURST_ENV = {"LLMSERVE_BURST_INTERVAL_SECONDS": "0.5", "LLMSERVE_BURST_VASTAI_PACING_SCALE": "0.1"}
 
 # Leader election, faster than production's 15/10/2 s so a takeover test is short, with room for a
 # loaded 2-core machine to miss a few renewals without the leader giving up.
@@ -151,8 +183,8 @@ class OperatorProcess:
             **self.cluster.env,
             "LLMSERVE_LIVENESS_ADDR": "127.0.0.1",
             "LLMSERVE_METRICS_ADDR": "127.0.0.1",
-            # The cost meter advances every 5 s instead of every minute, so cost tests see it move.
-            "LLMSERVE_COST_INTERVAL_SECONDS": "5",
+            # The cost meter advances every 3 s instead of every minute, so cost tests see it move.
+            "LLMSERVE_COST_INTERVAL_SECONDS": "3",
             **TEST_LEASE_ENV,
         }
         if self.cluster.dev is not None:

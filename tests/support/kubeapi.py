@@ -1,4 +1,5 @@
-"""Reads Kubernetes objects for the tests over HTTP with the kubeconfig's credentials, not a kubectl per read.
+"""Reads Kubernetes objects for the tests over HTTP with the kubeconfig's credentials, not a kubectl per read
+(and creates and deletes the tests' namespaces the same way).
 
 Tests poll objects (status, pods, Leases) every fraction of a second while they wait on facts; a kubectl
 process per poll cost ~50 ms of CPU on a 2-core machine that also runs the control plane, the operator
@@ -12,6 +13,7 @@ caller keeps using kubectl. Kinds not in `RESOURCES` also go through kubectl.
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -91,6 +93,28 @@ class ApiReader:
         if response.status_code != 200:
             raise ApiError(f"GET {path}: HTTP {response.status_code}: {response.text[:500]}")
         return dict(response.json())
+
+    def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POSTs `body` to the collection at `path`, as `kubectl create` does; returns the created object.
+        A 429 (the apiserver still starting, or shedding load) is retried after its Retry-After, as
+        kubectl's client does."""
+        for _attempt in range(10):
+            response = self._client.post(path, json=body)
+            if response.status_code != 429:
+                break
+            time.sleep(min(float(response.headers.get("Retry-After") or 1), 5))
+        if response.status_code != 201:
+            raise ApiError(f"POST {path}: HTTP {response.status_code}: {response.text[:500]}")
+        return dict(response.json())
+
+    def delete(self, path: str) -> bool:
+        """Starts deleting the object at `path` without waiting for it to go (`kubectl delete
+        --wait=false`); False when the apiserver refused (already gone counts as done)."""
+        try:
+            response = self._client.delete(path)
+        except httpx.HTTPError:
+            return False
+        return response.status_code in (200, 202, 404)
 
     def close(self) -> None:
         self._client.close()

@@ -72,7 +72,7 @@ class LoadGenerator:
                 targets[:] = await asyncio.to_thread(
                     ready_pod_ips, self.cluster, self.namespace, self.selector
                 )
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.5)  # a new replica gets its share of the load within half a second
 
         async def user(client: httpx.AsyncClient, index: int) -> None:
             while not self._stop.is_set() and time.monotonic() < deadline and self.sent < self.max_requests:

@@ -21,8 +21,10 @@ def build_provider(
     proxy_url_template: str | None = None,
     static_endpoints: Sequence[StaticEndpoint] = (),
     timeout_seconds: float = 20.0,
+    pacing_scale: float = 1.0,
 ) -> Provider:
-    """A client for `kind`; `base_url`/`proxy_url_template` point it at a fake provider in tests."""
+    """A client for `kind`; `base_url`/`proxy_url_template` point it at a fake provider in tests, and
+    `pacing_scale` shortens the documented minimum intervals between calls for it (Vast.ai's)."""
     if kind == "runpod":
         return RunPodProvider(
             api_key,
@@ -31,8 +33,12 @@ def build_provider(
             base_url=base_url or runpod.DEFAULT_BASE_URL,
         )
     if kind == "vastai":
+        intervals = {k: v * pacing_scale for k, v in vastai.DOCUMENTED_MIN_INTERVAL_SECONDS.items()}
         return VastProvider(
-            api_key, timeout_seconds=timeout_seconds, base_url=base_url or vastai.DEFAULT_BASE_URL
+            api_key,
+            timeout_seconds=timeout_seconds,
+            base_url=base_url or vastai.DEFAULT_BASE_URL,
+            min_interval_seconds=intervals,
         )
     if kind == "static":
         if not static_endpoints:
