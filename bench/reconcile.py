@@ -155,6 +155,38 @@ def api_requests(cluster: DevCluster) -> dict[tuple[str, str, str], float]:
     return counts
 
 
+def api_latency(cluster: DevCluster) -> dict[tuple[str, str, str], dict[float, float]]:
+    """The apiserver's own request-latency histogram (apiserver_request_duration_seconds, cumulative
+    bucket counts by upper bound) by (verb, resource, subresource), every client together."""
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    buckets: dict[tuple[str, str, str], dict[float, float]] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_duration_seconds_bucket{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))
+        bound = float(labels["le"])  # "+Inf" parses as inf
+        per_key = buckets.setdefault(key, {})
+        per_key[bound] = per_key.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def latency_quantiles(before: dict[float, float], after: dict[float, float]) -> tuple[float, float, float]:
+    """(requests, p50, p99) of the requests between two histogram readings; a quantile is the upper
+    bound of the bucket it falls in (the apiserver's buckets: ..., 0.1, 0.2, 0.4, 0.6, 0.8, 1, 1.25, ...)."""
+    delta = {bound: after[bound] - before.get(bound, 0.0) for bound in after}
+    bounds = sorted(delta)
+    total = delta[bounds[-1]] if bounds else 0.0
+
+    def quantile(q: float) -> float:
+        for bound in bounds:
+            if delta[bound] >= q * total:
+                return bound
+        return float("inf")
+
+    return total, quantile(0.5), quantile(0.99)
+
+
 def _write_tracemalloc_report(pid: int, output: Path, timeout_seconds: float = 120) -> None:
     output.unlink(missing_ok=True)
     os.kill(pid, signal.SIGUSR1)
@@ -215,6 +247,7 @@ def main() -> int:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         rss_started = peak_rss_mib(operator.pid, "VmRSS")
         requests_before = api_requests(cluster)
+        latency_before = api_latency(cluster)
         others_before = {name: cpu_seconds(proc.pid) for name, proc in cluster.processes.processes}
         bench_before = sum(os.times()[:2])
         cpu_before = cpu_seconds(operator.pid)
@@ -223,6 +256,7 @@ def main() -> int:
         )
         cpu_up = cpu_seconds(operator.pid) - cpu_before
         requests_up = api_requests(cluster)
+        latency_up = api_latency(cluster)
         writes_up = status_writes(metrics_port)
         others_up = {name: cpu_seconds(proc.pid) - others_before.get(name, 0.0)
                      for name, proc in cluster.processes.processes if name != "operator"}  # fmt: skip
@@ -268,7 +302,23 @@ def main() -> int:
     print("API requests per object from first apply to last Ready (every client: operator, bench, controllers, "
           "kubelet): " + ", ".join(f"{verb} {resource}{'/' + sub if sub else ''} {value:.1f}"
                                    for value, (verb, resource, sub) in busiest))  # fmt: skip
+    print("apiserver's own latency per request from first apply to last Ready (its "
+          "apiserver_request_duration_seconds; bucket upper bounds), the operator's kinds of request:")  # fmt: skip
+    print("| request | count | p50 (s) | p99 (s) |")
+    print("|---|---|---|---|")
+    for key in sorted(latency_up):
+        verb, resource, sub = key
+        if verb == "WATCH" or resource not in _OPERATOR_RESOURCES:
+            continue
+        count, p50, p99 = latency_quantiles(latency_before.get(key, {}), latency_up[key])
+        if count >= args.count / 2:
+            print(f"| {verb} {resource}{'/' + sub if sub else ''} | {count:.0f} | {p50:g} | {p99:g} |")
     return 0
+
+
+# What the operator writes or reads per object (its share of the apiserver's latency table).
+_OPERATOR_RESOURCES = frozenset({"llmserves", "deployments", "services", "secrets", "networkpolicies",
+                                 "poddisruptionbudgets", "events"})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ import httpx
 import kr8s
 import kr8s.asyncio
 
+from llmserve import slots
 from llmserve.api.llmserve import GROUP, PLURAL, VERSION
+from llmserve.slots import PrioritySlots
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +93,18 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, kr8s.asyncio.Api]
 # a bounded number in flight reuses warm connections and queues the rest cheaply.
 # Set at start-up from the process's settings (LLMSERVE_KUBE_MAX_IN_FLIGHT).
 MAX_IN_FLIGHT = 16
-# Status writes get their own, smaller lane: hundreds of them must not queue ahead of creating children.
+# Status writes hold at most this many of those slots, and only the slots nothing more urgent waits for:
+# hundreds of them must not take the apiserver's time from creating children (see llmserve.slots).
 MAX_STATUS_IN_FLIGHT = 4
-_lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
-    weakref.WeakKeyDictionary()
-)
+_lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PrioritySlots] = weakref.WeakKeyDictionary()
 
 
-def _slot(subresource: str | None) -> asyncio.Semaphore:
-    lanes = _lanes.setdefault(asyncio.get_running_loop(), {})
-    lane = "status" if subresource == "status" else "default"
-    if lane not in lanes:
-        lanes[lane] = asyncio.Semaphore(MAX_STATUS_IN_FLIGHT if lane == "status" else MAX_IN_FLIGHT)
-    return lanes[lane]
+def _slots() -> PrioritySlots:
+    loop = asyncio.get_running_loop()
+    lanes = _lanes.get(loop)
+    if lanes is None:
+        lanes = _lanes[loop] = PrioritySlots(MAX_IN_FLIGHT, {slots.STATUS: MAX_STATUS_IN_FLIGHT})
+    return lanes
 
 
 async def api() -> kr8s.asyncio.Api:
@@ -137,14 +138,18 @@ async def request(
     namespace: str | None = None,
     name: str | None = None,
     subresource: str | None = None,
+    priority: int | None = None,
     **kwargs: Any,
 ) -> Obj:
-    """One API call, with the server's own error message preserved in a KubeError."""
+    """One API call, with the server's own error message preserved in a KubeError. `priority` (llmserve.slots)
+    orders it among the requests waiting for a slot; by default status writes go last."""
     version, url = resource_path(kind, name, subresource)
+    if priority is None:
+        priority = slots.STATUS if subresource == "status" else slots.DEFAULT
     client = await api()
     try:
         async with (
-            _slot(subresource),
+            _slots().slot(priority),
             client.call_api(method, version=version, namespace=namespace, url=url, **kwargs) as resp,
         ):
             return resp.json() if resp.content else {}
@@ -168,7 +173,9 @@ async def list_objects(kind: str, namespace: str | None = None, label_selector: 
     return list((await request("GET", kind, namespace, params=params)).get("items", []))
 
 
-async def apply(manifest: Obj, field_manager: str, subresource: str | None = None) -> Obj:
+async def apply(
+    manifest: Obj, field_manager: str, subresource: str | None = None, priority: int | None = None
+) -> Obj:
     """Server-side apply: the operator owns exactly the fields it renders, and nothing else."""
     meta = manifest["metadata"]
     return await request(
@@ -177,6 +184,7 @@ async def apply(manifest: Obj, field_manager: str, subresource: str | None = Non
         meta.get("namespace"),
         meta["name"],
         subresource,
+        priority,
         params={"fieldManager": field_manager, "force": "true"},
         headers={"Content-Type": "application/apply-patch+yaml"},
         content=json.dumps(manifest),

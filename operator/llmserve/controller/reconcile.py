@@ -9,7 +9,7 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from llmserve import kube
+from llmserve import kube, slots
 from llmserve.api.base import Condition
 from llmserve.api.llmserve import LLMServeSpec, LLMServeStatus
 from llmserve.controller import metrics
@@ -76,8 +76,8 @@ class Reconciler:
                 guards = security_children(
                     engine_key, meta["name"], meta["namespace"], meta["uid"], spec, deployment
                 )
-                await _apply_all(guards)
-                applied, _ = await _apply_all([deployment, service])
+                await _apply_all(guards, slots.GUARDS)
+                applied, _ = await _apply_all([deployment, service], slots.SERVING)
             except _ChildApplyError as failed:
                 child, err = failed.child, failed.error
                 message = apply_error_message(child, err)
@@ -171,18 +171,22 @@ class _ChildApplyError(Exception):
         self.child, self.error = child, error
 
 
-async def _apply_one(child: Obj) -> Obj:
+async def _apply_one(child: Obj, priority: int) -> Obj:
     try:
-        result: Obj = await kube.retry(lambda: kube.apply(child, FIELD_MANAGER))
+        result: Obj = await kube.retry(lambda: kube.apply(child, FIELD_MANAGER, priority=priority))
     except kube.KubeError as err:
         raise _ChildApplyError(child, err) from err
     return result
 
 
-async def _apply_all(children: list[Obj]) -> list[Obj]:
+async def _apply_all(children: list[Obj], priority: int) -> list[Obj]:
     """Applies the children concurrently; every apply runs to its end, then the first refusal (in the
-    children's order) is raised, so the reported child does not depend on which answer came first."""
-    answers = await asyncio.gather(*(_apply_one(child) for child in children), return_exceptions=True)
+    children's order) is raised, so the reported child does not depend on which answer came first.
+    `priority` (llmserve.slots): the Deployment of an LLMServe whose guards are in goes ahead of the
+    guards of LLMServes that came later, so each one gets served in the order it came."""
+    answers = await asyncio.gather(
+        *(_apply_one(child, priority) for child in children), return_exceptions=True
+    )
     for answer in answers:
         if isinstance(answer, BaseException):
             raise answer

@@ -1,0 +1,90 @@
+"""A bounded number of slots handed out by priority: the operator's API requests in flight, most urgent first."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from collections.abc import AsyncIterator
+
+# Lower goes first. Creating or changing what serves a model (the Deployment and its Service) goes ahead
+# of everything else; the children that guard it next; reads, /scale and Events after; status reports last.
+SERVING = 0
+GUARDS = 1
+DEFAULT = 2
+STATUS = 3
+
+
+class PrioritySlots:
+    """Like asyncio.Semaphore(slots), but a freed slot goes to the waiter with the lowest priority number
+    (first come, first served within a priority), and at most `limits[p]` holders of priority p at once.
+
+    With one FIFO semaphore, an LLMServe's second round of applies (its Deployment) queued behind the first
+    round (guards) of every LLMServe created meanwhile, so at 200 new objects no Deployment was created
+    before nearly every guard was; and hundreds of status writes took the apiserver's time from them.
+    """
+
+    def __init__(self, slots: int, limits: dict[int, int] | None = None) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        self._free = slots
+        self._limits = dict(limits or {})
+        self._held: dict[int, int] = {}
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    def _may_hold(self, priority: int) -> bool:
+        limit = self._limits.get(priority)
+        return limit is None or self._held.get(priority, 0) < limit
+
+    def _take(self, priority: int) -> None:
+        self._free -= 1
+        self._held[priority] = self._held.get(priority, 0) + 1
+
+    async def acquire(self, priority: int = DEFAULT) -> None:
+        if self._free > 0 and self._may_hold(priority) and not self._waiters:
+            self._take(priority)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), waiter))
+        self._hand_over()  # a slot may be free for this priority although others wait (their cap is full)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(priority)  # handed a slot as the waiter was cancelled: give it back
+            raise
+
+    def release(self, priority: int = DEFAULT) -> None:
+        self._free += 1
+        self._held[priority] -= 1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Gives free slots to the most urgent waiters whose priority is under its cap."""
+        skipped: list[tuple[int, int, asyncio.Future[None]]] = []
+        while self._free > 0 and self._waiters:
+            entry = heapq.heappop(self._waiters)
+            priority, _, waiter = entry
+            if waiter.done():  # cancelled while waiting
+                continue
+            if not self._may_hold(priority):
+                skipped.append(entry)
+                continue
+            self._take(priority)
+            waiter.set_result(None)
+        for entry in skipped:
+            heapq.heappush(self._waiters, entry)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, priority: int = DEFAULT) -> AsyncIterator[None]:
+        await self.acquire(priority)
+        try:
+            yield
+        finally:
+            self.release(priority)
