@@ -8,12 +8,15 @@ import heapq
 import itertools
 from collections.abc import AsyncIterator
 
-# Lower goes first. Creating or changing what serves a model (the Deployment and its Service) goes ahead
-# of everything else; the children that guard it next; reads, /scale and Events after; status reports last.
+# Lower goes first. Creating or changing what serves a model (its Deployment) goes ahead of everything
+# else; the children that guard it next; then Services (the apiserver allocates their cluster IPs one at
+# a time: 2-4 s each with 16 in flight, so they are capped, see kube.py); reads and /scale writes after;
+# status reports last.
 SERVING = 0
 GUARDS = 1
-DEFAULT = 2
-STATUS = 3
+SERVICE = 2
+DEFAULT = 3
+STATUS = 4
 
 
 class PrioritySlots:

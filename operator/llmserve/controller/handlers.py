@@ -108,11 +108,17 @@ def schedule_refresh(key: tuple[str, str], kwargs: dict[str, Any]) -> None:
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 async def ensure(
-    body: kopf.Body, namespace: str, name: str, deployment_index: kopf.Index[Any, Any], **kwargs: Any
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    reason: kopf.Reason,
+    deployment_index: kopf.Index[Any, Any],
+    **kwargs: Any,
 ) -> None:
     key = (namespace, name)
     try:
-        await reconciler.ensure(dict(body), _one(deployment_index, key))
+        first_time = reason == kopf.Reason.CREATE
+        await reconciler.ensure(dict(body), _one(deployment_index, key), first_time)
     finally:
         schedule_refresh(key, {"deployment_index": deployment_index, **kwargs})
 

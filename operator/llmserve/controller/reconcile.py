@@ -57,8 +57,9 @@ class Reconciler:
         self.engine_keys = EngineKeys()
         self._written: dict[Key, tuple[str, Obj]] = {}  # (uid, the status fragment last applied)
 
-    async def ensure(self, body: Obj, existing_deployment: Obj | None) -> None:
-        """Create or update the Deployment and Service; idempotent, shared by create/update/resume."""
+    async def ensure(self, body: Obj, existing_deployment: Obj | None, first_time: bool = False) -> None:
+        """Create or update the Deployment and Service; idempotent, shared by create/update/resume.
+        `first_time`: kopf's create cause (the LLMServe was never handled), when nothing of it runs yet."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         spec, error = parse_spec(body.get("spec", {}))
@@ -69,15 +70,23 @@ class Reconciler:
         service = render_service(meta["name"], meta["namespace"], meta["uid"], spec)
         with metrics.RECONCILE_SECONDS.labels(namespace=key[0], llmserve=key[1]).time():
             try:
-                # The engine key Secret and the NetworkPolicy go first: pods never start unguarded.
-                # Within each step the applies are independent, so they go out together: two round
-                # trips to the Deployment instead of five.
                 engine_key = await self.engine_keys.key_for(meta["namespace"], meta["name"], meta["uid"])
-                guards = security_children(
+                secret, *others = security_children(
                     engine_key, meta["name"], meta["namespace"], meta["uid"], spec, deployment
                 )
-                await _apply_all(guards, slots.GUARDS)
-                applied, _ = await _apply_all([deployment, service], slots.SERVING)
+                # Pods never run unguarded: they cannot start before their engine-key Secret exists (a
+                # kubelet refuses a container whose secretKeyRef is missing), and the Secret is applied
+                # only once the NetworkPolicy is in. So a new LLMServe's Deployment goes in the first
+                # round, with the NetworkPolicy and PDB. An existing one's Secret goes first: pods rolled
+                # by a new key fingerprint must read the new key, not the old.
+                if first_time and existing_deployment is None:
+                    first = [(deployment, slots.SERVING), *((child, slots.GUARDS) for child in others)]
+                    second = [(secret, slots.GUARDS), (service, slots.SERVICE)]
+                    applied = (await _apply_all(first))[0]
+                    await _apply_all(second)
+                else:
+                    await _apply_all([(child, slots.GUARDS) for child in (secret, *others)])
+                    applied, _ = await _apply_all([(deployment, slots.SERVING), (service, slots.SERVICE)])
             except _ChildApplyError as failed:
                 child, err = failed.child, failed.error
                 message = apply_error_message(child, err)
@@ -179,13 +188,12 @@ async def _apply_one(child: Obj, priority: int) -> Obj:
     return result
 
 
-async def _apply_all(children: list[Obj], priority: int) -> list[Obj]:
-    """Applies the children concurrently; every apply runs to its end, then the first refusal (in the
-    children's order) is raised, so the reported child does not depend on which answer came first.
-    `priority` (llmserve.slots): the Deployment of an LLMServe whose guards are in goes ahead of the
-    guards of LLMServes that came later, so each one gets served in the order it came."""
+async def _apply_all(children: list[tuple[Obj, int]]) -> list[Obj]:
+    """Applies the children concurrently, each at its priority (llmserve.slots: a Deployment goes ahead of
+    every other LLMServe's guards and Services); every apply runs to its end, then the first refusal (in
+    the children's order) is raised, so the reported child does not depend on which answer came first."""
     answers = await asyncio.gather(
-        *(_apply_one(child, priority) for child in children), return_exceptions=True
+        *(_apply_one(child, priority) for child, priority in children), return_exceptions=True
     )
     for answer in answers:
         if isinstance(answer, BaseException):
