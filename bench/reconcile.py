@@ -74,13 +74,15 @@ def manifest(index: int, namespace: str, autoscaling: bool) -> dict[str, object]
 
 async def measure(
     count: int, namespace: str, concurrency: int, autoscaling: bool
-) -> tuple[dict[str, float], dict[str, float], dict[str, float], float]:
+) -> tuple[dict[str, float], dict[str, float], dict[str, float], dict[str, float], float]:
     from hack.devcluster.kubewatch import watch
     from llmserve import kube
+    from llmserve.render.labels import LLMSERVE_LABEL
 
     applied: dict[str, float] = {}
     created: dict[str, float] = {}
     ready: dict[str, float] = {}
+    pod_ready: dict[str, float] = {}  # the first pod of the LLMServe Ready, as the kubelet reported it
 
     async def watch_deployments() -> None:
         while len(created) < count:
@@ -102,7 +104,20 @@ async def measure(
                 if len(ready) >= count:
                     return
 
+    async def watch_pods() -> None:
+        while len(pod_ready) < count:
+            async for event, obj in watch("Pod", namespace):
+                if event not in ("ADDED", "MODIFIED"):
+                    break
+                owner = (obj["metadata"].get("labels") or {}).get(LLMSERVE_LABEL)
+                for cond in (obj.get("status") or {}).get("conditions", []):
+                    if owner and cond["type"] == "Ready" and cond["status"] == "True":
+                        pod_ready.setdefault(owner, time.monotonic())
+                if len(pod_ready) >= count:
+                    return
+
     watchers = [asyncio.create_task(watch_deployments()), asyncio.create_task(watch_ready())]
+    pod_watcher = asyncio.create_task(watch_pods())
     await asyncio.sleep(0.5)
     started = time.monotonic()
     semaphore = asyncio.Semaphore(concurrency)
@@ -116,7 +131,9 @@ async def measure(
 
     await asyncio.gather(*(apply_one(i) for i in range(count)))
     await asyncio.wait_for(asyncio.gather(*watchers), timeout=1800)
-    return applied, created, ready, time.monotonic() - started
+    total = time.monotonic() - started
+    pod_watcher.cancel()  # Ready in status implies a Ready pod; whatever it saw is what there is
+    return applied, created, ready, pod_ready, total
 
 
 def status_writes(metrics_port: int) -> dict[str, float]:
@@ -251,7 +268,7 @@ def main() -> int:
         others_before = {name: cpu_seconds(proc.pid) for name, proc in cluster.processes.processes}
         bench_before = sum(os.times()[:2])
         cpu_before = cpu_seconds(operator.pid)
-        applied, created, ready, total = asyncio.run(
+        applied, created, ready, pod_ready, total = asyncio.run(
             measure(args.count, "bench", args.concurrency, not args.no_autoscaling)
         )
         cpu_up = cpu_seconds(operator.pid) - cpu_before
@@ -289,7 +306,13 @@ def main() -> int:
     print(
         f"| apply -> Deployment created | {statistics.median(to_created):.3f} | {percentile(to_created, 0.99):.3f} |"
     )
-    print(f"| apply -> Ready | {statistics.median(to_ready):.3f} | {percentile(to_ready, 0.99):.3f} |")
+    to_pod_ready = [pod_ready[n] - applied[n] for n in applied if n in pod_ready]
+    if to_pod_ready:
+        print(f"| apply -> first pod Ready (control plane and kubelet; {len(to_pod_ready)} seen) | "
+              f"{statistics.median(to_pod_ready):.3f} | {percentile(to_pod_ready, 0.99):.3f} |")  # fmt: skip
+    print(
+        f"| apply -> Ready (status) | {statistics.median(to_ready):.3f} | {percentile(to_ready, 0.99):.3f} |"
+    )
     print(f"total (first apply -> last Ready): {total:.1f} s; operator peak RSS: {rss:.0f} MiB; "
           f"operator CPU while they came up: {cpu_up:.1f} s ({1000 * cpu_up / args.count:.0f} ms/object); "
           f"idle: {idle_cpu:.3f} CPU-s/s over {args.idle_seconds:.0f} s")  # fmt: skip

@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator
 # Lower goes first. Creating or changing what serves a model (its Deployment) goes ahead of everything
 # else; the children that guard it next; then Services (the apiserver allocates their cluster IPs one at
 # a time: 2-4 s each with 16 in flight, so they are capped, see kube.py); reads and /scale writes after;
-# status reports last.
+# then the status users wait on (the reconciler's Ready and Progressing, the burst controller's record of
+# what it rents); the periodic reports (autoscaler observations, cost, capacity fit) last.
 SERVING = 0
 GUARDS = 1
 SERVICE = 2
 DEFAULT = 3
 STATUS = 4
+REPORTS = 5
 
 
 class PrioritySlots:
