@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import logging
 import warnings
@@ -107,6 +109,26 @@ MAX_SERVICES_IN_FLIGHT = 4
 _lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PrioritySlots] = weakref.WeakKeyDictionary()
 
 
+# True inside `holding_slot`: the block's requests use the slot it holds.
+_holding: contextvars.ContextVar[bool] = contextvars.ContextVar("llmserve_kube_holding_slot", default=False)
+
+
+@contextlib.asynccontextmanager
+async def holding_slot(priority: int) -> AsyncIterator[None]:
+    """Holds one request slot for the block; the block's own requests (one at a time) use it instead of
+    queueing again. For a write worth computing only once it can go out: a status computed from the
+    latest state, not from the state when it was queued."""
+    if _holding.get():
+        yield
+        return
+    async with _slots().slot(priority):
+        token = _holding.set(True)
+        try:
+            yield
+        finally:
+            _holding.reset(token)
+
+
 def _slots() -> PrioritySlots:
     loop = asyncio.get_running_loop()
     lanes = _lanes.get(loop)
@@ -164,7 +186,7 @@ async def request(
     client = await api()
     try:
         async with (
-            _slots().slot(priority),
+            contextlib.nullcontext() if _holding.get() else _slots().slot(priority),
             client.call_api(method, version=version, namespace=namespace, url=url, **kwargs) as resp,
         ):
             return resp.json() if resp.content else {}

@@ -75,3 +75,18 @@ def test_a_waiter_cancelled_while_queued_leaks_no_slot() -> None:
 def test_a_pool_needs_a_slot() -> None:
     with pytest.raises(ValueError, match="slots must be at least 1"):
         PrioritySlots(0)
+
+
+def test_holding_a_slot_takes_one_for_the_block_however_deeply_nested() -> None:
+    from llmserve import kube
+
+    async def scenario() -> None:
+        pool = kube._slots()
+        before = pool.free
+        async with kube.holding_slot(STATUS):
+            assert pool.free == before - 1
+            async with kube.holding_slot(STATUS):  # e.g. a retry inside: no second slot, no deadlock
+                assert pool.free == before - 1
+        assert pool.free == before
+
+    asyncio.run(scenario())

@@ -8,6 +8,7 @@ from typing import Any
 
 import kopf
 
+from llmserve import kube, slots
 from llmserve.api.llmserve import GROUP, PLURAL, VERSION
 from llmserve.controller import metrics
 from llmserve.controller.reconcile import Reconciler
@@ -81,17 +82,26 @@ def _one(index: kopf.Index[Any, Any], key: tuple[str, str]) -> Any:
 
 async def _refresh_later(key: tuple[str, str], indexes: dict[str, kopf.Index[Any, Any]]) -> None:
     await asyncio.sleep(STATUS_DEBOUNCE_SECONDS)
-    _pending_refresh.pop(key, None)
-    body = _one(indexes["llmserve_index"], key)
-    if body is None:
-        metrics.forget(key)
-        reconciler.forget(key)
-        return
-    pods = list(indexes["pod_index"].get(key, []))
     try:
-        await reconciler.refresh_status(body, _one(indexes["deployment_index"], key), pods)
-    except Exception:  # the next event or the periodic timer retries
-        log.exception("event=status_refresh_failed namespace=%s llmserve=%s", *key)
+        # The state is read once a request slot is ours, not before: while status writes queue (hundreds of
+        # LLMServes coming up at once), the events meanwhile find this refresh pending and add none, and
+        # the write carries the latest state, not one gone stale in the queue (at 200 new LLMServes each
+        # wrote ~4 times and status said Ready ~40 s after the pod was).
+        async with kube.holding_slot(slots.STATUS):
+            _pending_refresh.pop(key, None)  # events from now on need a refresh of their own
+            body = _one(indexes["llmserve_index"], key)
+            if body is None:
+                metrics.forget(key)
+                reconciler.forget(key)
+                return
+            pods = list(indexes["pod_index"].get(key, []))
+            try:
+                await reconciler.refresh_status(body, _one(indexes["deployment_index"], key), pods)
+            except Exception:  # the next event or the periodic timer retries
+                log.exception("event=status_refresh_failed namespace=%s llmserve=%s", *key)
+    finally:
+        if _pending_refresh.get(key) is asyncio.current_task():  # cancelled while waiting for a slot
+            _pending_refresh.pop(key, None)
 
 
 INDEX_NAMES = ("llmserve_index", "deployment_index", "pod_index")
