@@ -146,6 +146,21 @@ def status_writes(metrics_port: int) -> dict[str, float]:
     return {manager: float(value) for manager, value in found}
 
 
+def ensure_seconds(metrics_port: int) -> tuple[float, float]:
+    """(ensure calls, their mean duration in seconds) so far: llmserve_reconcile_duration_seconds summed
+    over every LLMServe, i.e. the part of apply -> Deployment spent applying children."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    total = sum(
+        float(v) for v in re.findall(r"^llmserve_reconcile_duration_seconds_sum\{[^}]*\} (\S+)$", text, re.M)
+    )
+    count = sum(
+        float(v)
+        for v in re.findall(r"^llmserve_reconcile_duration_seconds_count\{[^}]*\} (\S+)$", text, re.M)
+    )
+    return count, (total / count if count else float("nan"))
+
+
 def wait_leader(metrics_port: int, timeout_seconds: float = 60) -> None:
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
@@ -275,6 +290,7 @@ def main() -> int:
         requests_up = api_requests(cluster)
         latency_up = api_latency(cluster)
         writes_up = status_writes(metrics_port)
+        ensures, ensure_mean_seconds = ensure_seconds(metrics_port)
         others_up = {name: cpu_seconds(proc.pid) - others_before.get(name, 0.0)
                      for name, proc in cluster.processes.processes if name != "operator"}  # fmt: skip
         others_up["bench (this script)"] = sum(os.times()[:2]) - bench_before
@@ -320,6 +336,8 @@ def main() -> int:
           + ", ".join(f"{name} {value:.1f}" for name, value in sorted(others_up.items(), key=lambda kv: -kv[1])))  # fmt: skip
     print(f"operator RSS: {rss_started:.0f} MiB when it became leader (no LLMServe yet), peak {rss:.0f} MiB, "
           f"{rss_idle:.0f} MiB at the end of the idle window")  # fmt: skip
+    print(f"operator's ensure (applying the children, from the handler's start): {ensures:.0f} calls, "
+          f"{ensure_mean_seconds:.2f} s mean")  # fmt: skip
     print("operator status writes per object by field manager: "
           + ", ".join(f"{manager} {value / args.count:.2f}" for manager, value in sorted(writes_up.items())))  # fmt: skip
     print("API requests per object from first apply to last Ready (every client: operator, bench, controllers, "

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import heapq
-import itertools
 from collections.abc import AsyncIterator
 
 # Lower goes first. Creating or changing what serves a model (its Deployment) goes ahead of everything
@@ -36,8 +35,9 @@ class PrioritySlots:
         self._free = slots
         self._limits = dict(limits or {})
         self._held: dict[int, int] = {}
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
+        # One queue per priority (a handful): handing a slot over costs a look at each, not a scan of
+        # hundreds of capped waiters.
+        self._queues: dict[int, collections.deque[asyncio.Future[None]]] = {}
 
     @property
     def free(self) -> int:
@@ -52,11 +52,11 @@ class PrioritySlots:
         self._held[priority] = self._held.get(priority, 0) + 1
 
     async def acquire(self, priority: int = DEFAULT) -> None:
-        if self._free > 0 and self._may_hold(priority) and not self._waiters:
+        if self._free > 0 and self._may_hold(priority) and not any(self._queues.values()):
             self._take(priority)
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (priority, next(self._order), waiter))
+        self._queues.setdefault(priority, collections.deque()).append(waiter)
         self._hand_over()  # a slot may be free for this priority although others wait (their cap is full)
         try:
             await waiter
@@ -72,19 +72,16 @@ class PrioritySlots:
 
     def _hand_over(self) -> None:
         """Gives free slots to the most urgent waiters whose priority is under its cap."""
-        skipped: list[tuple[int, int, asyncio.Future[None]]] = []
-        while self._free > 0 and self._waiters:
-            entry = heapq.heappop(self._waiters)
-            priority, _, waiter = entry
-            if waiter.done():  # cancelled while waiting
-                continue
-            if not self._may_hold(priority):
-                skipped.append(entry)
-                continue
-            self._take(priority)
-            waiter.set_result(None)
-        for entry in skipped:
-            heapq.heappush(self._waiters, entry)
+        for priority in sorted(self._queues):
+            queue = self._queues[priority]
+            while self._free > 0 and queue and self._may_hold(priority):
+                waiter = queue.popleft()
+                if waiter.done():  # cancelled while waiting
+                    continue
+                self._take(priority)
+                waiter.set_result(None)
+            if self._free == 0:
+                return
 
     @contextlib.asynccontextmanager
     async def slot(self, priority: int = DEFAULT) -> AsyncIterator[None]:
