@@ -11,7 +11,7 @@ import kopf
 from llmserve import kube, slots
 from llmserve.api.llmserve import GROUP, PLURAL, VERSION
 from llmserve.controller import metrics
-from llmserve.controller.reconcile import Reconciler
+from llmserve.controller.reconcile import Reconciler, parse_spec
 from llmserve.render.labels import LLMSERVE_LABEL
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ async def _refresh_later(key: tuple[str, str], indexes: dict[str, kopf.Index[Any
             if body is None:
                 metrics.forget(key)
                 reconciler.forget(key)
+                _applied_at_first_sight.pop(key, None)
                 return
             pods = list(indexes["pod_index"].get(key, []))
             try:
@@ -114,6 +115,32 @@ def schedule_refresh(key: tuple[str, str], kwargs: dict[str, Any]) -> None:
         _pending_refresh[key] = asyncio.create_task(_refresh_later(key, indexes))
 
 
+# kopf runs a new object's create handlers only on the event after its finalizer PATCH (a round trip to
+# the apiserver and back through the watch, queued behind every other new object's at scale), so a new
+# LLMServe's children are applied on its first watch event instead, and the create handler then skips
+# what was done: (uid, generation) applied at first sight, by LLMServe.
+_applied_at_first_sight: dict[tuple[str, str], tuple[str, int]] = {}
+DIFFBASE_ANNOTATION = f"{GROUP}/last-handled-configuration"
+
+
+@kopf.on.event(*RESOURCE)
+async def first_sight(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    meta = body.metadata
+    # ADDED: created while we watch (objects listed at start-up come as type None and go through resume).
+    if type != "ADDED" or meta.get("deletionTimestamp") or DIFFBASE_ANNOTATION in meta.annotations:
+        return
+    if parse_spec(dict(body.get("spec", {})))[0] is None:
+        return  # the create handler reports the invalid spec
+    try:
+        await reconciler.ensure(dict(body), None, first_time=True, report=False)
+    except Exception as err:  # the create handler applies again, and reports what fails
+        log.info(
+            "event=first_sight_apply_failed namespace=%s llmserve=%s error=%r", namespace, name, str(err)
+        )
+        return
+    _applied_at_first_sight[(namespace, name)] = (str(meta.uid), int(meta.get("generation") or 0))
+
+
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
@@ -128,6 +155,9 @@ async def ensure(
     key = (namespace, name)
     try:
         first_time = reason == kopf.Reason.CREATE
+        done = _applied_at_first_sight.pop(key, None)
+        if first_time and done == (str(body.metadata.uid), int(body.metadata.get("generation") or 0)):
+            return  # this very spec was applied at first sight
         await reconciler.ensure(dict(body), _one(deployment_index, key), first_time)
     finally:
         schedule_refresh(key, {"deployment_index": deployment_index, **kwargs})

@@ -57,9 +57,13 @@ class Reconciler:
         self.engine_keys = EngineKeys()
         self._written: dict[Key, tuple[str, Obj]] = {}  # (uid, the status fragment last applied)
 
-    async def ensure(self, body: Obj, existing_deployment: Obj | None, first_time: bool = False) -> None:
+    async def ensure(
+        self, body: Obj, existing_deployment: Obj | None, first_time: bool = False, report: bool = True
+    ) -> None:
         """Create or update the Deployment and Service; idempotent, shared by create/update/resume.
-        `first_time`: kopf's create cause (the LLMServe was never handled), when nothing of it runs yet."""
+        `first_time`: kopf's create cause (the LLMServe was never handled), when nothing of it runs yet.
+        `report=False`: a refused apply is raised as a KubeError and not reported (no Event, condition or
+        metric): for a try whose failure kopf's own handler will meet and report."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         spec, error = parse_spec(body.get("spec", {}))
@@ -89,6 +93,8 @@ class Reconciler:
                     applied, _ = await _apply_all([(deployment, slots.SERVING), (service, slots.SERVICE)])
             except _ChildApplyError as failed:
                 child, err = failed.child, failed.error
+                if not report:
+                    raise err from failed
                 message = apply_error_message(child, err)
                 self.apply_errors[key] = message
                 metrics.RECONCILE_ERRORS.labels(namespace=key[0], llmserve=key[1]).inc()
