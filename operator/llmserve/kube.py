@@ -102,9 +102,9 @@ MAX_IN_FLIGHT = 16
 # after the first pod was.
 MAX_STATUS_IN_FLIGHT = 8
 MAX_REPORTS_IN_FLIGHT = 4
-# Service applies hold at most this many: the apiserver serialises cluster-IP allocation, so more in flight
-# only wait there, holding slots a Deployment could use (measured: 2 s p50, 4 s p99 per Service apply at
-# 200 new LLMServes with 16 in flight, against 0.4 s for a Deployment).
+# Service applies hold at most this many: the apiserver allocates cluster IPs one at a time, so more in
+# flight only wait there, holding slots a Deployment could use (measured: 2 s p50, 4 s p99 per Service
+# apply at 200 new LLMServes with 16 in flight, against 0.4 s for a Deployment).
 MAX_SERVICES_IN_FLIGHT = 4
 _lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PrioritySlots] = weakref.WeakKeyDictionary()
 

@@ -7,14 +7,16 @@ import collections
 import contextlib
 from collections.abc import AsyncIterator
 
-# Lower goes first. Creating or changing what serves a model (its Deployment) goes ahead of everything
-# else; the children that guard it next; then Services (the apiserver allocates their cluster IPs one at
-# a time: 2-4 s each with 16 in flight, so they are capped, see kube.py); reads and /scale writes after;
-# then the status users wait on (the reconciler's Ready and Progressing, the burst controller's record of
-# what it rents); the periodic reports (autoscaler observations, cost, capacity fit) last.
+# Lower goes first. Creating or changing what serves a model goes ahead of everything else: its
+# Deployment, then its Service (the apiserver allocates cluster IPs one at a time, about 1 s each with a
+# few in flight on the shared dev machine, so Services are also capped, see kube.py: they must neither
+# hold every slot nor wait behind the guards of every LLMServe that came later, or a model is Ready long
+# before the gateway can reach it); then the children that guard it; reads and /scale writes after; then
+# the status users wait on (the reconciler's Ready and Progressing, the burst controller's record of what
+# it rents); the periodic reports (autoscaler observations, cost, capacity fit) last.
 SERVING = 0
-GUARDS = 1
-SERVICE = 2
+SERVICE = 1
+GUARDS = 2
 DEFAULT = 3
 STATUS = 4
 REPORTS = 5
