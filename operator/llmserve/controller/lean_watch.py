@@ -49,7 +49,10 @@ def install() -> bool:
     try:
         from kopf._cogs.clients import watching
     except ImportError:
-        watching = None
+        log.warning(
+            "event=lean_watch_unavailable note=%r", "kopf has no watching module; bodies keep managedFields"
+        )
+        return False
     original = getattr(watching, "infinite_watch", None)
     if original is None:
         log.warning(
