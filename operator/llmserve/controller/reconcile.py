@@ -81,11 +81,16 @@ class Reconciler:
                 # Pods never run unguarded: they cannot start before their engine-key Secret exists (a
                 # kubelet refuses a container whose secretKeyRef is missing), and the Secret is applied
                 # only once the NetworkPolicy is in. So a new LLMServe's Deployment goes in the first
-                # round, with the NetworkPolicy and PDB. An existing one's Secret goes first: pods rolled
-                # by a new key fingerprint must read the new key, not the old.
+                # round, with the NetworkPolicy, the PDB and the Service (no pod of it can be Ready before
+                # the gateway can reach it). An existing one's Secret goes first: pods rolled by a new key
+                # fingerprint must read the new key, not the old.
                 if first_time and existing_deployment is None:
-                    first = [(deployment, slots.SERVING), *((child, slots.GUARDS) for child in others)]
-                    second = [(secret, slots.GUARDS), (service, slots.SERVICE)]
+                    first = [
+                        (deployment, slots.SERVING),
+                        (service, slots.SERVICE),
+                        *((child, slots.GUARDS) for child in others),
+                    ]
+                    second = [(secret, slots.GUARDS)]
                     applied = (await _apply_all(first))[0]
                     await _apply_all(second)
                 else:
