@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from typing import Any
@@ -33,10 +34,17 @@ class EngineKeys:
     def __init__(self, ref: SecretRef | None = None) -> None:
         self.ref = ref or operator_settings().engine_key_ref()
         self._master: bytes | None = None
+        self._loading: asyncio.Lock | None = None  # made on first use, inside the running loop
 
     async def master(self) -> bytes:
         if self._master is None:
-            self._master = await self._load_or_create()
+            # One load for everyone: at start-up hundreds of LLMServes ask at once, and each asking the
+            # apiserver was hundreds of Secret reads (and create attempts) ahead of their children.
+            if self._loading is None:
+                self._loading = asyncio.Lock()
+            async with self._loading:
+                if self._master is None:
+                    self._master = await self._load_or_create()
         return self._master
 
     async def _load_or_create(self) -> bytes:

@@ -8,9 +8,10 @@ from typing import Any
 
 import kopf
 
+from llmserve import kube, slots
 from llmserve.api.llmserve import GROUP, PLURAL, VERSION
 from llmserve.controller import metrics
-from llmserve.controller.reconcile import Reconciler
+from llmserve.controller.reconcile import Reconciler, parse_spec
 from llmserve.render.labels import LLMSERVE_LABEL
 
 log = logging.getLogger(__name__)
@@ -81,17 +82,27 @@ def _one(index: kopf.Index[Any, Any], key: tuple[str, str]) -> Any:
 
 async def _refresh_later(key: tuple[str, str], indexes: dict[str, kopf.Index[Any, Any]]) -> None:
     await asyncio.sleep(STATUS_DEBOUNCE_SECONDS)
-    _pending_refresh.pop(key, None)
-    body = _one(indexes["llmserve_index"], key)
-    if body is None:
-        metrics.forget(key)
-        reconciler.forget(key)
-        return
-    pods = list(indexes["pod_index"].get(key, []))
     try:
-        await reconciler.refresh_status(body, _one(indexes["deployment_index"], key), pods)
-    except Exception:  # the next event or the periodic timer retries
-        log.exception("event=status_refresh_failed namespace=%s llmserve=%s", *key)
+        # The state is read once a request slot is ours, not before: while status writes queue (hundreds of
+        # LLMServes coming up at once), the events meanwhile find this refresh pending and add none, and
+        # the write carries the latest state, not one gone stale in the queue (at 200 new LLMServes each
+        # wrote ~4 times and status said Ready ~40 s after the pod was).
+        async with kube.holding_slot(slots.STATUS):
+            _pending_refresh.pop(key, None)  # events from now on need a refresh of their own
+            body = _one(indexes["llmserve_index"], key)
+            if body is None:
+                metrics.forget(key)
+                reconciler.forget(key)
+                _applied_at_first_sight.pop(key, None)
+                return
+            pods = list(indexes["pod_index"].get(key, []))
+            try:
+                await reconciler.refresh_status(body, _one(indexes["deployment_index"], key), pods)
+            except Exception:  # the next event or the periodic timer retries
+                log.exception("event=status_refresh_failed namespace=%s llmserve=%s", *key)
+    finally:
+        if _pending_refresh.get(key) is asyncio.current_task():  # cancelled while waiting for a slot
+            _pending_refresh.pop(key, None)
 
 
 INDEX_NAMES = ("llmserve_index", "deployment_index", "pod_index")
@@ -104,15 +115,50 @@ def schedule_refresh(key: tuple[str, str], kwargs: dict[str, Any]) -> None:
         _pending_refresh[key] = asyncio.create_task(_refresh_later(key, indexes))
 
 
+# kopf runs a new object's create handlers only on the event after its finalizer PATCH (a round trip to
+# the apiserver and back through the watch, queued behind every other new object's at scale), so a new
+# LLMServe's children are applied on its first watch event instead, and the create handler then skips
+# what was done: (uid, generation) applied at first sight, by LLMServe.
+_applied_at_first_sight: dict[tuple[str, str], tuple[str, int]] = {}
+DIFFBASE_ANNOTATION = f"{GROUP}/last-handled-configuration"
+
+
+@kopf.on.event(*RESOURCE)
+async def first_sight(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    meta = body.metadata
+    # ADDED: created while we watch (objects listed at start-up come as type None and go through resume).
+    if type != "ADDED" or meta.get("deletionTimestamp") or DIFFBASE_ANNOTATION in meta.annotations:
+        return
+    if parse_spec(dict(body.get("spec", {})))[0] is None:
+        return  # the create handler reports the invalid spec
+    try:
+        await reconciler.ensure(dict(body), None, first_time=True, report=False)
+    except Exception as err:  # the create handler applies again, and reports what fails
+        log.info(
+            "event=first_sight_apply_failed namespace=%s llmserve=%s error=%r", namespace, name, str(err)
+        )
+        return
+    _applied_at_first_sight[(namespace, name)] = (str(meta.uid), int(meta.get("generation") or 0))
+
+
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 async def ensure(
-    body: kopf.Body, namespace: str, name: str, deployment_index: kopf.Index[Any, Any], **kwargs: Any
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    reason: kopf.Reason,
+    deployment_index: kopf.Index[Any, Any],
+    **kwargs: Any,
 ) -> None:
     key = (namespace, name)
     try:
-        await reconciler.ensure(dict(body), _one(deployment_index, key))
+        first_time = reason == kopf.Reason.CREATE
+        done = _applied_at_first_sight.pop(key, None)
+        if first_time and done == (str(body.metadata.uid), int(body.metadata.get("generation") or 0)):
+            return  # this very spec was applied at first sight
+        await reconciler.ensure(dict(body), _one(deployment_index, key), first_time)
     finally:
         schedule_refresh(key, {"deployment_index": deployment_index, **kwargs})
 

@@ -15,7 +15,7 @@ from prometheus_client import start_http_server
 
 from llmserve import kube
 from llmserve.api.llmserve import GROUP
-from llmserve.controller import metrics
+from llmserve.controller import lean_watch, metrics
 from llmserve.controller.leader import LeaderElector, LeaseSettings
 from llmserve.exitcheck import log_what_is_left_open
 from llmserve.settings import OperatorSettings, install, operator_settings
@@ -89,6 +89,8 @@ def run_operator(settings: OperatorSettings) -> int:
     import llmserve.controller.capacityfit
     import llmserve.controller.cost  # noqa: F401  (registers the cost meter and its price settings)
     from llmserve.controller import burst, handlers  # noqa: F401  (registers the handlers)
+
+    lean_watch.install()  # kopf keeps bodies without managedFields (memory)
 
     logging.basicConfig(
         level=logging.DEBUG if settings.verbose else logging.INFO,

@@ -9,7 +9,7 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from llmserve import kube
+from llmserve import kube, slots
 from llmserve.api.base import Condition
 from llmserve.api.llmserve import LLMServeSpec, LLMServeStatus
 from llmserve.controller import metrics
@@ -57,8 +57,13 @@ class Reconciler:
         self.engine_keys = EngineKeys()
         self._written: dict[Key, tuple[str, Obj]] = {}  # (uid, the status fragment last applied)
 
-    async def ensure(self, body: Obj, existing_deployment: Obj | None) -> None:
-        """Create or update the Deployment and Service; idempotent, shared by create/update/resume."""
+    async def ensure(
+        self, body: Obj, existing_deployment: Obj | None, first_time: bool = False, report: bool = True
+    ) -> None:
+        """Create or update the Deployment and Service; idempotent, shared by create/update/resume.
+        `first_time`: kopf's create cause (the LLMServe was never handled), when nothing of it runs yet.
+        `report=False`: a refused apply is raised as a KubeError and not reported (no Event, condition or
+        metric): for a try whose failure kopf's own handler will meet and report."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         spec, error = parse_spec(body.get("spec", {}))
@@ -69,17 +74,32 @@ class Reconciler:
         service = render_service(meta["name"], meta["namespace"], meta["uid"], spec)
         with metrics.RECONCILE_SECONDS.labels(namespace=key[0], llmserve=key[1]).time():
             try:
-                # The engine key Secret and the NetworkPolicy go first: pods never start unguarded.
-                # Within each step the applies are independent, so they go out together: two round
-                # trips to the Deployment instead of five.
                 engine_key = await self.engine_keys.key_for(meta["namespace"], meta["name"], meta["uid"])
-                guards = security_children(
+                secret, *others = security_children(
                     engine_key, meta["name"], meta["namespace"], meta["uid"], spec, deployment
                 )
-                await _apply_all(guards)
-                applied, _ = await _apply_all([deployment, service])
+                # Pods never run unguarded: they cannot start before their engine-key Secret exists (a
+                # kubelet refuses a container whose secretKeyRef is missing), and the Secret is applied
+                # only once the NetworkPolicy is in. So a new LLMServe's Deployment goes in the first
+                # round, with the NetworkPolicy, the PDB and the Service (no pod of it can be Ready before
+                # the gateway can reach it). An existing one's Secret goes first: pods rolled by a new key
+                # fingerprint must read the new key, not the old.
+                if first_time and existing_deployment is None:
+                    first = [
+                        (deployment, slots.SERVING),
+                        (service, slots.SERVICE),
+                        *((child, slots.GUARDS) for child in others),
+                    ]
+                    second = [(secret, slots.GUARDS)]
+                    applied = (await _apply_all(first))[0]
+                    await _apply_all(second)
+                else:
+                    await _apply_all([(child, slots.GUARDS) for child in (secret, *others)])
+                    applied, _ = await _apply_all([(deployment, slots.SERVING), (service, slots.SERVICE)])
             except _ChildApplyError as failed:
                 child, err = failed.child, failed.error
+                if not report:
+                    raise err from failed
                 message = apply_error_message(child, err)
                 self.apply_errors[key] = message
                 metrics.RECONCILE_ERRORS.labels(namespace=key[0], llmserve=key[1]).inc()
@@ -171,18 +191,21 @@ class _ChildApplyError(Exception):
         self.child, self.error = child, error
 
 
-async def _apply_one(child: Obj) -> Obj:
+async def _apply_one(child: Obj, priority: int) -> Obj:
     try:
-        result: Obj = await kube.retry(lambda: kube.apply(child, FIELD_MANAGER))
+        result: Obj = await kube.retry(lambda: kube.apply(child, FIELD_MANAGER, priority=priority))
     except kube.KubeError as err:
         raise _ChildApplyError(child, err) from err
     return result
 
 
-async def _apply_all(children: list[Obj]) -> list[Obj]:
-    """Applies the children concurrently; every apply runs to its end, then the first refusal (in the
-    children's order) is raised, so the reported child does not depend on which answer came first."""
-    answers = await asyncio.gather(*(_apply_one(child) for child in children), return_exceptions=True)
+async def _apply_all(children: list[tuple[Obj, int]]) -> list[Obj]:
+    """Applies the children concurrently, each at its priority (llmserve.slots: a Deployment goes ahead of
+    every other LLMServe's guards and Services); every apply runs to its end, then the first refusal (in
+    the children's order) is raised, so the reported child does not depend on which answer came first."""
+    answers = await asyncio.gather(
+        *(_apply_one(child, priority) for child, priority in children), return_exceptions=True
+    )
     for answer in answers:
         if isinstance(answer, BaseException):
             raise answer

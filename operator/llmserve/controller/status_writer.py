@@ -23,7 +23,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from llmserve import kube
+from llmserve import kube, slots
 from llmserve.api.llmserve import GROUP, KIND, VERSION
 from llmserve.controller import metrics
 
@@ -70,12 +70,17 @@ async def apply_status(
     manifest = status_apply_manifest(name, namespace, status_fragment)
     metrics.STATUS_WRITES.labels(manager=manager).inc()
     try:
-        result: Obj = await kube.retry(lambda: kube.apply(manifest, manager, "status"))
+        result: Obj = await kube.retry(lambda: kube.apply(manifest, manager, "status", _priority(manager)))
     except kube.KubeError as err:
         if err.status == 404:
             return None  # deleted meanwhile: nothing left to report on
         raise
     return result
+
+
+def _priority(manager: str) -> int:
+    """What users wait on (Ready, what is rented) goes ahead of the periodic reports (llmserve.slots)."""
+    return slots.STATUS if manager in (OPERATOR_MANAGER, BURST_MANAGER) else slots.REPORTS
 
 
 def conditions_with_transition_times(previous: list[Obj] | None, ours: list[Obj]) -> list[Obj]:

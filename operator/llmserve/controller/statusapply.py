@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from llmserve import kube
+from llmserve import kube, slots
 from llmserve.api.base import Condition
 from llmserve.api.llmserve import KIND
 from llmserve.controller import metrics
@@ -23,7 +23,8 @@ async def apply_status(namespace: str, name: str, status: Obj, field_manager: st
                 "metadata": {"name": name, "namespace": namespace}, "status": status}  # fmt: skip
     metrics.STATUS_WRITES.labels(manager=field_manager).inc()
     try:
-        await kube.retry(functools.partial(kube.apply, manifest, field_manager, "status"))
+        # The cost meter's and the fit check's reports: after the status users wait on (llmserve.slots).
+        await kube.retry(functools.partial(kube.apply, manifest, field_manager, "status", slots.REPORTS))
     except kube.KubeError as err:
         if err.status == 404:
             return False
