@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hack.devcluster.cluster import ClusterSpec, DevCluster  # noqa: E402
+from hack.devcluster.controlplane import wait_crd_established  # noqa: E402
 from hack.devcluster.processes import free_port  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -279,7 +280,7 @@ def main() -> int:
     cluster.start()
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/llmserves.llmserve.dev")
+        wait_crd_established(cluster.kubectl, "llmserves.llmserve.dev")
         metrics_port = free_port()
         entry = [sys.executable, "-m", "llmserve.cli", "operator"]
         if args.tracemalloc:

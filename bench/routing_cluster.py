@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.routing import KEY, SERVED, Run, chat_user, load_user, report, scrape
 
 from hack.devcluster.cluster import REPO, ClusterSpec, DevCluster
+from hack.devcluster.controlplane import wait_crd_established
 from hack.devcluster.processes import free_port
 
 NAMESPACE = "routing"
@@ -114,9 +115,7 @@ def kubectl_retrying(cluster: DevCluster, *args: str, timeout_seconds: float = 6
 
 def bring_up(cluster: DevCluster, args: argparse.Namespace) -> dict[str, str]:
     kubectl_retrying(cluster, "apply", "--server-side", "-f", str(REPO / "crds"))
-    kubectl_retrying(
-        cluster, "wait", "--for=condition=Established", "crd/llmserves.llmserve.dev", "--timeout=10s"
-    )
+    wait_crd_established(cluster.kubectl, "llmserves.llmserve.dev")
     cluster.processes.start("operator", [
         sys.executable, "-m", "llmserve.cli", "operator", "--liveness-port", str(free_port()),
         "--metrics-port", str(free_port()),

@@ -7,6 +7,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,3 +122,21 @@ class ControlPlane:
 
 def kubectl_env(kubeconfig: Path) -> dict[str, str]:
     return {**os.environ, "KUBECONFIG": str(kubeconfig)}
+
+
+def wait_crd_established(
+    kubectl: Callable[..., subprocess.CompletedProcess[str]], crd: str, timeout_seconds: float = 30
+) -> None:
+    """Polls until the CRD `crd` (e.g. "llmserves.llmserve.dev") says Established. `kubectl wait
+    --for=condition=Established` fails at once, instead of waiting, on a CRD created so recently that it
+    has no status.conditions yet (".status.conditions accessor error"), so it is not used here."""
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + timeout_seconds
+    last = ""
+    while time.monotonic() < deadline:
+        result = kubectl("get", f"crd/{crd}", "-o", f"jsonpath={jsonpath}", check=False)
+        if result.returncode == 0 and result.stdout.strip() == "True":
+            return
+        last = (result.stderr or result.stdout).strip()
+        time.sleep(0.2)
+    raise RuntimeError(f"CRD {crd} not Established within {timeout_seconds:g} s (last answer: {last!r})")

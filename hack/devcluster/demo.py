@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from hack.devcluster.cluster import REPO, ClusterSpec, DevCluster
+from hack.devcluster.controlplane import wait_crd_established
 from hack.devcluster.processes import free_port
 
 EXAMPLE = REPO / "examples" / "llama-8b-simulated.yaml"
@@ -65,7 +66,7 @@ def run_demo(state_dir: Path, nodes: int, gpus_per_node: int, keep_running: bool
 
 def bring_up(cluster: DevCluster, state_dir: Path) -> tuple[str, str]:
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/llmserves.llmserve.dev")
+    wait_crd_established(cluster.kubectl, "llmserves.llmserve.dev")
     env = cluster.child_env()
     cluster.processes.start("operator", [
         sys.executable, "-m", "llmserve.cli", "operator", "--liveness-port", str(free_port()),

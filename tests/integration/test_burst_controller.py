@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from hack.devcluster.controlplane import wait_crd_established
 from tests.support.burst_cleanup import remove_burst_objects
 from tests.support.cluster import (
     STATE_DIR,
@@ -36,7 +37,7 @@ def burst_operator(cluster: ClusterHandle, operator_process: OperatorProcess) ->
     """The shared operator, restarted with the provider test double plugged in and a fast burst tick."""
     system = cluster.create_namespace("burst-system")
     cluster.kubectl("create", "secret", "generic", "runpod-key", "-n", system, f"--from-literal=apiKey={KEY}")
-    cluster.kubectl("wait", "--for=condition=Established", "crd/burstpools.llmserve.dev", "--timeout=30s")
+    wait_crd_established(cluster.kubectl, "burstpools.llmserve.dev")
     STATE_FILE.unlink(missing_ok=True)
     extra = {
         "LLMSERVE_BURST_PLUGIN_RUNPOD": "tests.support.burst_plugin:make",

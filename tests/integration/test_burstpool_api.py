@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from hack.devcluster.controlplane import wait_crd_established
 from tests.support.cluster import ClusterHandle
 from tests.support.manifests import llmserve
 
@@ -31,7 +32,7 @@ POOL: dict[str, Any] = {
 
 @pytest.fixture
 def pools(cluster: ClusterHandle) -> Iterator[ClusterHandle]:
-    cluster.kubectl("wait", "--for=condition=Established", "crd/burstpools.llmserve.dev", "--timeout=30s")
+    wait_crd_established(cluster.kubectl, "burstpools.llmserve.dev")
     yield cluster
     cluster.kubectl("delete", "burstpools", "--all", "--wait=false", check=False)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hack.devcluster.cluster import ClusterSpec, DevCluster
-from hack.devcluster.controlplane import ControlPlaneSettings
+from hack.devcluster.controlplane import ControlPlaneSettings, wait_crd_established
 from hack.devcluster.processes import free_port
 from tests.support.kubeapi import ApiReader
 
@@ -137,7 +137,7 @@ def start_test_cluster(external_kubeconfig: Path | None) -> Iterator[ClusterHand
     try:
         handle = ClusterHandle(dev.kubeconfig, dev)
         handle.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        handle.kubectl("wait", "--for=condition=Established", "crd/llmserves.llmserve.dev", "--timeout=30s")
+        wait_crd_established(handle.kubectl, "llmserves.llmserve.dev")
         yield handle
     finally:
         dev.stop()
