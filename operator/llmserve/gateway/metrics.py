@@ -21,7 +21,7 @@ class Children(Generic[MetricT]):
     """
 
     def __init__(self, metric: MetricT) -> None:
-        self.metric = metric
+        self.metric: MetricT = metric
         self._by_values: dict[tuple[str, ...], MetricT] = {}
 
     def __call__(self, *values: str) -> MetricT:

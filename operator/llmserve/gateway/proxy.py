@@ -448,7 +448,7 @@ class Proxy:
         outcome.status = 200
         tap = SseUsageTap(strip_usage_chunk)
         chunk = first
-        idle = self.settings.stream_idle_timeout_seconds or None
+        _bound_silence(upstream, self.settings.stream_idle_timeout_seconds)
         last = b""
         try:
             while chunk:
@@ -460,8 +460,7 @@ class Proxy:
                     await _send(response, out)
                     if outcome.first_byte_seconds is None:
                         outcome.first_byte_seconds = time.monotonic() - started
-                async with asyncio.timeout(idle):
-                    chunk = await upstream.content.readany()
+                chunk = await upstream.content.readany()
         except ClientGone:
             outcome.usage = charged_usage(tap)  # charged for what it was sent
             raise
@@ -505,6 +504,16 @@ class Proxy:
     def _eject(self, backend: Backend) -> None:
         seconds = record_failure(self.registry.load(backend), time.monotonic(), self.settings.eject_seconds)
         log.warning("event=backend_ejected backend=%s eject_seconds=%.1f", backend.label, seconds)
+
+
+def _bound_silence(upstream: aiohttp.ClientResponse, idle_seconds: float) -> None:
+    """Bounds the silence inside a started stream by the socket read deadline that aiohttp re-arms on
+    every arrival (sock_read, until now the wait for the response head): no timer of the gateway's own
+    to set and cancel around each chunk. Its expiry is a TimeoutError, like the head's."""
+    protocol = upstream.connection.protocol if upstream.connection is not None else None
+    if idle_seconds and protocol is not None:
+        protocol.read_timeout = idle_seconds
+        protocol.start_timeout()
 
 
 def _route(
