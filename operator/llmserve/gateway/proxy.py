@@ -511,7 +511,8 @@ def _bound_silence(upstream: aiohttp.ClientResponse, idle_seconds: float) -> Non
     every arrival (sock_read, until now the wait for the response head): no timer of the gateway's own
     to set and cancel around each chunk. Its expiry is a TimeoutError, like the head's."""
     protocol = upstream.connection.protocol if upstream.connection is not None else None
-    if idle_seconds and protocol is not None:
+    # At the end of the answer aiohttp drops the deadline; one armed after that would outlive it.
+    if idle_seconds and protocol is not None and not upstream.content.is_eof():
         protocol.read_timeout = idle_seconds
         protocol.start_timeout()
 
