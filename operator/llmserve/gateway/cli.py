@@ -141,7 +141,12 @@ async def _serve_until_signal(settings: GatewaySettings, tasks: list[asyncio.Tas
                     "no API keys configured: accepting unauthenticated requests on loopback only")  # fmt: skip
 
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+    # No cookie jar: a backend's Set-Cookie must not become state the gateway sends on, and the jar
+    # would be consulted on every upstream request.
+    session = aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+    )
+    async with session:
         queue = None
         if settings.queue_when_full:
             queue = SlotQueue(QueueSettings(settings.queue_size, settings.queue_timeout))

@@ -80,6 +80,27 @@ class Outcome:
     first_byte_seconds: float | None = None
     error_reason: str = ""  # set when the request failed after the response started
     tried: list[str] = field(default_factory=list)
+    # An unstreamed answer whose usage is read only when it is accounted for, after it was sent: the
+    # client does not wait for the gateway to parse what it is about to receive.
+    answer: bytes | None = None
+
+    def settle_usage(self) -> Usage | None:
+        """The usage to account for: the streamed one, or the one read now from the answer."""
+        if self.answer is not None:
+            self.usage, self.answer = usage_from_body(self.answer), None
+        return self.usage
+
+    def no_usage(self) -> None:
+        """Nothing of this request is metered as tokens (tokenizer routes, stored responses)."""
+        self.usage, self.answer = None, None
+
+
+class HeadWithFirstChunk(web.StreamResponse):
+    """A StreamResponse whose head leaves with its first body bytes, in one write (one TCP segment, one
+    wake-up of the client) instead of two; aiohttp's own Response holds its head the same way. A
+    response ended with no body sends its head with the end (write_eof)."""
+
+    _send_headers_immediately = False
 
 
 class ClientGone(ConnectionError):
@@ -179,7 +200,7 @@ class Proxy:
             outcome = "all_full"
         else:
             outcome = "affine" if choice.affine else "placed"
-        self.metrics.routed.labels(route.served_name, outcome).inc()
+        self.metrics.routed_of(route.served_name, outcome).inc()
         return by_url[choice.candidate.key][0]
 
     async def forward(
@@ -229,7 +250,7 @@ class Proxy:
             outcome.tried.append(backend.label)
             load = self.registry.load(backend)
             load.outstanding += 1
-            gauge = self.metrics.backend_in_flight.labels(model, backend.label)
+            gauge = self.metrics.backend_in_flight_of(model, backend.label)
             gauge.inc()
             attempt_body = (
                 body if forwarding.body_for_backend is None else forwarding.body_for_backend(backend)
@@ -240,7 +261,7 @@ class Proxy:
                 )
             except _Retry as retry:
                 last_problem, last_reason = f"{backend.label}: {retry}", retry.reason
-                self.metrics.retries.labels(model, retry.reason).inc()
+                self.metrics.retries_of(model, retry.reason).inc()
                 log.info(
                     "event=upstream_retry model=%s backend=%s reason=%s detail=%r",
                     model,
@@ -371,14 +392,14 @@ class Proxy:
         outcome.first_byte_seconds = time.monotonic() - started
         outcome.status = upstream.status
         if upstream.status == 200:
-            outcome.usage = usage_from_body(payload)
+            outcome.answer = payload  # its usage is read after it was sent (Outcome.settle_usage)
         return web.Response(status=upstream.status, body=payload, headers=client_headers(upstream.headers))
 
     async def _pass_through(
         self, request: web.Request, upstream: aiohttp.ClientResponse, started: float, outcome: Outcome
     ) -> web.StreamResponse:
         """A large (or unsized) unstreamed answer, relayed chunk by chunk; usage comes from its tail."""
-        response = web.StreamResponse(status=upstream.status, headers=client_headers(upstream.headers))
+        response = HeadWithFirstChunk(status=upstream.status, headers=client_headers(upstream.headers))
         await response.prepare(request)
         outcome.status = upstream.status
         tail = b""
@@ -415,7 +436,7 @@ class Proxy:
             raise _Retry("broken_before_first_chunk", describe_error(err)) from err
         if not first:
             raise _Retry("empty_stream", "replica closed the stream without sending anything")
-        response = web.StreamResponse(
+        response = HeadWithFirstChunk(
             status=200,
             headers={
                 "Content-Type": upstream.headers.get("Content-Type", "text/event-stream"),
@@ -427,16 +448,19 @@ class Proxy:
         outcome.status = 200
         tap = SseUsageTap(strip_usage_chunk)
         chunk = first
-        idle = self.settings.stream_idle_timeout_seconds or None
+        _bound_silence(upstream, self.settings.stream_idle_timeout_seconds)
+        last = b""
         try:
             while chunk:
                 out = tap.feed(chunk)
+                if upstream.content.at_eof():
+                    last = out  # the stream's end arrived with it: both leave in one write below
+                    break
                 if out:
                     await _send(response, out)
                     if outcome.first_byte_seconds is None:
                         outcome.first_byte_seconds = time.monotonic() - started
-                async with asyncio.timeout(idle):
-                    chunk = await upstream.content.readany()
+                chunk = await upstream.content.readany()
         except ClientGone:
             outcome.usage = charged_usage(tap)  # charged for what it was sent
             raise
@@ -454,11 +478,11 @@ class Proxy:
             # upstream connection closes).
             outcome.usage = charged_usage(tap)
             raise
-        rest = tap.flush()
-        if rest:
-            await response.write(rest)
+        last += tap.flush()
         outcome.usage = tap.usage
-        await response.write_eof()
+        if last and outcome.first_byte_seconds is None:
+            outcome.first_byte_seconds = time.monotonic() - started
+        await response.write_eof(last)
         return response
 
     async def _fail_stream(
@@ -480,6 +504,17 @@ class Proxy:
     def _eject(self, backend: Backend) -> None:
         seconds = record_failure(self.registry.load(backend), time.monotonic(), self.settings.eject_seconds)
         log.warning("event=backend_ejected backend=%s eject_seconds=%.1f", backend.label, seconds)
+
+
+def _bound_silence(upstream: aiohttp.ClientResponse, idle_seconds: float) -> None:
+    """Bounds the silence inside a started stream by the socket read deadline that aiohttp re-arms on
+    every arrival (sock_read, until now the wait for the response head): no timer of the gateway's own
+    to set and cancel around each chunk. Its expiry is a TimeoutError, like the head's."""
+    protocol = upstream.connection.protocol if upstream.connection is not None else None
+    # At the end of the answer aiohttp drops the deadline; one armed after that would outlive it.
+    if idle_seconds and protocol is not None and not upstream.content.is_eof():
+        protocol.read_timeout = idle_seconds
+        protocol.start_timeout()
 
 
 def _route(

@@ -20,7 +20,13 @@ from llmserve.gateway.metering import TokenReservations, requested_tokens, wants
 from llmserve.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from llmserve.gateway.proxy import Forwarding, Outcome, Proxy
 from llmserve.gateway.registry import Registry
-from llmserve.gateway.request_body import BodyError, check_content_headers, decode_json_object, read_body
+from llmserve.gateway.request_body import (
+    BodyError,
+    check_content_headers,
+    decode_json_object,
+    read_body,
+    with_member_first,
+)
 from llmserve.gateway.responses_api import create_forwarding, stored_response_holder
 from llmserve.gateway.routes import (
     PROXIED,
@@ -39,6 +45,7 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("llmserve.gateway.access")
 
 _UNKNOWN_MODEL = "_unknown"  # metric label for refused requests, so callers cannot grow label sets
+_INCLUDE_USAGE = b'"stream_options":{"include_usage":true}'
 
 
 @dataclass(frozen=True)
@@ -138,34 +145,46 @@ class Gateway:
         key, model, stream = ANONYMOUS, _UNKNOWN_MODEL, False
         reserved = 0.0
         try:
-            key = self.authenticate(request)
-            raw, payload = await self._read_json(request)
-            model = self._model_of(payload, key)
-            forwarding = Forwarding(error_style=spec.errors)
-            if spec.usage == "responses":
-                forwarding = create_forwarding(payload, key, model, self.registry.routes)
-            # Tokenizer routes generate nothing: they are counted as requests and reserve no tokens.
-            amount = float(requested_tokens(payload, len(raw))) if spec.usage != "none" else 0.0
-            reserved = self._admit(key, started, amount)
-            stream = wants_stream(payload.get("stream"))
-            affinity = (
-                prefix_key(request.path, payload) if self.proxy.settings.policy is Policy.PREFIX else None
-            )
-            body, strip_usage = self._upstream_body(spec, raw, payload, stream)
-            return await self._serve(
-                request, model, body, stream, strip_usage, started, outcome, forwarding, affinity, key.name
-            )
-        except GatewayError as err:
-            outcome.status = err.status
-            outcome.error_reason = outcome.error_reason or _reason(err)
-            return err.response(spec.errors)
+            try:
+                key = self.authenticate(request)
+                raw, payload = await self._read_json(request)
+                model = self._model_of(payload, key)
+                forwarding = _FORWARDING_BY_STYLE[spec.errors]
+                if spec.usage == "responses":
+                    forwarding = create_forwarding(payload, key, model, self.registry.routes)
+                # Tokenizer routes generate nothing: they are counted as requests and reserve no tokens.
+                amount = float(requested_tokens(payload, len(raw))) if spec.usage != "none" else 0.0
+                reserved = self._admit(key, started, amount)
+                stream = wants_stream(payload.get("stream"))
+                affinity = (
+                    prefix_key(request.path, payload) if self.proxy.settings.policy is Policy.PREFIX else None
+                )
+                body, strip_usage = self._upstream_body(spec, raw, payload, stream)
+                response = await self._serve(
+                    request,
+                    model,
+                    body,
+                    stream,
+                    strip_usage,
+                    started,
+                    outcome,
+                    forwarding,
+                    affinity,
+                    key.name,
+                )
+            except GatewayError as err:
+                outcome.status = err.status
+                outcome.error_reason = outcome.error_reason or _reason(err)
+                response = err.response(spec.errors)
+            await _deliver(request, response)  # before the bookkeeping below: the client need not wait
+            return response
         except (asyncio.CancelledError, ConnectionError):
             outcome.status = 499  # client closed the request (nginx's convention)
             outcome.error_reason = "client_disconnected"
             raise
         finally:
             if spec.usage == "none":
-                outcome.usage = None  # tokenizer routes: counted as requests, not as tokens served
+                outcome.no_usage()  # tokenizer routes: counted as requests, not as tokens served
             self._account(request, key, model, stream, started, outcome, reserved)
 
     async def stored_response(self, request: web.Request) -> web.StreamResponse:
@@ -193,7 +212,7 @@ class Gateway:
             outcome.error_reason = "client_disconnected"
             raise
         finally:
-            outcome.usage = None  # its tokens were metered when it was created
+            outcome.no_usage()  # its tokens were metered when it was created
             self._account(request, key, model, stream, started, outcome)
 
     def _admit(self, key: ApiKey, now: float, tokens: float = 0.0) -> float:
@@ -232,7 +251,7 @@ class Gateway:
     ) -> web.StreamResponse:
         route = self.registry.route(model)
         assert route is not None
-        gauge = self.metrics.model_in_flight.labels(model, route.namespace or "", route.llmserve or "")
+        gauge = self.metrics.model_in_flight_of(model, route.namespace or "", route.llmserve or "")
         gauge.inc()
         try:
             if forwarding.pinned is None:  # a pinned replica exists already: nothing to wait for
@@ -285,6 +304,10 @@ class Gateway:
         options = payload.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
             return raw, False
+        if "stream_options" not in payload:
+            spliced = with_member_first(raw, _INCLUDE_USAGE)
+            if spliced is not None:
+                return spliced, True
         payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         return json.dumps(payload).encode(), True
 
@@ -300,24 +323,24 @@ class Gateway:
     ) -> None:
         if reserved:
             self.reservations.release(key, reserved)
-            if outcome.usage is None and outcome.status == 200:
+            if outcome.settle_usage() is None and outcome.status == 200:
                 # Served, but the backend's usage was missing or not believable: the reservation is
                 # what the key is charged, so a broken backend cannot make answers free.
                 self.limiter.record_tokens(key, time.monotonic(), int(reserved))
         elapsed = time.monotonic() - started
         known = model != _UNKNOWN_MODEL
         status = str(outcome.status or 500)
-        self.metrics.requests.labels(model, key.name, status).inc()
+        self.metrics.requests_of(model, key.name, status).inc()
         if outcome.error_reason:
-            self.metrics.errors.labels(model, outcome.error_reason).inc()
+            self.metrics.errors_of(model, outcome.error_reason).inc()
         if known:
-            self.metrics.latency.labels(model, "true" if stream else "false").observe(elapsed)
+            self.metrics.latency_of(model, "true" if stream else "false").observe(elapsed)
         if stream and outcome.first_byte_seconds is not None:
-            self.metrics.ttft.labels(model).observe(outcome.first_byte_seconds)
-        usage = outcome.usage
+            self.metrics.ttft_of(model).observe(outcome.first_byte_seconds)
+        usage = outcome.settle_usage()
         if usage is not None:
-            self.metrics.tokens.labels(key.name, model, "prompt").inc(usage.prompt_tokens)
-            self.metrics.tokens.labels(key.name, model, "completion").inc(usage.completion_tokens)
+            self.metrics.tokens_of(key.name, model, "prompt").inc(usage.prompt_tokens)
+            self.metrics.tokens_of(key.name, model, "completion").inc(usage.completion_tokens)
             self.limiter.record_tokens(key, time.monotonic(), usage.total_tokens)
         if self.settings.access_log:
             access_log.info(
@@ -329,6 +352,18 @@ class Gateway:
                 usage.prompt_tokens if usage else "-", usage.completion_tokens if usage else "-",
                 outcome.error_reason or "-",
             )  # fmt: skip
+
+
+# Plain requests differ only in the shape of a mid-stream error event: one Forwarding per style.
+_FORWARDING_BY_STYLE = {style: Forwarding(error_style=style) for style in ("openai", "anthropic")}
+
+
+async def _deliver(request: web.Request, response: web.StreamResponse) -> None:
+    """Sends a response the handler would otherwise return for aiohttp to send, so that what the
+    handler does after it (metrics, metering, the access log) happens after the client has it."""
+    if not response.prepared:
+        await response.prepare(request)
+        await response.write_eof()
 
 
 def _encodable(text: str) -> bool:
