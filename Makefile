@@ -3,7 +3,7 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore
 
-.PHONY: demo test install controlplane crds lint unit
+.PHONY: demo test install controlplane helm crds lint unit
 
 install:
 	$(PIP_INSTALL) -e '.[test]'
@@ -11,11 +11,18 @@ install:
 controlplane:
 	bash hack/build-controlplane.sh
 
+# Built before the test workers start, so two of them never build it at once.
+helm:
+	bash hack/build-helm.sh >/dev/null
+
 demo: install controlplane
 	$(PYTHON) -m hack.devcluster demo
 
-test: install controlplane lint
-	$(PYTHON) -m pytest -q
+# Two pytest workers: every test that uses the control plane runs on one of them, in order, as before
+# (xdist group "cluster", see tests/conftest.py); the unit tests and the loopback-only integration tests
+# run on the other meanwhile. One cluster per run, as with a single process.
+test: install controlplane helm lint
+	$(PYTHON) -m pytest -q -n 2 --dist loadgroup
 
 unit: install
 	$(PYTHON) -m pytest -q tests/unit

@@ -9,6 +9,13 @@ if [[ -x "$out/helm" ]]; then
   exit 0
 fi
 mkdir -p "$out"
+# One build at a time (parallel test workers may ask together); whoever waited finds it built.
+exec 9>"$out.lock"
+flock 9
+if [[ -x "$out/helm" ]]; then
+  echo "$out/helm"
+  exit 0
+fi
 export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0 GOBIN="$out"
 # Without these ldflags `helm version` says v3.x-dev and `helm template` assumes an ancient Kubernetes.
 ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"

@@ -15,6 +15,15 @@ sys.path.insert(0, str(REPO))
 from tests.support.cluster import ClusterHandle, OperatorProcess, start_test_cluster  # noqa: E402
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`), every test that uses the control plane
+    goes to one worker, so the session still starts one cluster and its tests keep their order; the
+    other tests are spread over both workers. Without xdist the mark does nothing."""
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[ClusterHandle]:
     """The local control plane with fake GPU nodes, started once per session.
