@@ -18,11 +18,10 @@ helm:
 demo: install controlplane
 	$(PYTHON) -m hack.devcluster demo
 
-# Two pytest workers: every test that uses the control plane runs on one of them, in order, as before
-# (xdist group "cluster", see tests/conftest.py); the unit tests and the loopback-only integration tests
-# run on the other meanwhile. One cluster per run, as with a single process.
+# Two pytest processes side by side (hack/test.sh): the tests that use the control plane in one, in order,
+# with the run's one cluster; the unit and loopback-only tests in the other.
 test: install controlplane helm lint
-	$(PYTHON) -m pytest -q -n 2 --dist loadgroup
+	PYTHON=$(PYTHON) bash hack/test.sh
 
 unit: install
 	$(PYTHON) -m pytest -q tests/unit

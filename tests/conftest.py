@@ -15,13 +15,13 @@ sys.path.insert(0, str(REPO))
 from tests.support.cluster import ClusterHandle, OperatorProcess, start_test_cluster  # noqa: E402
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`), every test that uses the control plane
-    goes to one worker, so the session still starts one cluster and its tests keep their order; the
-    other tests are spread over both workers. Without xdist the mark does nothing."""
+    """Every test that uses the control plane is marked `cluster`, so `make test` (hack/test.sh) can run
+    them in one process, with the run's one cluster, while the others run alongside (`-m "not cluster"`)."""
     for item in items:
         if "cluster" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("cluster"))
+            item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture(scope="session")
