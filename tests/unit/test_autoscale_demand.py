@@ -139,8 +139,24 @@ def test_a_backlog_the_fleet_drains_before_new_replicas_could_start_asks_for_not
     # What one replica clears within the clearance time bounds the ask; never one replica per waiting request.
     assert large.replicas_for_backlog < 3000 / 8
     # With a longer start-up the fleet's spare capacity drains more before help arrives: fewer asked.
-    slow = model.estimate(now, 4, 4, backlog_requests=3000, startup_seconds=300.0, batch_fill=0.8)
-    assert slow is not None and slow.replicas_for_backlog < large.replicas_for_backlog
+    fast = model.estimate(now, 4, 4, backlog_requests=400, startup_seconds=60.0, batch_fill=0.8)
+    slow = model.estimate(now, 4, 4, backlog_requests=400, startup_seconds=300.0, batch_fill=0.8)
+    assert fast is not None and slow is not None
+    assert slow.replicas_for_backlog < fast.replicas_for_backlog
+
+
+def test_a_backlog_is_drained_only_by_the_replicas_the_arrivals_keep() -> None:
+    # Eight ready replicas, arrivals that need two: the other six leave with the scale-down, so they drain
+    # nothing. Counting their spare capacity let a crowd's queue outlast the fleet that was cut under it.
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(8)
+    for step in range(1, 13):
+        model.observe(T0 + step * INTERVAL, engines.advance(**STEADY))
+    now = T0 + 12 * INTERVAL
+    demand = model.estimate(now, 8, 8, backlog_requests=400, startup_seconds=60.0, batch_fill=0.8)
+    assert demand is not None and math.ceil(demand.replicas_for_arrivals) == 2
+    assert demand.replicas_for_backlog > 0
+    assert demand.replicas > math.ceil(demand.replicas_for_arrivals)
 
 
 @pytest.mark.parametrize(("startup", "hold"), [(60.0, 120.0), (180.0, 180.0), (300.0, 300.0)])
@@ -247,6 +263,36 @@ def test_a_ramp_is_sized_for_where_it_will_be_one_start_up_later_and_a_flat_rate
     # the noise of a 15 s count): 63 req/s in 180 s, capped at twice the short window's 27.
     assert rising.arrivals_per_second == pytest.approx(2 * 27.0)
     assert rising.describe().startswith("rising: ")
+
+
+def test_a_step_that_has_levelled_off_is_sized_for_its_level_not_extrapolated() -> None:
+    # 40 req/s for a minute, then 80 req/s for the last 35 s: to the two windows (80 over 15 s, 63 over the
+    # minute) this looks like a ramp, but the 15 s before the last rose by nothing. A step's replicas are
+    # bought for its level; extrapolating it bought 2x (160 req/s) and held them for the scale-down window.
+    step, ramp = DemandModel(replica_model(), SLO), DemandModel(replica_model(), SLO)
+    step_engines, ramp_engines = Engines(16), Engines(16)
+    for tick in range(1, 20):
+        now = T0 + tick * INTERVAL
+        step.observe(
+            now, step_engines.advance(**dict(STEADY, arrivals_per_second=40.0 if tick <= 12 else 80.0))
+        )
+        ramp.observe(now, ramp_engines.advance(**dict(STEADY, arrivals_per_second=40.0 + 2.0 * tick)))
+    levelled = step.estimate(now, 16, 16, backlog_requests=0, startup_seconds=180.0, batch_fill=0.8)
+    assert levelled is not None and not levelled.panic and levelled.rising
+    assert levelled.arrivals_per_second == pytest.approx(80.0)
+    # A ramp keeps rising through the last short window: still sized one start-up ahead.
+    rising = ramp.estimate(now, 16, 16, backlog_requests=0, startup_seconds=180.0, batch_fill=0.8)
+    assert rising is not None and rising.rising
+    assert rising.arrivals_per_second > 1.5 * 76.0
+    # Once judged a step, the rise stays one until it is over: a noisy 15 s (95 req/s) that would pass for
+    # a ramp on its own must not extrapolate again (that flip cancelled starting replicas, then re-bought them).
+    later = now + INTERVAL
+    step.observe(later, step_engines.advance(**dict(STEADY, arrivals_per_second=95.0)))
+    still = step.estimate(later, 16, 16, backlog_requests=0, startup_seconds=180.0, batch_fill=0.8)
+    assert still is not None and still.arrivals_per_second == pytest.approx(85.0)
+    fresh = DemandModel(replica_model(), SLO)
+    fresh.window, fresh.stepped = step.window, False
+    assert fresh.estimate(later, 16, 16, 0, 180.0, 0.8).arrivals_per_second > 1.5 * 85.0  # type: ignore[union-attr]
 
 
 def test_a_ramp_the_ready_fleet_still_serves_asks_for_no_backlog_replicas() -> None:
