@@ -175,7 +175,8 @@ def test_replicas_fall_only_after_the_scale_down_delay_and_never_below_min(
     cluster.apply(llmserve({"scaleDownDelaySeconds": delay}, minReplicas=2, replicas=2), namespace)
     wait_ready_replicas(cluster, namespace, 2)
     with LoadGenerator(cluster, namespace, concurrency=16) as load:
-        wait_for(lambda: spec_replicas(cluster, namespace) == 3, timeout=30, message="scaled to max 3")
+        # A bound, not a claim: on a busy machine the load generator and the scrapes can lag.
+        wait_for(lambda: spec_replicas(cluster, namespace) == 3, timeout=90, message="scaled to max 3")
         time.sleep(INTERVAL_SECONDS)  # let one more decision record the high recommendation
         load.stop()
     held_since = last_recommended(cluster, namespace, 3)
