@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from llmserve.cost.prices import EXAMPLE_USD_PER_GPU_HOUR, price_book
+from tests.support.helm import build_helm
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "llmserve"
@@ -17,10 +18,7 @@ CHART = REPO / "charts" / "llmserve"
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    built = subprocess.run(
-        ["bash", "hack/build-helm.sh"], capture_output=True, text=True, check=True, cwd=REPO
-    )
-    return built.stdout.strip().splitlines()[-1]
+    return build_helm()
 
 
 def operator_env(helm: str, *settings: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ import yaml
 
 from llmserve.gateway.cli import load_settings
 from llmserve.settings import OperatorSettings
+from tests.support.helm import build_helm
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "llmserve"
@@ -19,10 +20,7 @@ CHART = REPO / "charts" / "llmserve"
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    built = subprocess.run(
-        ["bash", "hack/build-helm.sh"], capture_output=True, text=True, check=True, cwd=REPO
-    )
-    return built.stdout.strip().splitlines()[-1]
+    return build_helm()
 
 
 def containers(helm: str, *values: str) -> dict[str, dict[str, Any]]:
