@@ -482,7 +482,13 @@ class Proxy:
         outcome.usage = tap.usage
         if last and outcome.first_byte_seconds is None:
             outcome.first_byte_seconds = time.monotonic() - started
-        await response.write_eof(last)
+        try:
+            await response.write_eof(last)
+        except ConnectionError:
+            # Every byte of the stream was handed to the client's socket; a client that closes as soon
+            # as it has read the final event (as SDKs do) can reset the connection before the chunked
+            # terminator drains. That is a delivered stream, not a client that left early.
+            pass
         return response
 
     async def _fail_stream(
