@@ -30,6 +30,11 @@ lint:
 	$(PYTHON) -m ruff check operator tests bench hack
 	$(PYTHON) -m ruff format --check operator tests bench hack
 
+# mypy --strict over operator/llmserve (config in pyproject.toml); not part of `make test`, to keep CI short.
+.PHONY: typecheck
+typecheck: install
+	$(PYTHON) -m mypy operator/llmserve
+
 crds:
 	$(PYTHON) -m llmserve.cli crds --output-dir crds
 	$(PYTHON) -m llmserve.cli crds --output-dir charts/llmserve/crds

@@ -20,19 +20,21 @@ from llmserve.autoscale.policy import ReplicaMetrics
 from llmserve.autoscale.promql import SloWindows, rates_from_signals, signals_from_vector, window_query
 from llmserve.autoscale.window import EngineCounters, WindowRates
 from llmserve.engine_metrics import (
-    FINISHED,
     GAUGES,
+    EngineLoad,
+    EnginePage,
+    MetricsFormatError,
+    engine_load,
+    read_page,
+)
+from llmserve.engine_metrics_names import (
+    FINISHED,
     GENERATION_TOKENS,
     ITL,
     ITL_LEGACY,
     PROMPT_TOKENS,
     QUEUE_TIME,
     TTFT,
-    EngineLoad,
-    EnginePage,
-    MetricsFormatError,
-    engine_load,
-    read_page,
 )
 
 log = logging.getLogger(__name__)

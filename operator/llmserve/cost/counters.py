@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from llmserve.engine_metrics import GENERATION_TOKENS, MetricsFormatError, read_page
+from llmserve.engine_metrics import MetricsFormatError, read_page
+from llmserve.engine_metrics_names import GENERATION_TOKENS
 
 __all__ = ["GENERATION_TOKENS", "CounterFormatError", "parse_generation_tokens"]
 

@@ -187,6 +187,7 @@ class ClusterView:
         """A new master from the Secret. The previous one is the Secret's `previous-master-key` when
         set (it survives gateway restarts), else the master this gateway used until now."""
         old = self.engine_master
+        previous: bytes | None
         if explicit_previous is not None:
             previous = explicit_previous
         elif master is not None and old is not None and old != master:
