@@ -22,7 +22,7 @@ from hack.devcluster.processes import free_port
 from tests.integration.test_gateway import MODEL, Process
 from tests.integration.test_gateway_cluster import API_KEY, api_key_secret
 from tests.support.cluster import ClusterHandle, serving, wait_for
-from tests.support.shutdown import assert_nothing_left_open, leak_checked_args
+from tests.support.shutdown import assert_nothing_left_open, leak_checked_args, running, stop_with_sigterm
 
 KEY = "sk-shutdown-test-0123456789abcdef"
 EXIT_TIMEOUT_SECONDS = 60
@@ -120,25 +120,16 @@ def test_a_kubernetes_gateway_stopped_closes_its_watches_and_client(
     SIGTERM the watches are cancelled and the client closed before the loop ends."""
     cluster.apply(api_key_secret(), namespace)
     port, log_path = free_port(), tmp_path / "gateway.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            gateway_args("--namespace", namespace, "--keys-namespace", namespace, "--port", str(port),
-                         "--metrics-port", str(free_port()), "--engine-key-secret", "none"),
-            stdout=log, stderr=subprocess.STDOUT, env=cluster.env, start_new_session=True,
-        )  # fmt: skip
-    try:
+    args = gateway_args("--namespace", namespace, "--keys-namespace", namespace, "--port", str(port),
+                        "--metrics-port", str(free_port()), "--engine-key-secret", "none")  # fmt: skip
+    with running(args, log_path, cluster.env) as process:
         wait_for(lambda: serving(process, f"http://127.0.0.1:{port}/ready", log_path), timeout=60,
                  interval=0.2, message="gateway /ready")  # fmt: skip
         models = httpx.get(
             f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}
         )
         assert models.status_code == 200, models.text  # the key came from the watched Secret
-        process.send_signal(signal.SIGTERM)
-        exit_code = process.wait(timeout=EXIT_TIMEOUT_SECONDS)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        exit_code = stop_with_sigterm(process, EXIT_TIMEOUT_SECONDS)
     text = log_path.read_text(errors="replace")
     assert exit_code == 0, text[-3000:]
     assert_no_leaks(text)

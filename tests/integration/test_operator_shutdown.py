@@ -3,8 +3,6 @@ its Lease: a real operator process on the local control plane, run as tests/supp
 
 from __future__ import annotations
 
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ import pytest
 from hack.devcluster.processes import free_port
 from tests.support.cluster import TEST_LEASE_ENV, ClusterHandle, serving, wait_for
 from tests.support.manifests import llmserve, wait_ready
-from tests.support.shutdown import assert_nothing_left_open, leak_checked_args
+from tests.support.shutdown import assert_nothing_left_open, leak_checked_args, running, stop_with_sigterm
 
 pytestmark = pytest.mark.cluster
 
@@ -36,13 +34,9 @@ def test_an_operator_stopped_while_serving_a_model_exits_with_nothing_left_open(
     }  # fmt: skip
     if cluster.dev is not None:
         env["LLMSERVE_DEVCLUSTER"] = str(cluster.dev.state_dir)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            leak_checked_args("operator", "--namespace", namespace, "--liveness-port", str(liveness_port),
-                              "--metrics-port", str(free_port())),
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-    try:
+    args = leak_checked_args("operator", "--namespace", namespace, "--liveness-port", str(liveness_port),
+                             "--metrics-port", str(free_port()))  # fmt: skip
+    with running(args, log_path, env) as process:
         wait_for(lambda: serving(process, f"http://127.0.0.1:{liveness_port}/healthz", log_path),
                  timeout=30, message="operator liveness endpoint")  # fmt: skip
         # A model served: the reconciler, the autoscaler daemon and the cost meter all have clients open.
@@ -50,12 +44,7 @@ def test_an_operator_stopped_while_serving_a_model_exits_with_nothing_left_open(
         wait_ready(cluster, namespace, "llama", 1, timeout=120)
         wait_for(lambda: (cluster.get("llmserve", "llama", namespace) or {}).get("status", {}).get("cost"),
                  timeout=30, message="status.cost written by the cost meter")  # fmt: skip
-        process.send_signal(signal.SIGTERM)
-        exit_code = process.wait(timeout=EXIT_TIMEOUT_SECONDS)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        exit_code = stop_with_sigterm(process, EXIT_TIMEOUT_SECONDS)
     output = log_path.read_text(errors="replace")
     assert exit_code == 0, output[-3000:]
     assert_nothing_left_open(output, CLEAN_EXIT)

@@ -5,11 +5,18 @@ collects garbage after `llmserve ...` returns (finalizers are not guaranteed at 
 HTTP session, connection or socket left unreferenced and open, or a task destroyed while pending, is
 written to its output. What is still referenced is caught by the process's own last line
 (`event=<program>_exit clean=...`), which lists tasks still running and clients still open.
+`running` starts such a process with its output in a file, `stop_with_sigterm` stops it as the kubelet
+would.
 """
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 
 # `llmserve <command> ...`, then a garbage collection: what was left open says so in its finalizer.
 RUN_THEN_COLLECT = (
@@ -37,3 +44,26 @@ def assert_nothing_left_open(output: str, exit_line: str) -> None:
     found = [marker for marker in LEAK_MARKERS if marker in output]
     assert found == [], f"{found} in the process's output:\n{output[-4000:]}"
     assert exit_line in output, output[-4000:]
+
+
+@contextmanager
+def running(args: list[str], log_path: Path, env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`args` as a process in its own session writing to `log_path`; killed on the way out if the test
+    left it running (an assertion failed before its stop), so no process outlives its test."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def stop_with_sigterm(process: subprocess.Popen[bytes], timeout_seconds: float) -> int:
+    """SIGTERM, as the kubelet sends it, then the exit code once the process has ended by itself
+    (`subprocess.TimeoutExpired` past `timeout_seconds`: no SIGKILL stands in for a clean exit)."""
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=timeout_seconds)
