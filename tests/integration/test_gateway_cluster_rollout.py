@@ -25,6 +25,7 @@ import pytest
 
 from hack.devcluster.processes import free_port
 from tests.support.cluster import STATE_DIR, ClusterHandle, OperatorProcess, wait_for
+from tests.support.helm import build_helm
 from tests.support.manifests import llmserve, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,10 +89,7 @@ class ServiceProxyProcess:
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    out = subprocess.run(
-        ["bash", str(REPO / "hack" / "build-helm.sh")], capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip().splitlines()[-1]
+    return build_helm()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from openai import APIConnectionError, NotFoundError, OpenAI
 
 from hack.devcluster.processes import free_port
 from tests.support.cluster import TEST_LEASE_ENV, ClusterHandle, OperatorProcess, wait_for
+from tests.support.helm import build_helm
 from tests.support.manifests import llmserve, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,10 +25,7 @@ RBAC_MODEL = "helm-rbac-llama"  # the served name of the chart-RBAC test's model
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    out = subprocess.run(
-        ["bash", str(REPO / "hack" / "build-helm.sh")], capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip().splitlines()[-1]
+    return build_helm()
 
 
 def test_chart_lints_and_renders_the_operator_with_least_privilege(helm: str) -> None:

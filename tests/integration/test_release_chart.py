@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from hack.release import SOURCE_OF_TRUTH, ReleaseFacts, read_repo
+from tests.support.helm import build_helm
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "llmserve"
@@ -18,10 +19,7 @@ CHART = REPO / "charts" / "llmserve"
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    out = subprocess.run(
-        ["bash", str(REPO / "hack" / "build-helm.sh")], capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip().splitlines()[-1]
+    return build_helm()
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import llmserve.controller.burst_metrics as burst_metrics
 import llmserve.controller.metrics as controller_metrics
 from llmserve.gateway.metrics import GatewayMetrics
 from llmserve.sim.metrics import EngineMetrics
+from tests.support.helm import build_helm
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "llmserve"
@@ -263,14 +264,7 @@ def test_engine_panels_filter_by_served_model_not_by_pod_labels() -> None:
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    try:
-        built = subprocess.run(
-            ["bash", "hack/build-helm.sh"], capture_output=True, text=True, check=True, cwd=REPO
-        )
-    except (OSError, subprocess.CalledProcessError) as err:  # fail loudly: a silent skip hides a broken build
-        stderr = getattr(err, "stderr", "") or ""
-        pytest.fail(f"hack/build-helm.sh could not build helm: {err}\n{stderr[-2000:]}")
-    return built.stdout.strip().splitlines()[-1]
+    return build_helm()
 
 
 def render_chart(helm: str, *settings: str) -> list[dict[str, Any]]:
