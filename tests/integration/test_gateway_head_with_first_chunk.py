@@ -6,7 +6,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from llmserve.gateway.proxy import HeadWithFirstChunk
+from llmserve.gateway.relay import HeadWithFirstChunk
 
 
 async def test_the_head_leaves_with_the_first_chunk_and_the_client_reads_both() -> None:

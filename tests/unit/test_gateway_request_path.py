@@ -9,7 +9,7 @@ import json
 import pytest
 
 from llmserve.gateway.metrics import GatewayMetrics
-from llmserve.gateway.proxy import Outcome
+from llmserve.gateway.outcome import Outcome
 from llmserve.gateway.request_body import BodyError, decode_json, with_member_first
 from llmserve.gateway.routes import PROXIED_BY_PATH
 from llmserve.gateway.server import Gateway

@@ -1,26 +1,26 @@
-"""Forwards one request to a backend: retries before the first byte, streams chunk by chunk after it."""
+"""Forwards one request: picks a backend and retries elsewhere until one answers; relay.py sends the answer."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 
-from llmserve.gateway.backend_safety import client_headers, describe_error, is_auth_failure
+from llmserve.gateway.backend_safety import describe_error, is_auth_failure
 from llmserve.gateway.burst_backends import BURST_PENALTY_REQUESTS
 from llmserve.gateway.burst_backends import SOURCE as BURST_SOURCE
 from llmserve.gateway.errors import GatewayError
 from llmserve.gateway.health import record_failure, record_success
-from llmserve.gateway.metering import USAGE_TAIL_BYTES, charged_usage, usage_from_tail
 from llmserve.gateway.metrics import GatewayMetrics
+from llmserve.gateway.outcome import Outcome
 from llmserve.gateway.queue import SlotQueue
 from llmserve.gateway.registry import Backend, ModelRoute, Registry
+from llmserve.gateway.relay import WHOLE_ANSWER_MAX_BYTES, relay_pass_through, relay_stream, relay_whole
 from llmserve.gateway.routing import (
     DEFAULT_BATCH_SLOTS,
     DEFAULT_LOAD_FACTOR,
@@ -30,7 +30,6 @@ from llmserve.gateway.routing import (
     load_score,
     route,
 )
-from llmserve.gateway.usage import SseUsageTap, Usage, usage_from_body
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +37,6 @@ log = logging.getLogger(__name__)
 # so the request may run elsewhere.
 _BEFORE_HEAD = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 _CONNECT_TIMEOUT = aiohttp.ConnectionTimeoutError
-# Unstreamed answers up to this size are read whole (to meter their usage); larger ones are passed
-# through chunk by chunk, with usage read from the tail, so one big answer cannot hold the memory.
-WHOLE_ANSWER_MAX_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,51 +63,6 @@ class Forwarding:
 
 
 _PLAIN = Forwarding()
-
-
-@dataclass
-class Outcome:
-    """What happened, for metrics, metering and the access log."""
-
-    status: int = 0
-    backend: str = ""
-    attempts: int = 0
-    usage: Usage | None = None
-    first_byte_seconds: float | None = None
-    error_reason: str = ""  # set when the request failed after the response started
-    tried: list[str] = field(default_factory=list)
-    # An unstreamed answer whose usage is read only when it is accounted for, after it was sent: the
-    # client does not wait for the gateway to parse what it is about to receive.
-    answer: bytes | None = None
-
-    def settle_usage(self) -> Usage | None:
-        """The usage to account for: the streamed one, or the one read now from the answer."""
-        if self.answer is not None:
-            self.usage, self.answer = usage_from_body(self.answer), None
-        return self.usage
-
-    def no_usage(self) -> None:
-        """Nothing of this request is metered as tokens (tokenizer routes, stored responses)."""
-        self.usage, self.answer = None, None
-
-
-class HeadWithFirstChunk(web.StreamResponse):
-    """A StreamResponse whose head leaves with its first body bytes, in one write (one TCP segment, one
-    wake-up of the client) instead of two; aiohttp's own Response holds its head the same way. A
-    response ended with no body sends its head with the end (write_eof)."""
-
-    _send_headers_immediately = False
-
-
-class ClientGone(ConnectionError):
-    """Writing to the client failed: the client left. Not an upstream failure."""
-
-
-async def _send(response: web.StreamResponse, data: bytes) -> None:
-    try:
-        await response.write(data)
-    except ConnectionError as err:  # incl. aiohttp's ClientConnectionResetError, also a ClientError
-        raise ClientGone(type(err).__name__) from None
 
 
 class _Retry(Exception):
@@ -327,12 +278,21 @@ class Proxy:
                 raise _Retry("backend_auth_failed", f"replica answered {upstream.status}")
             content_type = upstream.headers.get("Content-Type", "")
             if stream and upstream.status == 200 and content_type.startswith("text/event-stream"):
-                return await self._stream(
-                    request, backend, upstream, strip_usage_chunk, started, outcome, forwarding.error_style
-                )
+                # Nothing is sent to the client before the first chunk arrives, so a replica that dies
+                # between its response head and its first token is still retried elsewhere.
+                try:
+                    first = await upstream.content.readany()
+                except (aiohttp.ClientError, TimeoutError) as err:
+                    raise _Retry("broken_before_first_chunk", describe_error(err)) from err
+                if not first:
+                    raise _Retry("empty_stream", "replica closed the stream without sending anything")
+                return await relay_stream(
+                    request, backend, upstream, first, strip_usage_chunk, started, outcome,
+                    forwarding.error_style, self.settings.stream_idle_timeout_seconds, self._eject,
+                )  # fmt: skip
             if upstream.content_length is None or upstream.content_length > WHOLE_ANSWER_MAX_BYTES:
-                return await self._pass_through(request, upstream, started, outcome)
-            return await self._whole(upstream, started, outcome)
+                return await relay_pass_through(request, upstream, started, outcome)
+            return await relay_whole(upstream, started, outcome)
         finally:
             # A fully read answer returns its connection to the pool; anything else (client gone,
             # stream broken) closes it, which is how the engine learns to stop generating.
@@ -378,149 +338,9 @@ class Proxy:
                 code="upstream_timeout",
             ) from err
 
-    async def _whole(
-        self, upstream: aiohttp.ClientResponse, started: float, outcome: Outcome
-    ) -> web.Response:
-        try:
-            payload = await upstream.read()
-        except (aiohttp.ClientError, TimeoutError) as err:
-            outcome.error_reason = "upstream_broken_body"
-            log.warning("event=upstream_broken_body error=%r", describe_error(err))
-            raise GatewayError(
-                502, "The replica failed while sending its answer; retry.", code="upstream_error"
-            ) from err
-        outcome.first_byte_seconds = time.monotonic() - started
-        outcome.status = upstream.status
-        if upstream.status == 200:
-            outcome.answer = payload  # its usage is read after it was sent (Outcome.settle_usage)
-        return web.Response(status=upstream.status, body=payload, headers=client_headers(upstream.headers))
-
-    async def _pass_through(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, started: float, outcome: Outcome
-    ) -> web.StreamResponse:
-        """A large (or unsized) unstreamed answer, relayed chunk by chunk; usage comes from its tail."""
-        response = HeadWithFirstChunk(status=upstream.status, headers=client_headers(upstream.headers))
-        await response.prepare(request)
-        outcome.status = upstream.status
-        tail = b""
-        try:
-            async for chunk in upstream.content.iter_any():
-                if outcome.first_byte_seconds is None:
-                    outcome.first_byte_seconds = time.monotonic() - started
-                await _send(response, chunk)
-                tail = (tail + chunk)[-USAGE_TAIL_BYTES:]
-        except (aiohttp.ClientError, TimeoutError) as err:
-            outcome.status, outcome.error_reason = 502, "upstream_broken_body"
-            await self._fail_stream(request, response, err)
-            return response
-        if upstream.status == 200:
-            outcome.usage = usage_from_tail(tail)
-        await response.write_eof()
-        return response
-
-    async def _stream(
-        self,
-        request: web.Request,
-        backend: Backend,
-        upstream: aiohttp.ClientResponse,
-        strip_usage_chunk: bool,
-        started: float,
-        outcome: Outcome,
-        error_style: str = "openai",
-    ) -> web.StreamResponse:
-        # Nothing is sent to the client before the first chunk arrives, so a replica that dies between
-        # its response head and its first token is still retried elsewhere.
-        try:
-            first = await upstream.content.readany()
-        except (aiohttp.ClientError, TimeoutError) as err:
-            raise _Retry("broken_before_first_chunk", describe_error(err)) from err
-        if not first:
-            raise _Retry("empty_stream", "replica closed the stream without sending anything")
-        response = HeadWithFirstChunk(
-            status=200,
-            headers={
-                "Content-Type": upstream.headers.get("Content-Type", "text/event-stream"),
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            },
-        )
-        await response.prepare(request)
-        outcome.status = 200
-        tap = SseUsageTap(strip_usage_chunk)
-        chunk = first
-        _bound_silence(upstream, self.settings.stream_idle_timeout_seconds)
-        last = b""
-        try:
-            while chunk:
-                out = tap.feed(chunk)
-                if upstream.content.at_eof():
-                    last = out  # the stream's end arrived with it: both leave in one write below
-                    break
-                if out:
-                    await _send(response, out)
-                    if outcome.first_byte_seconds is None:
-                        outcome.first_byte_seconds = time.monotonic() - started
-                chunk = await upstream.content.readany()
-        except ClientGone:
-            outcome.usage = charged_usage(tap)  # charged for what it was sent
-            raise
-        except (aiohttp.ClientError, TimeoutError) as err:
-            outcome.usage = charged_usage(tap)
-            outcome.status = 502  # the client saw 200 then an error event: a failed request, not a 200
-            outcome.error_reason = "upstream_broken_stream"
-            if isinstance(err, TimeoutError):
-                outcome.error_reason = "upstream_stream_silent"
-                self._eject(backend)  # a replica silent mid-stream is frozen: out of rotation
-            await self._fail_stream(request, response, err, error_style)
-            return response
-        except (asyncio.CancelledError, ConnectionError):
-            # The client left: it is charged for what it was sent (the engine stops when the
-            # upstream connection closes).
-            outcome.usage = charged_usage(tap)
-            raise
-        last += tap.flush()
-        outcome.usage = tap.usage
-        if last and outcome.first_byte_seconds is None:
-            outcome.first_byte_seconds = time.monotonic() - started
-        try:
-            await response.write_eof(last)
-        except ConnectionError:
-            # Every byte of the stream was handed to the client's socket; a client that closes as soon
-            # as it has read the final event (as SDKs do) can reset the connection before the chunked
-            # terminator drains. That is a delivered stream, not a client that left early.
-            pass
-        return response
-
-    async def _fail_stream(
-        self, request: web.Request, response: web.StreamResponse, err: BaseException, style: str = "openai"
-    ) -> None:
-        """Tells the client the stream broke: an SSE error event (which OpenAI SDKs raise), then the
-        connection is closed without the final chunk so plain HTTP clients see a truncated body too."""
-        log.warning("event=upstream_broken_stream path=%s error=%r", request.path, describe_error(err))
-        error = GatewayError(
-            502, "The replica failed mid-stream; the output is incomplete.", code="upstream_error"
-        )
-        try:
-            await response.write(error.sse_event(style))
-        except ConnectionError:
-            pass
-        if request.transport is not None:
-            request.transport.close()
-
     def _eject(self, backend: Backend) -> None:
         seconds = record_failure(self.registry.load(backend), time.monotonic(), self.settings.eject_seconds)
         log.warning("event=backend_ejected backend=%s eject_seconds=%.1f", backend.label, seconds)
-
-
-def _bound_silence(upstream: aiohttp.ClientResponse, idle_seconds: float) -> None:
-    """Bounds the silence inside a started stream by the socket read deadline that aiohttp re-arms on
-    every arrival (sock_read, until now the wait for the response head): no timer of the gateway's own
-    to set and cancel around each chunk. Its expiry is a TimeoutError, like the head's."""
-    protocol = upstream.connection.protocol if upstream.connection is not None else None
-    # At the end of the answer aiohttp drops the deadline; one armed after that would outlive it.
-    if idle_seconds and protocol is not None and not upstream.content.is_eof():
-        protocol.read_timeout = idle_seconds
-        protocol.start_timeout()
 
 
 def _route(

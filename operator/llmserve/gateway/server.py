@@ -18,7 +18,8 @@ from llmserve.gateway.hold import Holder
 from llmserve.gateway.limits import RateLimiter
 from llmserve.gateway.metering import TokenReservations, requested_tokens, wants_stream
 from llmserve.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from llmserve.gateway.proxy import Forwarding, Outcome, Proxy
+from llmserve.gateway.outcome import Outcome
+from llmserve.gateway.proxy import Forwarding, Proxy
 from llmserve.gateway.registry import Registry
 from llmserve.gateway.request_body import (
     BodyError,
