@@ -137,7 +137,10 @@ def test_replicas_rise_within_two_intervals_of_the_queue_passing_its_target(
     cluster.apply(llmserve({"scaleDownDelaySeconds": 5}), namespace)
     wait_ready_replicas(cluster, namespace, 1)
     # 16 in flight on one replica: (2 running + 14 waiting) / (2 slots + target 4) asks for 3 replicas.
-    with LoadGenerator(cluster, namespace, concurrency=16) as load:
+    # The load outlasts every wait below (ramp_up's 30 + 15 s, 60 s for 3 ready, 5 intervals): the decision
+    # judged last must be made under it. (At the default 90 s, a loaded machine's slow pod starts let it run
+    # out first; the decision then saw no load and was clamped to minReplicas: ScalingLimited TooFewReplicas.)
+    with LoadGenerator(cluster, namespace, concurrency=16, max_seconds=150) as load:
         recorded = ramp_up(cluster, namespace)
         # Judged on the decisions the autoscaler recorded, not on the test's clock (issue 11): none saw
         # the load clearly above target (beyond the 10% tolerance) and held one replica.
@@ -149,6 +152,9 @@ def test_replicas_rise_within_two_intervals_of_the_queue_passing_its_target(
             timeout=5 * INTERVAL_SECONDS,
             message="a decision that read all 3 replicas",
         )  # fmt: skip
+        # The load started before the scale-up and runs until it finishes: still running now, it was
+        # running when that decision was made.
+        assert not load.finished.is_set(), "the load ended before the decision with 3 replicas was read"
     assert load.sent > 0 and load.errors == 0
     scaling = obj["status"]["autoscaling"]
     assert "above target" in scaling["lastScaleReason"]
