@@ -180,10 +180,13 @@ def test_replicas_fall_only_after_the_scale_down_delay_and_never_below_min(
     delay = 6
     cluster.apply(llmserve({"scaleDownDelaySeconds": delay}, minReplicas=2, replicas=2), namespace)
     wait_ready_replicas(cluster, namespace, 2)
-    with LoadGenerator(cluster, namespace, concurrency=16) as load:
+    # The load outlasts the wait below (90 s, and an interval): the scale-up and the decision after it are
+    # made under load, not after the load's own budget (the default, 90 s) ran out.
+    with LoadGenerator(cluster, namespace, concurrency=16, max_seconds=120) as load:
         # A bound, not a claim: on a busy machine the load generator and the scrapes can lag.
         wait_for(lambda: spec_replicas(cluster, namespace) == 3, timeout=90, message="scaled to max 3")
         time.sleep(INTERVAL_SECONDS)  # let one more decision record the high recommendation
+        assert not load.finished.is_set(), "the load ended before the decision after the scale-up"
         load.stop()
     held_since = last_recommended(cluster, namespace, 3)
     # On recorded facts (issue 11): the scale-down came a full delay after the last recommendation of 3.
