@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +18,9 @@ import yaml
 
 from hack.devcluster.processes import free_port
 from tests.support.cluster import wait_for
+from tests.support.local_process import Process, sim_engine
 from tests.support.prom import scrape_total
 
-MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 KEYS = {
     "team-a": "sk-team-a-0123456789abcdef",
     "team-llama": "sk-team-llama-0123456789ab",
@@ -32,56 +29,11 @@ KEYS = {
     "token-limited": "sk-tokens-0123456789abcdef",
 }
 MAX_BODY_BYTES = 64 * 1024
-PROCESS_START_TIMEOUT_SECONDS = 30.0
 HOLD_TIMEOUT_SECONDS = 1.0
 
 
-class Process:
-    """A child process (engine or gateway) with its own log file; stopped by its own pid."""
-
-    def __init__(self, args: list[str], log_path: Path, health_url: str) -> None:
-        self.args, self.log_path, self.health_url = args, log_path, health_url
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Process:
-        with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_for(self._healthy, timeout=PROCESS_START_TIMEOUT_SECONDS, interval=0.1, message=self.health_url)
-        return self
-
-    def _healthy(self) -> bool:
-        assert self.popen is not None
-        if self.popen.poll() is not None:
-            raise AssertionError(f"{self.args[:4]} exited: {self.log_path.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(self.health_url, timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-
-    def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 def engine(port: int, served_name: str, log_dir: Path, time_scale: float) -> Process:
-    args = [
-        sys.executable, "-m", "llmserve.cli", "sim", "engine", "--host", "127.0.0.1", "--port", str(port),
-        "--model", MODEL, "--served-model-name", served_name, "--time-scale", str(time_scale),
-        "--load-seconds", "0", "--max-num-seqs", "64", "--output-length-distribution", "max_tokens",
-    ]  # fmt: skip
-    return Process(args, log_dir / f"engine-{port}.log", f"http://127.0.0.1:{port}/health")
+    return sim_engine(port, log_dir / f"engine-{port}.log", served_name=served_name, time_scale=time_scale)
 
 
 def engine_gauge(port: int, name: str) -> float:

@@ -15,10 +15,10 @@ import yaml
 
 from hack.devcluster.processes import free_port
 from tests.integration import test_gateway_hostile as hostile
-from tests.integration.test_gateway import Process
 from tests.integration.test_gateway_hostile import BUDGET_KEY, KEY, MAX_CONNECTIONS, METERED_KEY, Servers
 from tests.support.cluster import wait_for
 from tests.support.hostile_backend import BIG_ANSWER_BYTES
+from tests.support.local_process import Process
 from tests.support.rawhttp import exchange
 
 servers = hostile.servers  # the module's gateway, simulators and hostile backend

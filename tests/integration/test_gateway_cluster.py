@@ -20,12 +20,14 @@ from tests.support.load import ready_pod_ips
 from tests.support.manifests import llmserve as example_llmserve
 from tests.support.manifests import wait_ready
 from tests.support.prom import scrape_total
+from tests.support.shutdown import stop_process
 
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "sk-cluster-test-0123456789abcdef"
 HOLD_TIMEOUT_SECONDS = 90
+STOP_TIMEOUT_SECONDS = 15.0
 
 
 def llmserve(name: str, **spec: Any) -> dict[str, Any]:
@@ -78,13 +80,7 @@ class KubeGateway:
         return scrape_total(f"http://127.0.0.1:{self.metrics_port}/metrics", name, **labels)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, STOP_TIMEOUT_SECONDS)
 
 
 @pytest.fixture

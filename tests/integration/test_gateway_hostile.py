@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from hack.devcluster.processes import free_port
-from tests.integration.test_gateway import MODEL, Process
 from tests.support.hostile_backend import HostileBackend
+from tests.support.local_process import MODEL, Process
 from tests.support.prom import scrape_total
 from tests.support.rawhttp import RawResponse, exchange
 

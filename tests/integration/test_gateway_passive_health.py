@@ -11,8 +11,8 @@ import httpx
 import yaml
 
 from hack.devcluster.processes import free_port
-from tests.integration.test_gateway import MODEL, Process
 from tests.support.cluster import wait_for
+from tests.support.local_process import MODEL, Process
 
 KEY = "sk-health-test-0123456789abcdef"
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from hack.devcluster.processes import free_port
-from tests.integration.test_gateway import MODEL, Process
+from tests.support.local_process import Process, sim_engine
 
 KEY = "sk-rollout-test-0123456789abcdef"
 CONCURRENT_STREAMS = 24
@@ -70,12 +70,7 @@ def gateway(port: int, config: Path, logs: Path) -> Process:
 @pytest.mark.asyncio
 async def test_a_gateway_stopped_under_streaming_load_loses_no_request(tmp_path: Path) -> None:
     engine_port = free_port()
-    engine = Process(
-        [sys.executable, "-m", "llmserve.cli", "sim", "engine", "--host", "127.0.0.1", "--port", str(engine_port),
-         "--model", MODEL, "--served-model-name", "llama", "--time-scale", "2", "--load-seconds", "0",
-         "--output-length-distribution", "max_tokens", "--max-num-seqs", "64"],
-        tmp_path / "engine.log", f"http://127.0.0.1:{engine_port}/health",
-    ).start()  # fmt: skip
+    engine = sim_engine(engine_port, tmp_path / "engine.log", max_num_seqs=64).start()
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump({
         "models": [{"name": "llama", "backends": [f"http://127.0.0.1:{engine_port}"]}],

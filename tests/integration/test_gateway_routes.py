@@ -17,8 +17,9 @@ import yaml
 
 from hack.devcluster.processes import free_port
 from llmserve.gateway.response_ids import tag_in
-from tests.integration.test_gateway import Process, engine_gauge
+from tests.integration.test_gateway import engine_gauge
 from tests.support.cluster import wait_for
+from tests.support.local_process import Process
 from tests.support.prom import scrape_total
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"

@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from hack.devcluster.processes import free_port
-from tests.integration.test_gateway import MODEL, Process, engine_gauge
+from tests.integration.test_gateway import engine_gauge
 from tests.support.cluster import wait_for
+from tests.support.local_process import MODEL, Process
 from tests.support.prom import scrape_total
 
 KEY = "sk-routing-0123456789abcdef"

@@ -10,7 +10,6 @@ import asyncio
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import pytest
 import yaml
 
 from hack.devcluster.processes import free_port
-from tests.integration.test_gateway import MODEL, Process
 from tests.integration.test_gateway_cluster import API_KEY, api_key_secret
 from tests.support.cluster import ClusterHandle, serving, wait_for
+from tests.support.local_process import Process, sim_engine
 from tests.support.shutdown import assert_nothing_left_open, leak_checked_args, running, stop_with_sigterm
 
 KEY = "sk-shutdown-test-0123456789abcdef"
@@ -40,12 +39,7 @@ def assert_no_leaks(output: str) -> None:
 @pytest.fixture
 def engine_port(tmp_path: Path) -> Iterator[int]:
     port = free_port()
-    engine = Process(
-        [sys.executable, "-m", "llmserve.cli", "sim", "engine", "--host", "127.0.0.1", "--port", str(port),
-         "--model", MODEL, "--served-model-name", "llama", "--time-scale", "2", "--load-seconds", "0",
-         "--output-length-distribution", "max_tokens", "--max-num-seqs", "16"],
-        tmp_path / "engine.log", f"http://127.0.0.1:{port}/health",
-    ).start()  # fmt: skip
+    engine = sim_engine(port, tmp_path / "engine.log", max_num_seqs=16).start()
     yield port
     engine.stop()
 

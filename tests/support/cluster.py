@@ -19,6 +19,7 @@ from hack.devcluster.cluster import ClusterSpec, DevCluster
 from hack.devcluster.controlplane import ControlPlaneSettings, wait_crd_established
 from hack.devcluster.processes import free_port
 from tests.support.kubeapi import ApiReader
+from tests.support.shutdown import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -157,6 +158,9 @@ def remove_last_sessions_logs() -> None:
 # test_burst_http) at a tenth: the fake provider has no such limit.
 TEST_BURST_ENV = {"LLMSERVE_BURST_INTERVAL_SECONDS": "0.5", "LLMSERVE_BURST_VASTAI_PACING_SCALE": "0.1"}
 
+# SIGTERM lets kopf release its Lease and close its watches; past this the operator is SIGKILLed.
+OPERATOR_STOP_TIMEOUT_SECONDS = 15.0
+
 # Leader election, faster than production's 15/10/2 s so a takeover test is short, with room for a
 # loaded 2-core machine to miss a few renewals without the leader giving up.
 TEST_LEASE_ENV = {
@@ -202,13 +206,8 @@ class OperatorProcess:
         return serving(self.process, f"http://127.0.0.1:{self.liveness_port}/healthz", self.log_path)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, OPERATOR_STOP_TIMEOUT_SECONDS)
         self.process = None
 
     def restart(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,11 +17,14 @@ from llmserve.burst.runpod import RunPodProvider
 from llmserve.burst.types import Provider
 from llmserve.burst.vastai import VastProvider
 from llmserve.sim.provider.engines import STATE_ENV
+from tests.support.shutdown import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 # Cheap engines: fast load and time, no drain wait, an H100 profile whatever the instance asks for.
 ENGINE_ARGS = ["--load-seconds=0.2", "--time-scale=20", "--shutdown-grace-seconds=0",
                "--gpu-product=NVIDIA-H100-80GB-HBM3"]  # fmt: skip
+# the fake stops every engine it runs before it exits, which takes longer than a lone process
+STOP_TIMEOUT_SECONDS = 30.0
 FAST_RETRY = RetryPolicy(attempts=3, backoff_base_seconds=0.05, max_wait_seconds=5.0)
 
 
@@ -70,13 +72,8 @@ class FakeProviderProcess:
 
     def stop(self) -> None:
         """SIGTERM: the fake stops every engine it runs before exiting."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, STOP_TIMEOUT_SECONDS)
         self.process = None
 
     def engine_pids(self) -> list[int]:

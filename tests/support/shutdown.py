@@ -6,7 +6,8 @@ HTTP session, connection or socket left unreferenced and open, or a task destroy
 written to its output. What is still referenced is caught by the process's own last line
 (`event=<program>_exit clean=...`), which lists tasks still running and clients still open.
 `running` starts such a process with its output in a file, `stop_with_sigterm` stops it as the kubelet
-would.
+would. `stop_process` is the teardown every test's child process shares: SIGTERM, then SIGKILL if it
+outstays its time.
 """
 
 from __future__ import annotations
@@ -67,3 +68,17 @@ def stop_with_sigterm(process: subprocess.Popen[bytes], timeout_seconds: float) 
     (`subprocess.TimeoutExpired` past `timeout_seconds`: no SIGKILL stands in for a clean exit)."""
     process.send_signal(signal.SIGTERM)
     return process.wait(timeout=timeout_seconds)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_seconds: float) -> None:
+    """Teardown: SIGTERM, then SIGKILL if the process has not ended within `timeout_seconds`, so no
+    child outlives its test (what matters here is that it is gone; a test of a clean exit uses
+    `stop_with_sigterm`). Nothing is sent to a process that has already exited."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
