@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from llmserve.api.engine_args import max_num_seqs
-from llmserve.gateway.discovery import ClusterView
+from llmserve.gateway.cluster_view import ClusterView
 from llmserve.gateway.static import load_config
 from tests.unit.test_gateway_discovery import endpoint_slice, llmserve
 

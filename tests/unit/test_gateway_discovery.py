@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmserve.gateway.discovery import ClusterView, ready_urls
+from llmserve.gateway.cluster_view import ClusterView, ready_urls
 
 
 def llmserve(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from llmserve.gateway.discovery import ClusterView
+from llmserve.gateway.cluster_view import ClusterView
 from llmserve.render.engine_key import derive_engine_key, previous_master_from_secret
 from tests.unit.test_gateway_discovery import endpoint_slice, llmserve
 

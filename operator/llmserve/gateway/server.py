@@ -1,4 +1,4 @@
-"""The aiohttp application: authenticate, validate, rate-limit, hold, proxy, meter, log."""
+"""The aiohttp application: authenticate, validate, hold, proxy (rate limits, metering and the access log: accounting.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
+from llmserve.gateway.accounting import UNKNOWN_MODEL, RequestAccounting, error_reason
 from llmserve.gateway.affinity import prefix_key
 from llmserve.gateway.auth import ANONYMOUS, ApiKey, KeyStore, auth_required, bearer_token
 from llmserve.gateway.errors import GatewayError, error_body
 from llmserve.gateway.hold import Holder
 from llmserve.gateway.limits import RateLimiter
-from llmserve.gateway.metering import TokenReservations, requested_tokens, wants_stream
+from llmserve.gateway.metering import requested_tokens, wants_stream
 from llmserve.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from llmserve.gateway.outcome import Outcome
 from llmserve.gateway.proxy import Forwarding, Proxy
@@ -43,9 +44,7 @@ from llmserve.gateway.routing import Policy
 from llmserve.gateway.shutdown import Drain
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("llmserve.gateway.access")
 
-_UNKNOWN_MODEL = "_unknown"  # metric label for refused requests, so callers cannot grow label sets
 _INCLUDE_USAGE = b'"stream_options":{"include_usage":true}'
 
 
@@ -70,10 +69,10 @@ class Gateway:
         metrics: GatewayMetrics,
         settings: ServerSettings,
     ) -> None:
-        self.registry, self.keys, self.limiter = registry, keys, limiter
+        self.registry, self.keys = registry, keys
         self.proxy, self.holder, self.metrics, self.settings = proxy, holder, metrics, settings
         self.started_at = int(time.time())
-        self.reservations = TokenReservations()
+        self.accounting = RequestAccounting(limiter, metrics, settings.access_log)
         self.drain = Drain()
 
     def app(self) -> web.Application:
@@ -143,7 +142,7 @@ class Gateway:
         started = time.monotonic()
         outcome = Outcome()
         spec = PROXIED_BY_PATH[request.path]
-        key, model, stream = ANONYMOUS, _UNKNOWN_MODEL, False
+        key, model, stream = ANONYMOUS, UNKNOWN_MODEL, False
         reserved = 0.0
         try:
             try:
@@ -155,7 +154,7 @@ class Gateway:
                     forwarding = create_forwarding(payload, key, model, self.registry.routes)
                 # Tokenizer routes generate nothing: they are counted as requests and reserve no tokens.
                 amount = float(requested_tokens(payload, len(raw))) if spec.usage != "none" else 0.0
-                reserved = self._admit(key, started, amount)
+                reserved = self.accounting.admit(key, started, amount)
                 stream = wants_stream(payload.get("stream"))
                 affinity = (
                     prefix_key(request.path, payload) if self.proxy.settings.policy is Policy.PREFIX else None
@@ -175,7 +174,7 @@ class Gateway:
                 )
             except GatewayError as err:
                 outcome.status = err.status
-                outcome.error_reason = outcome.error_reason or _reason(err)
+                outcome.error_reason = outcome.error_reason or error_reason(err)
                 response = err.response(spec.errors)
             await _deliver(request, response)  # before the bookkeeping below: the client need not wait
             return response
@@ -186,27 +185,27 @@ class Gateway:
         finally:
             if spec.usage == "none":
                 outcome.no_usage()  # tokenizer routes: counted as requests, not as tokens served
-            self._account(request, key, model, stream, started, outcome, reserved)
+            self.accounting.record(request, key, model, stream, started, outcome, reserved)
 
     async def stored_response(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/responses/{id} and POST .../cancel, on the replica that holds the response."""
         started = time.monotonic()
         outcome = Outcome()
-        key, model = ANONYMOUS, _UNKNOWN_MODEL
+        key, model = ANONYMOUS, UNKNOWN_MODEL
         stream = request.method == "GET" and request.query.get("stream", "").lower() == "true"
         try:
             key = self.authenticate(request)
             model, backend = stored_response_holder(
                 request.match_info["response_id"], key, self.registry.routes
             )
-            self._admit(key, started)
+            self.accounting.admit(key, started)
             route = self.registry.route(model)
             assert route is not None
             forwarding = Forwarding(method=request.method, pinned=backend)
             return await self.proxy.forward(request, route, b"", stream, False, started, outcome, forwarding)
         except GatewayError as err:
             outcome.status = err.status
-            outcome.error_reason = outcome.error_reason or _reason(err)
+            outcome.error_reason = outcome.error_reason or error_reason(err)
             return err.response()
         except (asyncio.CancelledError, ConnectionError):
             outcome.status = 499
@@ -214,28 +213,7 @@ class Gateway:
             raise
         finally:
             outcome.no_usage()  # its tokens were metered when it was created
-            self._account(request, key, model, stream, started, outcome)
-
-    def _admit(self, key: ApiKey, now: float, tokens: float = 0.0) -> float:
-        """Checks the key's limits and reserves `tokens` of its tokens-per-minute budget while the
-        request is in flight, so concurrent requests cannot overdraw it; returns what was reserved."""
-        balance = self.limiter.token_balance(key, now)
-        refusal = self.reservations.admit(key, balance, tokens)
-        reserved = tokens if refusal is None and balance is not None else 0.0
-        if refusal is None:
-            refusal = self.limiter.admit(key, now)
-            if refusal is not None and reserved:
-                self.reservations.release(key, reserved)
-        if refusal is not None:
-            self.metrics.rate_limited.labels(key.name, refusal.limit).inc()
-            raise GatewayError(
-                429,
-                f"Rate limit reached for API key {key.name!r}: {refusal.limit.replace('_', ' ')}. "
-                f"Retry in {refusal.retry_after_seconds:.1f}s.",
-                code="rate_limit_exceeded",
-                retry_after_seconds=refusal.retry_after_seconds,
-            )
-        return reserved
+            self.accounting.record(request, key, model, stream, started, outcome)
 
     async def _serve(
         self,
@@ -312,48 +290,6 @@ class Gateway:
         payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         return json.dumps(payload).encode(), True
 
-    def _account(
-        self,
-        request: web.Request,
-        key: ApiKey,
-        model: str,
-        stream: bool,
-        started: float,
-        outcome: Outcome,
-        reserved: float = 0.0,
-    ) -> None:
-        if reserved:
-            self.reservations.release(key, reserved)
-            if outcome.settle_usage() is None and outcome.status == 200:
-                # Served, but the backend's usage was missing or not believable: the reservation is
-                # what the key is charged, so a broken backend cannot make answers free.
-                self.limiter.record_tokens(key, time.monotonic(), int(reserved))
-        elapsed = time.monotonic() - started
-        known = model != _UNKNOWN_MODEL
-        status = str(outcome.status or 500)
-        self.metrics.requests_of(model, key.name, status).inc()
-        if outcome.error_reason:
-            self.metrics.errors_of(model, outcome.error_reason).inc()
-        if known:
-            self.metrics.latency_of(model, "true" if stream else "false").observe(elapsed)
-        if stream and outcome.first_byte_seconds is not None:
-            self.metrics.ttft_of(model).observe(outcome.first_byte_seconds)
-        usage = outcome.settle_usage()
-        if usage is not None:
-            self.metrics.tokens_of(key.name, model, "prompt").inc(usage.prompt_tokens)
-            self.metrics.tokens_of(key.name, model, "completion").inc(usage.completion_tokens)
-            self.limiter.record_tokens(key, time.monotonic(), usage.total_tokens)
-        if self.settings.access_log:
-            access_log.info(
-                "event=request method=%s path=%s model=%s key=%s status=%s stream=%s backend=%s attempts=%d "
-                "duration_ms=%.1f ttft_ms=%s prompt_tokens=%s completion_tokens=%s error=%s",
-                request.method, _route_of(request), model, key.name, status, stream, outcome.backend or "-",
-                outcome.attempts, elapsed * 1000,
-                "-" if outcome.first_byte_seconds is None else f"{outcome.first_byte_seconds * 1000:.1f}",
-                usage.prompt_tokens if usage else "-", usage.completion_tokens if usage else "-",
-                outcome.error_reason or "-",
-            )  # fmt: skip
-
 
 # Plain requests differ only in the shape of a mid-stream error event: one Forwarding per style.
 _FORWARDING_BY_STYLE = {style: Forwarding(error_style=style) for style in ("openai", "anthropic")}
@@ -373,21 +309,6 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _reason(err: GatewayError) -> str:
-    if err.code in ("response_not_found", "previous_response_not_found"):
-        return "unknown_response"
-    return {
-        400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "unknown_model",
-        408: "body_timeout", 413: "body_too_large", 415: "bad_request", 429: "rate_limited",
-    }.get(err.status, err.code or "upstream_error")  # fmt: skip
-
-
-def _route_of(request: web.Request) -> str:
-    """The matched route's template (`/v1/responses/{response_id}`): ids and caller-chosen bytes in a
-    path stay out of the log."""
-    return request.match_info.route.resource.canonical if request.match_info.route.resource else "-"
 
 
 def _refuse(route: RefusedRoute) -> Any:
