@@ -22,6 +22,11 @@ TAKEOVER_BOUND_SECONDS = int(TEST_LEASE_ENV["LLMSERVE_LEASE_DURATION_SECONDS"]) 
 INTERVAL_SECONDS = 1
 # Longer than a takeover takes (about 10 s), so a new leader that forgot the window would scale down early.
 SCALE_DOWN_DELAY_SECONDS = 20
+SCALE_UP_TIMEOUT_SECONDS = 60  # for spec.replicas to reach 3, then again for 3 ready replicas
+# The load outlasts both waits and the reads before the kill (margin 30 s): the 3 replicas must be held
+# by load up to the kill, so that after it only the new leader's remembered window keeps them. (At 120 s,
+# two slow waits let it end first; the old leader could then scale down before the takeover.)
+LOAD_SECONDS = 2 * SCALE_UP_TIMEOUT_SECONDS + 30
 
 
 def holder(cluster: ClusterHandle) -> str:
@@ -64,9 +69,10 @@ def test_the_standby_takes_over_when_the_active_operator_dies_mid_load(
     assert sample_total(standby.metrics_text(), "llmserve_operator_leader") == 0
     assert sample_total(active.metrics_text(), "llmserve_operator_leader") == 1
 
-    with LoadGenerator(cluster, namespace, concurrency=16, max_seconds=120) as load:
-        wait_for(lambda: spec_replicas(cluster, namespace) == 3, timeout=60, message="scaled to 3")
-        wait_ready(cluster, namespace, "llama", 3, timeout=60)
+    with LoadGenerator(cluster, namespace, concurrency=16, max_seconds=LOAD_SECONDS) as load:
+        wait_for(lambda: spec_replicas(cluster, namespace) == 3, timeout=SCALE_UP_TIMEOUT_SECONDS,
+                 message="scaled to 3")  # fmt: skip
+        wait_ready(cluster, namespace, "llama", 3, timeout=SCALE_UP_TIMEOUT_SECONDS)
         before = cluster.get("llmserve", "llama", namespace)
         deployment = cluster.get("deployment", "llama", namespace)
         # The standby has done nothing: no reconcile, no autoscaler decision for the object.
@@ -74,6 +80,7 @@ def test_the_standby_takes_over_when_the_active_operator_dies_mid_load(
         assert sample_total(standby_page, "llmserve_reconcile_duration_seconds_count", **key) == 0
         assert sample_total(standby_page, "llmserve_autoscaler_decision_duration_seconds_count", **key) == 0
 
+        assert not load.finished.is_set(), "the load ended before the active operator was killed"
         active.kill()
         load.stop()  # idle from now on: only the remembered window keeps the 3 replicas
     wait_for(lambda: holder(cluster) == standby.identity, timeout=TAKEOVER_BOUND_SECONDS,
