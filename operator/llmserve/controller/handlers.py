@@ -59,6 +59,12 @@ def _slim_deployment(body: kopf.Body) -> dict[str, Any]:
     }
 
 
+def _slim_service(body: kopf.Body) -> dict[str, Any]:
+    return {
+        "metadata": {"name": body.metadata.name, "deletionTimestamp": body.metadata.get("deletionTimestamp")}
+    }
+
+
 # Async index functions run on the event loop; sync ones went through a thread pool on every event.
 @kopf.index(*RESOURCE)
 async def llmserve_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
@@ -73,6 +79,14 @@ async def deployment_index(namespace: str, labels: kopf.Labels, body: kopf.Body,
 @kopf.index("", "v1", "pods", labels=OWNED)
 async def pod_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {(namespace, labels[LLMSERVE_LABEL]): _slim_pod(body)}
+
+
+@kopf.index("", "v1", "services", labels=OWNED)
+async def service_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    # Only the Service named after its LLMServe: the one the renderer makes and readiness depends on.
+    if body.metadata.name != labels[LLMSERVE_LABEL]:
+        return {}
+    return {(namespace, labels[LLMSERVE_LABEL]): _slim_service(body)}
 
 
 def _one(index: kopf.Index[Any, Any], key: tuple[str, str]) -> Any:
@@ -97,7 +111,9 @@ async def _refresh_later(key: tuple[str, str], indexes: dict[str, kopf.Index[Any
                 return
             pods = list(indexes["pod_index"].get(key, []))
             try:
-                await reconciler.refresh_status(body, _one(indexes["deployment_index"], key), pods)
+                await reconciler.refresh_status(
+                    body, _one(indexes["deployment_index"], key), pods, _one(indexes["service_index"], key)
+                )
             except Exception:  # the next event or the periodic timer retries
                 log.exception("event=status_refresh_failed namespace=%s llmserve=%s", *key)
     finally:
@@ -105,7 +121,7 @@ async def _refresh_later(key: tuple[str, str], indexes: dict[str, kopf.Index[Any
             _pending_refresh.pop(key, None)
 
 
-INDEX_NAMES = ("llmserve_index", "deployment_index", "pod_index")
+INDEX_NAMES = ("llmserve_index", "deployment_index", "pod_index", "service_index")
 
 
 def schedule_refresh(key: tuple[str, str], kwargs: dict[str, Any]) -> None:
@@ -167,6 +183,27 @@ async def ensure(
 @kopf.on.event("", "v1", "pods", labels=OWNED)
 async def child_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
     schedule_refresh((namespace, labels[LLMSERVE_LABEL]), kwargs)
+
+
+@kopf.on.event("", "v1", "services", labels=OWNED)
+async def service_changed(
+    type: str | None, namespace: str, name: str, labels: kopf.Labels, **kwargs: Any
+) -> None:
+    """Readiness follows the Service; one deleted by hand is applied again (ensure runs only on spec
+    changes and resume, so nothing else would bring it back)."""
+    owner = labels[LLMSERVE_LABEL]
+    schedule_refresh((namespace, owner), kwargs)
+    if type != "DELETED" or name != owner:
+        return
+    try:
+        restored = await reconciler.restore_service(
+            namespace, owner, _one(kwargs["deployment_index"], (namespace, owner))
+        )
+    except Exception as err:  # e.g. its namespace is terminating: nothing to restore into
+        log.info("event=service_restore_failed namespace=%s llmserve=%s error=%r", namespace, owner, str(err))
+        return
+    if restored:
+        log.info("event=service_restored namespace=%s llmserve=%s", namespace, owner)
 
 
 @kopf.timer(*RESOURCE, interval=30, idle=10)

@@ -14,7 +14,13 @@ from llmserve.api.base import Condition
 from llmserve.api.llmserve import LLMServeSpec, LLMServeStatus
 from llmserve.controller import metrics
 from llmserve.controller.engine_key import EngineKeys, security_children
-from llmserve.controller.status import Observed, compute_conditions, merge_conditions, summarize_pods
+from llmserve.controller.status import (
+    Observed,
+    compute_conditions,
+    merge_conditions,
+    service_problem,
+    summarize_pods,
+)
 from llmserve.controller.status_writer import OPERATOR_MANAGER, already_applied, apply_status
 from llmserve.render.engine import endpoint_url, render_deployment, render_service
 from llmserve.render.labels import FIELD_MANAGER, selector_string
@@ -116,7 +122,7 @@ class Reconciler:
             )
 
     async def refresh_status(
-        self, body: Obj, deployment: Obj | None, pods: list[Obj]
+        self, body: Obj, deployment: Obj | None, pods: list[Obj], service: Obj | None
     ) -> LLMServeStatus | None:
         """Recompute the reconciler's status fields from the children and apply them if they changed."""
         meta = body["metadata"]
@@ -131,7 +137,7 @@ class Reconciler:
                 if written is not None and written_uid == meta.get("uid")
                 else body.get("status") or {}
             )
-            status = self.compute_status(body, deployment, pods, previous)
+            status = self.compute_status(body, deployment, pods, service, previous)
             fragment = status.to_wire()
             if already_applied(previous, fragment):
                 return status
@@ -143,6 +149,22 @@ class Reconciler:
             metrics.observe_status(key, status)
             return status
 
+    async def restore_service(self, namespace: str, name: str, deployment: Obj | None) -> bool:
+        """The LLMServe's Service was deleted by someone else: its children are applied again from the
+        LLMServe as the API has it now (not from a cache), unless it is gone or going (then the garbage
+        collector removed the Service, and applying would make orphans). True when it was applied."""
+        body = await kube.get("LLMServe", namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return False
+        await self.ensure(body, deployment, report=False)
+        _event(
+            body,
+            "Normal",
+            reason="ServiceRecreated",
+            message=f"applied Service {name} again after its deletion",
+        )
+        return True
+
     def forget(self, key: Key) -> None:
         """Drops what is remembered about a deleted LLMServe."""
         self._written.pop(key, None)
@@ -150,7 +172,12 @@ class Reconciler:
         self.apply_errors.pop(key, None)
 
     def compute_status(
-        self, body: Obj, deployment: Obj | None, pods: list[Obj], previous_raw: Obj | None = None
+        self,
+        body: Obj,
+        deployment: Obj | None,
+        pods: list[Obj],
+        service: Obj | None,
+        previous_raw: Obj | None = None,
     ) -> LLMServeStatus:
         """The reconciler's own status fields and conditions (the autoscaler's are not in it)."""
         meta = body["metadata"]
@@ -167,6 +194,7 @@ class Reconciler:
             deployment=deployment,
             spec_error=spec_error,
             apply_error=self.apply_errors.get(key, ""),
+            service_problem=service_problem(meta["name"], service),
         )
         conditions = merge_conditions(previous, compute_conditions(observed))
         served = spec.served_name(meta["name"]) if spec else None

@@ -1,4 +1,4 @@
-"""Derives an LLMServe's status and conditions from its Deployment and pods (pure)."""
+"""Derives an LLMServe's status and conditions from its Deployment, pods and Service (pure)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from typing import Any, Literal
 from llmserve.api.base import Condition, now_utc
 from llmserve.pods import PodSummary, summarize_pods
 
-__all__ = ["Observed", "PodSummary", "compute_conditions", "merge_conditions", "summarize_pods"]
+__all__ = [
+    "Observed",
+    "PodSummary",
+    "compute_conditions",
+    "merge_conditions",
+    "service_problem",
+    "summarize_pods",
+]
 
 Obj = dict[str, Any]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -25,6 +32,18 @@ class Observed:
     deployment: Obj | None
     spec_error: str = ""
     apply_error: str = ""
+    # What keeps the Service from carrying requests to the ready pods ("" when it stands): the gateway
+    # and in-cluster clients reach the model only through it, so ready pods alone are not Ready.
+    service_problem: str = ""
+
+
+def service_problem(name: str, service: Obj | None) -> str:
+    """Why the LLMServe's Service cannot carry requests: missing, or on its way out ("" when it stands)."""
+    if service is None:
+        return f"Service {name} does not exist"
+    if service.get("metadata", {}).get("deletionTimestamp"):
+        return f"Service {name} is being deleted"
+    return ""
 
 
 def deployment_failure(deployment: Obj | None) -> str:
@@ -85,6 +104,12 @@ def compute_conditions(observed: Observed) -> list[Condition]:
         ready = _condition(
             "Ready", "False", "ScaledToZero", "no replicas are running; requests wake the model", gen
         )
+    elif pods.ready > 0 and observed.service_problem:
+        message = (
+            f"{pods.ready}/{desired} replicas ready, but {observed.service_problem}: no request reaches them "
+            "until the operator applies it again"
+        )
+        ready = _condition("Ready", "False", "ServiceMissing", message, gen)
     elif pods.ready >= desired and pods.ready > 0:
         ready = _condition("Ready", "True", "Available", f"{pods.ready}/{desired} replicas ready", gen)
     elif pods.ready > 0:
