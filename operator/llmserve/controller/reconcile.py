@@ -152,9 +152,12 @@ class Reconciler:
     async def restore_service(self, namespace: str, name: str, deployment: Obj | None) -> bool:
         """The LLMServe's Service was deleted by someone else: its children are applied again from the
         LLMServe as the API has it now (not from a cache), unless it is gone or going (then the garbage
-        collector removed the Service, and applying would make orphans). True when it was applied."""
+        collector removed the Service, and applying would make orphans), or its spec is invalid (nothing
+        to render: its InvalidSpec condition says so). True when it was applied."""
         body = await kube.get("LLMServe", namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            return False
+        if parse_spec(body.get("spec", {}))[0] is None:
             return False
         await self.ensure(body, deployment, report=False)
         _event(
