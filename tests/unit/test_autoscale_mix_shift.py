@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import random
 
-from llmserve.autoscale.demand import DemandModel, ReplicaModel, SloTargets
+from llmserve.autoscale.demand import DemandModel, DemandSettings, ReplicaModel, SloTargets
 from llmserve.autoscale.histogram import Histogram
+from llmserve.autoscale.policy import History, PolicyConfig, ReplicaMetrics, Snapshot, decide
 from llmserve.autoscale.window import EngineCounters, SignalWindow
 from llmserve.sim.metrics import PER_TOKEN_BUCKETS, TTFT_BUCKETS
 from llmserve.sim.profiles import resolve_profile
@@ -115,3 +116,34 @@ def test_prompt_deviation_is_recovered_from_interval_sums() -> None:
     assert abs(mean - 3000) < 100
     assert 500 < deviation < 1100  # nine intervals of 30: a loose estimate, but of the right size
     assert window.prompt_tokens_deviation(now, 20, 15) is None  # one interval: no spread to read
+
+
+def test_the_phase_gets_its_replicas_in_one_decision_and_the_backlog_keeps_the_minutes_mix() -> None:
+    config = PolicyConfig(min_replicas=1, max_replicas=64, batch_slots_per_replica=32, batch_slots_target=0.8)
+    shifting = DemandModel(replica_model(), SLO)
+    lagging = DemandModel(replica_model(), SLO, DemandSettings(mix_shift_deviations=math.inf))
+    results = {}
+    for name, model in (("shift", shifting), ("minute", lagging)):
+        engine = Engine()
+        now = feed(model, engine, T0, 120, conversation)
+        now = feed(model, engine, now, 10, long_context)
+        # One ready replica with 12 waiting: the backlog term acts too.
+        demand = model.estimate(now, 2, 1, 12.0, 60.0, 0.8)
+        assert demand is not None
+        snapshot = Snapshot(now, 2, 1, 0, (ReplicaMetrics(12, 20, 0.4),), demand=demand)
+        results[name] = (demand, decide(snapshot, config, History(last_desired_replicas=2)))
+    shifted, shifted_decision = results["shift"]
+    minute, minute_decision = results["minute"]
+    assert shifted.mix_shifted and not minute.mix_shifted
+    # Sized at the phase's mix: at least the arrivals' need at ~4,000-token prompts, in one decision.
+    assert shifted.replicas_for_arrivals > 1.5 * minute.replicas_for_arrivals
+    assert shifted_decision.desired_replicas > minute_decision.desired_replicas
+    assert shifted_decision.reason.startswith("longer prompts: ")
+    # The backlog term is the one the minute's mix gives (the queue sits on the ready replica).
+    r = minute.per_replica_requests_per_second
+    remaining = 12.0 - (1 * r - 6.0) * 60.0
+    expected = min(math.ceil(remaining / (r * 30.0) - 1e-9), math.ceil(shifted.replicas_for_arrivals - 1e-9))
+    assert shifted.replicas_for_backlog == expected
+    r_short = shifted.per_replica_requests_per_second
+    at_short_mix = math.ceil((12.0 - (1 * r_short - 6.0) * 60.0) / (r_short * 30.0) - 1e-9)
+    assert at_short_mix > expected
