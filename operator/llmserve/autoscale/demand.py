@@ -75,8 +75,9 @@ class ReplicaModel:
         meets k ~ Poisson prefills, each adding prefill/output to its mean, a spread of
         sqrt(prefill · f · ITL / output). Short prefills make it negligible (the mean decides); 6k-token ones
         (~0.4 s each) do not: a fleet sized at the mean-only bound by a schedule that knew the trace (the
-        benchmark's oracle) missed the ITL of 2.4% of all requests on the long-context phase. So the limit is the largest f with ITL + z_q · spread <= target (z_q: the normal quantile of the
-        SLO's percentile, 1.28 at p90).
+        benchmark's oracle) missed the ITL of 2.4% of all requests on the long-context phase. So the limit
+        is the largest f with ITL + z_q · spread <= target (z_q: the normal quantile of the SLO's
+        percentile, 1.28 at p90; the median's is 0, the mean-only bound).
         """
         target = slo.inter_token_latency_seconds
         mean_limit = max(0.05, 1.0 - step_seconds / target)
