@@ -138,6 +138,32 @@ class SignalWindow:
             running_per_replica=sum(running) / len(running) if running else 0.0,
         )
 
+    def prompt_tokens_deviation(
+        self, now_seconds: float, span_seconds: float, skip_seconds: float
+    ) -> tuple[float, float] | None:
+        """(mean, standard deviation) of one request's prompt tokens over the increments that ended within
+        the last `span_seconds` but not the last `skip_seconds`; None with fewer than two such intervals.
+
+        The counters only give each interval's sum, but the sums spread around count x mean by
+        sqrt(count) x deviation, so the deviation is recovered from how far each interval's sum is from
+        what its count would give at the overall mean.
+        """
+        chosen = [
+            i
+            for i in self._increments
+            if now_seconds - span_seconds < i.end_seconds <= now_seconds - skip_seconds and i.prefilled > 0
+        ]
+        total = sum(i.prefilled for i in chosen)
+        if len(chosen) < 2 or total <= 0:
+            return None
+        mean = sum(i.prompt_tokens for i in chosen) / total
+        squares = sum((i.prompt_tokens - i.prefilled * mean) ** 2 for i in chosen)
+        # E[squares] = variance x (total - sum(count^2) / total): the overall mean is estimated too.
+        dof = total - sum(i.prefilled**2 for i in chosen) / total
+        if dof <= 0:
+            return None
+        return mean, (squares / dof) ** 0.5
+
     def rates(self, now_seconds: float, span_seconds: float) -> WindowRates | None:
         """Rates over the increments that ended within the last `span_seconds`; None before two scrapes."""
         chosen = [i for i in self._increments if i.end_seconds > now_seconds - span_seconds]
