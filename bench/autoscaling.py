@@ -162,7 +162,7 @@ def run_all(
         "llmserve": lambda: Llmserve(ours, spec.autoscaling.interval_seconds, demand_model(args),
                                      args.cold_start_seconds),
         "hpa": lambda: HpaLike(0.75 * args.max_num_seqs, max_replicas),
-        "keda": lambda: KedaLike(max_replicas),
+        "keda": lambda: KedaLike(max_replicas, gateway_queue=args.gateway_queue),
         "kubeai": lambda: KubeAiLike(args.max_num_seqs, max_replicas),
     }  # fmt: skip
     # The oracle knows the trace from its start: it asked one cold start before t=0 for what the first cold
@@ -319,6 +319,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--json",
         type=Path,
         help="also append one JSON line per trace and cold start to this file (bench/autoscaling_summary.py)",
+    )
+    parser.add_argument(
+        "--gateway-queue", action="store_true", help="requests wait in the gateway while every batch is full"
     )
     args = parser.parse_args(argv)  # fmt: skip
     if args.gpus is None:

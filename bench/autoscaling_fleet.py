@@ -256,6 +256,9 @@ class Fleet:
     def dispatch(self, now: float, request_id: str, request: Request) -> bool:
         """To the least-loaded ready replica (vLLM queues without a limit); False means hold it."""
         candidates = self.ready(now)
+        if getattr(self.args, "gateway_queue", False):
+            # The gateway's --queue-when-full: a request waits in the gateway while every batch is full.
+            candidates = [r for r in candidates if r.load < self.args.max_num_seqs]
         if not candidates:
             return False
         replica = self.router(candidates, request)
@@ -282,6 +285,8 @@ class Fleet:
         for done in result.finished:
             self.result.finished.append((self.arrivals.pop(done.request_id), done))
         replica.stepping = False
+        if result.finished and self.held:
+            self.dispatch_held(now)
         if replica.engine.has_work:
             self.start_step(now, replica)
         elif replica.removed and replica.stopped is None:

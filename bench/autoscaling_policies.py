@@ -96,12 +96,17 @@ class KedaLike(HpaLike):
 
     name = "KEDA-style (waiting > 5)"
 
-    def __init__(self, max_replicas: int, threshold: float = 5.0) -> None:
+    def __init__(self, max_replicas: int, threshold: float = 5.0, gateway_queue: bool = False) -> None:
         super().__init__(threshold, max_replicas)
         self.interval_seconds = 30.0
+        # With the gateway queueing (--gateway-queue) a KEDA user would add the gateway's queued requests
+        # (llmserve_gateway_queued_requests) to the trigger: the engines' queues stay empty then.
+        self.gateway_queue = gateway_queue
 
     def desired(self, view: View) -> int:
         waiting = sum(r.requests_waiting for r in view.replicas)
+        if self.gateway_queue:
+            waiting += view.held_at_router
         recommended = max(1, min(self.max_replicas, math.ceil(waiting / self.target)))
         if recommended > view.current:
             return min(recommended, max(2 * view.current, view.current + 4))
