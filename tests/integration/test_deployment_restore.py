@@ -1,10 +1,11 @@
 """A Deployment deleted while its LLMServe lives is applied again, with the LLMServe's current
-spec.replicas, and the model is Ready again; until then Ready and Progressing say DeploymentMissing
-(real control plane, real garbage collector)."""
+spec.replicas, and the model is Ready again; until then Ready and Progressing say DeploymentMissing. The
+children the garbage collector deletes with their LLMServe are not (real control plane, real collector)."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -98,3 +99,48 @@ def test_a_deleted_deployment_comes_back_with_the_current_replicas_and_the_model
     events = wait_for(lambda: recreated_events(cluster, namespace), timeout=30,
                       message="a DeploymentRecreated Event on the LLMServe")  # fmt: skip
     assert events[0]["message"] == "applied Deployment llama again after its deletion"
+
+
+def child_deleted_outcomes(operator: OperatorProcess, namespace: str) -> dict[tuple[str, str], str]:
+    """(LLMServe, kind) -> what the operator made of its child's deletion, from its one log line each."""
+    found = re.findall(rf"event=child_deleted namespace={namespace} llmserve=(\S+) kind=(\S+) outcome=(\S+)",
+                       operator.log_path.read_text(errors="replace"))  # fmt: skip
+    return {(llmserve_name, kind): outcome for llmserve_name, kind, outcome in found}
+
+
+def test_children_the_garbage_collector_deletes_with_their_llmserve_are_not_applied_again(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
+) -> None:
+    # `gone` is deleted the default way (gone before the collector deletes its children); `going` in the
+    # foreground, held by the test's finalizer (deleting while they are deleted).
+    for name in ("gone", "going"):
+        cluster.apply(llmserve(name, autoscaling={"enabled": False}), namespace)
+    for name in ("gone", "going"):
+        wait_for(lambda n=name: cluster.get("deployment", n, namespace) and cluster.get("service", n, namespace),
+                 timeout=30, message=f"{name}'s Deployment and Service")  # fmt: skip
+    present = (cluster.get("llmserve", "going", namespace) or {})["metadata"].get("finalizers") or []
+    add_hold = json.dumps({"metadata": {"finalizers": [*present, HOLD]}})
+    cluster.kubectl("patch", "llms/going", "-n", namespace, "--type=merge", "-p", add_hold)
+    try:
+        cluster.kubectl("delete", "llms/gone", "-n", namespace)
+        cluster.kubectl("delete", "llms/going", "-n", namespace, "--cascade=foreground", "--wait=false")
+        expected = {
+            ("gone", "Deployment"): "llmserve_gone",
+            ("gone", "Service"): "llmserve_gone",
+            ("going", "Deployment"): "llmserve_deleting",
+            ("going", "Service"): "llmserve_deleting",
+        }
+        outcomes = wait_for(lambda: (o := child_deleted_outcomes(operator_process, namespace)).keys() == expected.keys() and o,
+                            timeout=60, message="the operator's account of the four deletions")  # fmt: skip
+        assert outcomes == expected
+        # Each line is written after the decision (and after an apply, had there been one): nothing is back.
+        selector = "llmserve.dev/llmserve"
+        assert [d["metadata"]["name"] for d in cluster.list("deployments", namespace, selector)] == []
+        assert [s["metadata"]["name"] for s in cluster.list("services", namespace, selector)] == []
+        assert not recreated_events(cluster, namespace)
+    finally:
+        holding = cluster.get("llmserve", "going", namespace) or {}
+        kept = [f for f in holding.get("metadata", {}).get("finalizers") or [] if f != HOLD]
+        release = json.dumps({"metadata": {"finalizers": kept or None}})
+        cluster.kubectl("patch", "llms/going", "-n", namespace, "--type=merge", "-p", release, check=False)
+    wait_for(lambda: cluster.get("llmserve", "going", namespace) is None, timeout=30, message="going gone")

@@ -202,18 +202,13 @@ async def applied_child_changed(
         return
     kind = str(body.get("kind") or "")
     try:
-        restored = await reconciler.restore_children(namespace, owner, kind)
+        outcome = await reconciler.restore_children(namespace, owner, kind)
     except Exception as err:  # e.g. its namespace is terminating: nothing to restore into
-        log.info(
-            "event=child_restore_failed namespace=%s llmserve=%s kind=%s error=%r",
-            namespace,
-            owner,
-            kind,
-            str(err),
-        )
-        return
-    if restored:
-        log.info("event=child_restored namespace=%s llmserve=%s kind=%s", namespace, owner, kind)
+        outcome = f"failed error={str(err)!r}"
+    # One line per deletion either way: what the operator made of it (the GC's are `llmserve_gone`).
+    log.info(
+        "event=child_deleted namespace=%s llmserve=%s kind=%s outcome=%s", namespace, owner, kind, outcome
+    )
 
 
 @kopf.timer(*RESOURCE, interval=30, idle=10)

@@ -171,20 +171,23 @@ class Reconciler:
             metrics.observe_status(key, status)
             return status
 
-    async def restore_children(self, namespace: str, name: str, kind: str) -> bool:
+    async def restore_children(self, namespace: str, name: str, kind: str) -> str:
         """The LLMServe's Deployment or Service (`kind`) was deleted by someone else: its children are
         applied again from the LLMServe as the API has it now (not from a cache: its current spec.replicas,
         which the autoscaler and the gateway write), unless it is gone or going (then the garbage
         collector removed the child, and applying would make orphans), or its spec is invalid (nothing to
-        render: its InvalidSpec condition says so). True when it was applied.
+        render: its InvalidSpec condition says so). Returns what was done: `applied`, `llmserve_gone`,
+        `llmserve_deleting` or `invalid_spec`.
         Under the apply lock from the read to the apply: a spec change's `ensure` then either goes first
         (and this read sees its spec) or after (and applies its own), never a stale spec over a newer one."""
         async with self._apply_lock((namespace, name)):
             body = await kube.get("LLMServe", namespace, name)
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                return False
+            if body is None:
+                return "llmserve_gone"
+            if body["metadata"].get("deletionTimestamp"):
+                return "llmserve_deleting"
             if parse_spec(body.get("spec", {}))[0] is None:
-                return False
+                return "invalid_spec"
             await self._ensure(body, None, report=False, announce=False)
         _event(
             body,
@@ -192,7 +195,7 @@ class Reconciler:
             reason=f"{kind}Recreated",
             message=f"applied {kind} {name} again after its deletion",
         )
-        return True
+        return "applied"
 
     def forget(self, key: Key) -> None:
         """Drops what is remembered about a deleted LLMServe."""
