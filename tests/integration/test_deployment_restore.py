@@ -101,6 +101,26 @@ def test_a_deleted_deployment_comes_back_with_the_current_replicas_and_the_model
     assert events[0]["message"] == "applied Deployment llama again after its deletion"
 
 
+def test_a_model_scaled_to_zero_gets_its_deployment_back_at_zero(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
+) -> None:
+    # No replica runs, yet the Deployment is what a wake (the gateway's scale from zero) scales.
+    cluster.apply(llmserve(autoscaling={"enabled": False}, minReplicas=0, replicas=0), namespace)
+    original = wait_for(lambda: deployment(cluster, namespace), timeout=30, message="the Deployment at 0")
+    assert original["spec"]["replicas"] == 0
+    wait_for(lambda: condition(cluster.get("llmserve", "llama", namespace), "Ready").get("reason") == "ScaledToZero",
+             timeout=30, message="Ready=False ScaledToZero")  # fmt: skip
+    cluster.kubectl("delete", "deployment/llama", "-n", namespace, "--wait=false")
+    restored = wait_for(
+        lambda: (d := deployment(cluster, namespace)) and d["metadata"]["uid"] != original["metadata"]["uid"] and d,
+        timeout=30, message="the Deployment applied again",
+    )  # fmt: skip
+    assert restored["spec"]["replicas"] == 0
+    wait_for(lambda: recreated_events(cluster, namespace), timeout=30, message="a DeploymentRecreated Event")
+    wait_for(lambda: condition(cluster.get("llmserve", "llama", namespace), "Ready").get("reason") == "ScaledToZero",
+             timeout=30, message="Ready=False ScaledToZero again")  # fmt: skip
+
+
 def child_deleted_outcomes(operator: OperatorProcess, namespace: str) -> dict[tuple[str, str], str]:
     """(LLMServe, kind) -> what the operator made of its child's deletion, from its one log line each."""
     found = re.findall(rf"event=child_deleted namespace={namespace} llmserve=(\S+) kind=(\S+) outcome=(\S+)",
