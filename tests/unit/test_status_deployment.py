@@ -3,6 +3,7 @@
 from typing import Any
 
 from llmserve.api.base import Condition
+from llmserve.controller.reconcile import Reconciler
 from llmserve.controller.status import Observed, compute_conditions, deployment_problem, summarize_pods
 
 
@@ -79,3 +80,26 @@ def test_an_invalid_spec_or_a_refused_apply_says_why_the_deployment_is_missing()
     assert (invalid["Progressing"].reason, invalid["Degraded"].reason) == ("InvalidSpec", "InvalidSpec")
     refused = _conditions(1, 0, None, apply_error="applying Deployment llama failed: forbidden")
     assert (refused["Ready"].reason, refused["Progressing"].reason) == ("ApplyFailed", "ApplyFailed")
+
+
+def _llmserve(status: dict[str, Any]) -> dict[str, Any]:
+    spec = {"model": {"name": "meta-llama/Llama-3.1-8B-Instruct"}, "engine": {"kind": "simulator"}}
+    meta = {"name": "llama", "namespace": "default", "uid": "u1", "generation": 1}
+    return {"metadata": meta, "spec": {**spec, "resources": {"gpus": 0}}, "status": status}
+
+
+def test_a_new_llmserves_deployment_not_yet_seen_is_being_created_not_missing() -> None:
+    # Its first status can be computed before the watch brings the Deployment just applied; another
+    # writer's condition (here the fit check's) does not make it an old one.
+    reconciler = Reconciler()
+    service = {"metadata": {"name": "llama"}}
+    when = "2026-12-01T00:00:00Z"
+    fit = {"type": "CapacityFit", "status": "True", "reason": "Fits", "lastTransitionTime": when}
+    fresh = _llmserve({"conditions": [fit]})
+    first = {c.type: c for c in reconciler.compute_status(fresh, None, [], service).conditions}
+    assert (first["Ready"].reason, first["Progressing"].reason) == ("Starting", "RollingUpdate")
+    # Once the reconciler has reported Ready, an absent Deployment is missing.
+    ready = {"type": "Ready", "status": "True", "reason": "Available", "lastTransitionTime": when}
+    reported = _llmserve({"conditions": [fit, ready]})
+    later = {c.type: c for c in reconciler.compute_status(reported, None, [], service).conditions}
+    assert (later["Ready"].reason, later["Progressing"].reason) == ("DeploymentMissing", "DeploymentMissing")

@@ -220,6 +220,9 @@ class Reconciler:
         previous = _previous_conditions(previous_raw)
         summary = summarize_pods(pods)
         desired = spec.desired_replicas() if spec else 0
+        # A new LLMServe's first status can be computed before the watch brings the Deployment just
+        # applied for it: that one is being created, not missing (RollingUpdate/Starting say so).
+        being_created = deployment is None and not any(c.type == "Ready" for c in previous)
         observed = Observed(
             generation=meta.get("generation", 0),
             desired_replicas=desired,
@@ -228,7 +231,7 @@ class Reconciler:
             spec_error=spec_error,
             apply_error=self.apply_errors.get(key, ""),
             service_problem=service_problem(meta["name"], service),
-            deployment_problem=deployment_problem(meta["name"], deployment),
+            deployment_problem="" if being_created else deployment_problem(meta["name"], deployment),
         )
         conditions = merge_conditions(previous, compute_conditions(observed))
         served = spec.served_name(meta["name"]) if spec else None
