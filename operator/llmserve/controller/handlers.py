@@ -53,7 +53,12 @@ def _slim_llmserve(body: kopf.Body) -> dict[str, Any]:
 
 def _slim_deployment(body: kopf.Body) -> dict[str, Any]:
     return {
-        "metadata": {"name": body.metadata.name, "generation": body.metadata.get("generation")},
+        # deletionTimestamp: a Deployment on its way out keeps no replica (status says so).
+        "metadata": {
+            "name": body.metadata.name,
+            "generation": body.metadata.get("generation"),
+            "deletionTimestamp": body.metadata.get("deletionTimestamp"),
+        },
         "spec": {"replicas": body.get("spec", {}).get("replicas")},
         "status": dict(body.get("status", {})),
     }
@@ -179,31 +184,31 @@ async def ensure(
         schedule_refresh(key, {"deployment_index": deployment_index, **kwargs})
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 @kopf.on.event("", "v1", "pods", labels=OWNED)
 async def child_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
     schedule_refresh((namespace, labels[LLMSERVE_LABEL]), kwargs)
 
 
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 @kopf.on.event("", "v1", "services", labels=OWNED)
-async def service_changed(
-    type: str | None, namespace: str, name: str, labels: kopf.Labels, **kwargs: Any
+async def applied_child_changed(
+    type: str | None, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **kwargs: Any
 ) -> None:
-    """Readiness follows the Service; one deleted by hand is applied again (ensure runs only on spec
-    changes and resume, so nothing else would bring it back)."""
+    """Status follows the Deployment and the Service; one deleted while its LLMServe lives (by hand, say)
+    is applied again: `ensure` runs only on spec changes and resume, so nothing else would bring it back."""
     owner = labels[LLMSERVE_LABEL]
     schedule_refresh((namespace, owner), kwargs)
-    if type != "DELETED" or name != owner:
+    if type != "DELETED" or name != owner:  # only the child named after its LLMServe is the renderer's
         return
+    kind = str(body.get("kind") or "")
     try:
-        restored = await reconciler.restore_service(
-            namespace, owner, _one(kwargs["deployment_index"], (namespace, owner))
-        )
+        outcome = await reconciler.restore_children(namespace, owner, kind)
     except Exception as err:  # e.g. its namespace is terminating: nothing to restore into
-        log.info("event=service_restore_failed namespace=%s llmserve=%s error=%r", namespace, owner, str(err))
-        return
-    if restored:
-        log.info("event=service_restored namespace=%s llmserve=%s", namespace, owner)
+        outcome = f"failed error={str(err)!r}"
+    # One line per deletion either way: what the operator made of it (the GC's are `llmserve_gone`).
+    log.info(
+        "event=child_deleted namespace=%s llmserve=%s kind=%s outcome=%s", namespace, owner, kind, outcome
+    )
 
 
 @kopf.timer(*RESOURCE, interval=30, idle=10)

@@ -75,7 +75,11 @@ async def close_kubernetes_client(**_: Any) -> None:
 class _QuietRoutineHandlers(logging.Filter):
     """Drops the success lines of the event-driven status handlers, which fire on every pod change."""
 
-    _ROUTINE = ("Handler 'child_changed' succeeded", "Timer 'resync_status' succeeded")
+    _ROUTINE = (
+        "Handler 'child_changed' succeeded",
+        "Handler 'applied_child_changed' succeeded",
+        "Timer 'resync_status' succeeded",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(text in record.getMessage() for text in self._ROUTINE)

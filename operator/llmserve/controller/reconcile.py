@@ -17,6 +17,7 @@ from llmserve.controller.engine_key import EngineKeys, security_children
 from llmserve.controller.status import (
     Observed,
     compute_conditions,
+    deployment_problem,
     merge_conditions,
     service_problem,
     summarize_pods,
@@ -60,8 +61,14 @@ class Reconciler:
     def __init__(self) -> None:
         self.apply_errors: dict[Key, str] = {}
         self._refresh_locks: dict[Key, asyncio.Lock] = {}
+        # One apply of an LLMServe's children at a time: a restore's fresh read and a spec change's apply
+        # must not interleave (the older spec would land last).
+        self._apply_locks: dict[Key, asyncio.Lock] = {}
         self.engine_keys = EngineKeys()
         self._written: dict[Key, tuple[str, Obj]] = {}  # (uid, the status fragment last applied)
+
+    def _apply_lock(self, key: Key) -> asyncio.Lock:
+        return self._apply_locks.setdefault(key, asyncio.Lock())
 
     async def ensure(
         self, body: Obj, existing_deployment: Obj | None, first_time: bool = False, report: bool = True
@@ -70,6 +77,19 @@ class Reconciler:
         `first_time`: kopf's create cause (the LLMServe was never handled), when nothing of it runs yet.
         `report=False`: a refused apply is raised as a KubeError and not reported (no Event, condition or
         metric): for a try whose failure kopf's own handler will meet and report."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        async with self._apply_lock(key):
+            await self._ensure(body, existing_deployment, first_time, report)
+
+    async def _ensure(
+        self,
+        body: Obj,
+        existing_deployment: Obj | None,
+        first_time: bool = False,
+        report: bool = True,
+        announce: bool = True,
+    ) -> None:
+        """`ensure` under the LLMServe's apply lock; `announce=False` posts no Created/Updated Event."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         spec, error = parse_spec(body.get("spec", {}))
@@ -114,6 +134,8 @@ class Reconciler:
                     raise kopf.TemporaryError(f"API server error, will retry: {err}", delay=10) from err
                 raise kopf.PermanentError(f"the API server refused a child object: {err}") from err
         self.apply_errors.pop(key, None)
+        if not announce:
+            return
         if existing_deployment is None:
             _event(body, "Normal", reason="Created", message=f"created Deployment and Service {meta['name']}")
         elif applied["metadata"].get("generation") != existing_deployment["metadata"].get("generation"):
@@ -149,29 +171,37 @@ class Reconciler:
             metrics.observe_status(key, status)
             return status
 
-    async def restore_service(self, namespace: str, name: str, deployment: Obj | None) -> bool:
-        """The LLMServe's Service was deleted by someone else: its children are applied again from the
-        LLMServe as the API has it now (not from a cache), unless it is gone or going (then the garbage
-        collector removed the Service, and applying would make orphans), or its spec is invalid (nothing
-        to render: its InvalidSpec condition says so). True when it was applied."""
-        body = await kube.get("LLMServe", namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return False
-        if parse_spec(body.get("spec", {}))[0] is None:
-            return False
-        await self.ensure(body, deployment, report=False)
+    async def restore_children(self, namespace: str, name: str, kind: str) -> str:
+        """The LLMServe's Deployment or Service (`kind`) was deleted by someone else: its children are
+        applied again from the LLMServe as the API has it now (not from a cache: its current spec.replicas,
+        which the autoscaler and the gateway write), unless it is gone or going (then the garbage
+        collector removed the child, and applying would make orphans), or its spec is invalid (nothing to
+        render: its InvalidSpec condition says so). Returns what was done: `applied`, `llmserve_gone`,
+        `llmserve_deleting` or `invalid_spec`.
+        Under the apply lock from the read to the apply: a spec change's `ensure` then either goes first
+        (and this read sees its spec) or after (and applies its own), never a stale spec over a newer one."""
+        async with self._apply_lock((namespace, name)):
+            body = await kube.get("LLMServe", namespace, name)
+            if body is None:
+                return "llmserve_gone"
+            if body["metadata"].get("deletionTimestamp"):
+                return "llmserve_deleting"
+            if parse_spec(body.get("spec", {}))[0] is None:
+                return "invalid_spec"
+            await self._ensure(body, None, report=False, announce=False)
         _event(
             body,
             "Normal",
-            reason="ServiceRecreated",
-            message=f"applied Service {name} again after its deletion",
+            reason=f"{kind}Recreated",
+            message=f"applied {kind} {name} again after its deletion",
         )
-        return True
+        return "applied"
 
     def forget(self, key: Key) -> None:
         """Drops what is remembered about a deleted LLMServe."""
         self._written.pop(key, None)
         self._refresh_locks.pop(key, None)
+        self._apply_locks.pop(key, None)
         self.apply_errors.pop(key, None)
 
     def compute_status(
@@ -190,6 +220,9 @@ class Reconciler:
         previous = _previous_conditions(previous_raw)
         summary = summarize_pods(pods)
         desired = spec.desired_replicas() if spec else 0
+        # A new LLMServe's first status can be computed before the watch brings the Deployment just
+        # applied for it: that one is being created, not missing (RollingUpdate/Starting say so).
+        being_created = deployment is None and not any(c.type == "Ready" for c in previous)
         observed = Observed(
             generation=meta.get("generation", 0),
             desired_replicas=desired,
@@ -198,6 +231,7 @@ class Reconciler:
             spec_error=spec_error,
             apply_error=self.apply_errors.get(key, ""),
             service_problem=service_problem(meta["name"], service),
+            deployment_problem="" if being_created else deployment_problem(meta["name"], deployment),
         )
         conditions = merge_conditions(previous, compute_conditions(observed))
         served = spec.served_name(meta["name"]) if spec else None

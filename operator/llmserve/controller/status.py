@@ -13,6 +13,7 @@ __all__ = [
     "Observed",
     "PodSummary",
     "compute_conditions",
+    "deployment_problem",
     "merge_conditions",
     "service_problem",
     "summarize_pods",
@@ -35,15 +36,28 @@ class Observed:
     # What keeps the Service from carrying requests to the ready pods ("" when it stands): the gateway
     # and in-cluster clients reach the model only through it, so ready pods alone are not Ready.
     service_problem: str = ""
+    # The same for the Deployment: without it no replica is kept or started (the garbage collector removes
+    # the ones it had), whatever the pods say this instant.
+    deployment_problem: str = ""
+
+
+def child_problem(kind: str, name: str, child: Obj | None) -> str:
+    """Why one of the LLMServe's children does not stand: missing, or on its way out ("" when it stands)."""
+    if child is None:
+        return f"{kind} {name} does not exist"
+    if child.get("metadata", {}).get("deletionTimestamp"):
+        return f"{kind} {name} is being deleted"
+    return ""
 
 
 def service_problem(name: str, service: Obj | None) -> str:
-    """Why the LLMServe's Service cannot carry requests: missing, or on its way out ("" when it stands)."""
-    if service is None:
-        return f"Service {name} does not exist"
-    if service.get("metadata", {}).get("deletionTimestamp"):
-        return f"Service {name} is being deleted"
-    return ""
+    """Why the LLMServe's Service cannot carry requests ("" when it stands)."""
+    return child_problem("Service", name, service)
+
+
+def deployment_problem(name: str, deployment: Obj | None) -> str:
+    """Why the LLMServe's Deployment cannot keep its replicas ("" when it stands)."""
+    return child_problem("Deployment", name, deployment)
 
 
 def deployment_failure(deployment: Obj | None) -> str:
@@ -79,6 +93,9 @@ def compute_conditions(observed: Observed) -> list[Condition]:
     """Ready, Progressing and Degraded, each with one reason a user can act on."""
     gen, pods, desired = observed.generation, observed.pods, observed.desired_replicas
     deployment = observed.deployment
+    # Only a Deployment the operator would apply counts as missing: with an invalid spec it renders none,
+    # and a refused apply has its own reason (which says why it is missing).
+    missing_deployment = "" if observed.spec_error or observed.apply_error else observed.deployment_problem
     dep_gen_seen = deployment is not None and deployment.get("status", {}).get(
         "observedGeneration", 0
     ) >= deployment.get("metadata", {}).get("generation", 0)
@@ -100,7 +117,15 @@ def compute_conditions(observed: Observed) -> list[Condition]:
     else:
         degraded = _condition("Degraded", "False", "AsExpected", "", gen)
 
-    if desired == 0 and pods.total == 0:
+    if missing_deployment:
+        # Before ScaledToZero too: at zero replicas the Deployment is still what a wake scales, and
+        # "scaled to zero" would hide that it is gone.
+        message = (
+            f"{missing_deployment}: {pods.ready}/{desired} replicas ready, and no replica is kept or "
+            "started until the operator applies it again"
+        )
+        ready = _condition("Ready", "False", "DeploymentMissing", message, gen)
+    elif desired == 0 and pods.total == 0:
         ready = _condition(
             "Ready", "False", "ScaledToZero", "no replicas are running; requests wake the model", gen
         )
@@ -125,6 +150,9 @@ def compute_conditions(observed: Observed) -> list[Condition]:
 
     if observed.spec_error or observed.apply_error:
         progressing = _condition("Progressing", "False", degraded.reason, degraded.message, gen)
+    elif missing_deployment:
+        message = f"{missing_deployment}; the operator applies it again"
+        progressing = _condition("Progressing", "True", "DeploymentMissing", message, gen)
     elif _deployment_rolling(deployment, dep_gen_seen):
         progressing = _condition("Progressing", "True", "RollingUpdate", "replicas are being replaced", gen)
     elif pods.ready < desired:
