@@ -106,6 +106,10 @@ class Demand:
     prompt_tokens_per_request: float
     output_tokens_per_request: float
     startup_seconds: float = 60.0  # how long a new replica takes to become ready (measured, or the default)
+    # Arrivals have fallen (the short window's rate below the stable one's by more than Poisson noise) and
+    # not risen since. Only then are starting replicas the need no longer asks for cancelled: a rise (or a
+    # ramp whose extrapolation comes and goes with noise) may still want them.
+    falling: bool = False
 
     @property
     def replicas(self) -> int:
@@ -130,6 +134,9 @@ class DemandSettings:
     stable_window_seconds: float = 60.0
     panic_window_seconds: float = 15.0
     panic_threshold: float = 1.5  # short-window rate over stable-window rate that switches to the short one
+    # Stable-window rate over short-window rate beyond which arrivals have fallen (the mirror of panic):
+    # starting replicas the need no longer asks for are cancelled from then until arrivals rise again.
+    fall_threshold: float = 1.5
     trend_noise_deviations: float = 2.0  # a rise the short window shows by chance is not a trend
     trend_max_factor: float = 2.0  # a ramp is extrapolated to at most this times the short window's rate
     # A rise whose last short window rose less than the ramp says (beyond noise) is a step that has levelled
@@ -154,6 +161,7 @@ class DemandModel:
         self.step_correction = 1.0  # observed ITL over the model's prediction, smoothed
         self.last_backlog_seconds: float | None = None  # when more than one request per replica last waited
         self.stepped = False  # the current rise was judged a step: sized for its level until it ends
+        self.fallen = False  # arrivals fell and have not risen since: starting replicas may be cancelled
 
     @property
     def model(self) -> ReplicaModel:
@@ -246,6 +254,17 @@ class DemandModel:
         if panic:
             self.stepped = False
         expected = 0.0 if panic else self._trend(stable, short, startup, previous)
+        # Arrivals have fallen (short below stable beyond noise) and not risen since (a panic or a rise beyond
+        # noise): starting replicas the need no longer asks for may be cancelled. Sticky, like `stepped`: the
+        # stable window catches up with a fall within a minute, and a crowd's late replicas are still
+        # starting then.
+        noise = self._noise(stable)
+        if panic or short.arrivals_per_second > stable.arrivals_per_second + noise:
+            self.fallen = False
+        elif short.arrivals_per_second < min(
+            stable.arrivals_per_second - noise, stable.arrivals_per_second / s.fall_threshold
+        ):
+            self.fallen = True
         rising = expected > arrivals
         measured = arrivals
         arrivals = max(arrivals, expected)
@@ -291,6 +310,14 @@ class DemandModel:
             prompt_tokens_per_request=prompt,
             output_tokens_per_request=output,
             startup_seconds=startup,
+            falling=self.fallen,
+        )
+
+    def _noise(self, stable: WindowRates) -> float:
+        """How far a short window's rate lies from the stable one's by chance (Poisson, in deviations)."""
+        s = self.settings
+        return s.trend_noise_deviations * math.sqrt(
+            max(stable.arrivals_per_second, 1e-9) / s.panic_window_seconds
         )
 
     def _previous_short(self, now_seconds: float, short: WindowRates) -> float | None:
@@ -323,9 +350,7 @@ class DemandModel:
         short rate), not extrapolated."""
         s = self.settings
         rise = short.arrivals_per_second - stable.arrivals_per_second
-        noise = s.trend_noise_deviations * math.sqrt(
-            max(stable.arrivals_per_second, 1e-9) / s.panic_window_seconds
-        )
+        noise = self._noise(stable)
         if rise <= noise:
             self.stepped = False
             return 0.0
