@@ -23,6 +23,7 @@ CONFIG = PolicyConfig(min_replicas=1, max_replicas=64, batch_slots_per_replica=3
 T0 = 1_700_000_000.0
 INTERVAL = 5.0
 STARTUP = 300.0  # the scale-down window is then the whole scaleDownDelaySeconds (300 s)
+HELD = int(CANCEL_AFTER_SECONDS // INTERVAL)  # decisions within the hysteresis after T0
 
 
 def demand(replicas: float, startup: float = STARTUP, falling: bool = True, backlog: int = 0) -> Demand:
@@ -89,16 +90,13 @@ def follow(
 def test_starting_replicas_are_cancelled_once_no_recommendation_of_the_hysteresis_asked_for_them() -> None:
     # A crowd asked for 12 replicas at T0 and ended: 4 are ready, 8 still starting, the need is 4 again.
     decisions = follow(crowd_history(12), current=12, ready=4, needs=[4.0] * 12)
-    held = [
-        d.desired_replicas for d in decisions if d.history.recommendations[-1][0] - T0 <= CANCEL_AFTER_SECONDS
-    ]
-    assert CANCEL_AFTER_SECONDS == 30.0
-    # Within the hysteresis (T0 + 5 ... T0 + 30 s) the crowd's recommendation still holds them all...
-    assert held == [12] * 6
+    assert CANCEL_AFTER_SECONDS == 15.0 and HELD == 3
+    # Within the hysteresis (T0 + 5 ... T0 + 15 s) the crowd's recommendation still holds them all...
+    assert [d.desired_replicas for d in decisions[:HELD]] == [12] * HELD
     # ...then the 8 starting replicas are cancelled at once (the old rule held them for 300 s).
-    assert decisions[6].desired_replicas == 4
-    assert "cancelling 8 starting replica(s) not asked for in the last 30s" in decisions[6].reason
-    assert all(d.desired_replicas == 4 for d in decisions[6:])
+    assert decisions[HELD].desired_replicas == 4
+    assert "cancelling 8 starting replica(s) not asked for in the last 15s" in decisions[HELD].reason
+    assert all(d.desired_replicas == 4 for d in decisions[HELD:])
 
 
 def test_ready_replicas_are_still_held_for_the_whole_scale_down_window() -> None:
@@ -114,14 +112,14 @@ def test_ready_replicas_are_still_held_for_the_whole_scale_down_window() -> None
 def test_only_the_starting_replicas_above_the_recent_need_are_cancelled() -> None:
     # 4 ready, 8 starting; the need has stayed at 8 since the crowd: 4 of the starting ones still go to it.
     decisions = follow(crowd_history(12), current=12, ready=4, needs=[8.0] * 8)
-    assert [d.desired_replicas for d in decisions] == [12] * 6 + [8, 8]
-    assert "cancelling 4 starting replica(s)" in decisions[6].reason
+    assert [d.desired_replicas for d in decisions] == [12] * HELD + [8] * (8 - HELD)
+    assert "cancelling 4 starting replica(s)" in decisions[HELD].reason
 
 
 def test_a_dip_shorter_than_the_hysteresis_cancels_nothing() -> None:
-    # The need flips between the crowd's 12 and 4 (a noisy short window): every 30 s holds one 12, so
-    # no starting replica is cancelled and bought again 5 s later.
-    needs = ([4.0] * 5 + [12.0]) * 4
+    # The need flips between the crowd's 12 and 4: every 15 s holds one 12, so no starting replica is
+    # cancelled and bought again 5 s later.
+    needs = ([4.0] * (HELD - 1) + [12.0]) * 6
     decisions = follow(crowd_history(12), current=12, ready=4, needs=needs)
     assert [d.desired_replicas for d in decisions] == [12] * len(needs)
 
@@ -136,8 +134,8 @@ def test_the_cancellation_survives_an_operator_restart_between_every_decision() 
     kept = follow(crowd_history(12), current=12, ready=4, needs=[8.0] * 5 + [4.0] * 8)
     restarted = follow(crowd_history(12), current=12, ready=4, needs=[8.0] * 5 + [4.0] * 8, restart=True)
     assert [d.desired_replicas for d in restarted] == [d.desired_replicas for d in kept]
-    # 12 until T0 + 30 s, 8 (the need of T0 + 5..25 s) until T0 + 55 s, then 4.
-    assert [d.desired_replicas for d in kept] == [12] * 6 + [8] * 5 + [4] * 2
+    # 12 until T0 + 15 s, 8 (the need of T0 + 5..25 s) until T0 + 40 s, then 4.
+    assert [d.desired_replicas for d in kept] == [12] * HELD + [8] * 5 + [4] * (8 - HELD)
 
 
 def test_replicas_bought_for_a_rise_are_kept_while_arrivals_are_not_falling() -> None:
@@ -188,7 +186,8 @@ def test_a_crowd_that_ends_before_its_replicas_start_gives_them_back_within_a_mi
     high = decision.desired_replicas
     assert high > 4
     quiet = dict(STEADY, arrivals_per_second=3.0)
-    # The stable (60 s) window still sees the crowd for a minute, plus the 30 s hysteresis: then cancelled.
+    # Arrivals fall; the stable (60 s) window still sees the crowd for a minute, plus the 15 s hysteresis:
+    # then the starting replicas are cancelled and the window holds the ready ones.
     decision, now, history = run(model, engines, 100, now, high, history, quiet, running=3, startup=300)
     assert decision.desired_replicas == 4  # the ready ones, held by the window
     assert decision.stabilized

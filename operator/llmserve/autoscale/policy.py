@@ -272,17 +272,13 @@ def slo_hold_seconds(scale_down_delay_seconds: float, startup_seconds: float) ->
     return min(scale_down_delay_seconds, max(MIN_HOLD_SECONDS, HOLD_STARTUPS * startup_seconds))
 
 
-# With autoscaling.slo set, the scale-down window protects at most the READY replicas. A replica still
-# starting serves nothing yet: it is kept only while the need asks for it, i.e. while it is within the
-# highest recommendation of the last CANCEL_AFTER_SECONDS (a short hysteresis, so that one noisy decision
-# does not cancel replicas the next one buys again). Lowering spec.replicas cancels starting pods first (a
-# ReplicaSet deletes not-ready pods first). Measured on the trace suite: docs/autoscaling.md.
-CANCEL_AFTER_SECONDS = 30.0
-
-
-def cancel_after_seconds(startup_seconds: float) -> float:
-    """How long the need must stay below a starting replica before it is cancelled (autoscaling.slo set)."""
-    return CANCEL_AFTER_SECONDS
+# With autoscaling.slo set, the scale-down window protects at most the READY replicas once arrivals have
+# fallen (Demand.falling). A replica still starting serves nothing yet: it is kept only while a
+# recommendation of the last CANCEL_AFTER_SECONDS wants it (a hysteresis of one short window, so one
+# decision's dip does not cancel what the next buys again). Lowering spec.replicas cancels starting pods
+# first (a ReplicaSet deletes not-ready pods first). Measured on the trace suite (15 s, 30 s and 60 s):
+# docs/autoscaling.md, "Cancelling starting replicas".
+CANCEL_AFTER_SECONDS = 15.0
 
 
 def hold_seconds(config: PolicyConfig, demand: Demand | None) -> float:
@@ -414,7 +410,7 @@ def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decisi
         ):
             # The window holds ready replicas; starting ones stay only while a recent recommendation wants
             # them (the sliding-window maximum answers "the highest since t" for any t inside the window).
-            cancel_after = cancel_after_seconds(snapshot.demand.startup_seconds)
+            cancel_after = CANCEL_AFTER_SECONDS
             recent = max([recommended, *(r for t, r in window if t >= now - cancel_after)])
             highest = max(recent, min(held, snapshot.ready_replicas))
         desired = min(current, highest)
