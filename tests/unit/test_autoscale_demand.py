@@ -366,3 +366,20 @@ def test_a_fall_of_less_than_the_fall_threshold_is_not_a_fall() -> None:
         model.observe(now, engines.advance(**dict(STEADY, arrivals_per_second=14.0)))
     dip = model.estimate(now, 4, 4, 0.0, 300.0, 0.8)
     assert dip is not None and not dip.falling
+
+
+def test_a_ramps_backlog_asks_for_no_more_replicas_than_the_measured_arrivals_do() -> None:
+    # Backlog replicas take arrivals off the replicas holding the queue: the arrivals there are now (the
+    # measured rate), not the ramp's extrapolation, which the arrivals' own term already buys. Capping at
+    # the extrapolated count made the backlog's share flip with the ramp's judgement (bursty at 300 s:
+    # 31 -> 17 -> 37 -> 20 -> 41 -> 21 replicas within a minute).
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(4)
+    for step in range(1, 19):
+        now = T0 + step * INTERVAL
+        model.observe(now, engines.advance(**dict(STEADY, arrivals_per_second=10.0 + 1.0 * step)))
+    deep = model.estimate(now, 4, 4, backlog_requests=20000, startup_seconds=180.0, batch_fill=0.8)
+    assert deep is not None and deep.rising
+    measured = math.ceil(22.5 / deep.per_replica_requests_per_second - 1e-9)  # the minute's rate
+    assert deep.replicas_for_backlog == measured
+    assert deep.replicas_for_backlog < math.ceil(deep.replicas_for_arrivals - 1e-9)

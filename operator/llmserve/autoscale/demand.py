@@ -293,9 +293,12 @@ class DemandModel:
         # arrivals until queues match, so a short backlog is shared. A deep one is not: replicas beyond
         # the arrivals' own count drain nothing faster and sit idle until it is gone (measured: up to
         # 11.7x the oracle's GPU-hours on a 6x crowd at a 300 s start, for the same attainment). So the
-        # backlog asks for at most as many replicas as the arrivals do.
+        # backlog asks for at most as many replicas as the arrivals do: the arrivals measured now, not a
+        # ramp's extrapolation (which the arrivals' term already buys; capping at it made the backlog's
+        # share flip with the ramp's judgement, cancelling and buying ~20 starting replicas every 10-15 s
+        # on bursty at 300 s).
         for_backlog = math.ceil(remaining / (per_replica * clearance) - 1e-9) if remaining > 0 else 0
-        for_backlog = min(for_backlog, math.ceil(for_arrivals - 1e-9))
+        for_backlog = min(for_backlog, math.ceil(measured / per_replica - 1e-9))
         ratio, description = self._latency(short, now_seconds)
         return Demand(
             arrivals_per_second=arrivals,
