@@ -383,3 +383,20 @@ def test_a_ramps_backlog_asks_for_no_more_replicas_than_the_measured_arrivals_do
     measured = math.ceil(22.5 / deep.per_replica_requests_per_second - 1e-9)  # the minute's rate
     assert deep.replicas_for_backlog == measured
     assert deep.replicas_for_backlog < math.ceil(deep.replicas_for_arrivals - 1e-9)
+
+
+def test_after_a_fall_the_backlog_is_sized_from_what_arrives_now() -> None:
+    # A minute at 20 req/s, then 15 s at 2: the stable window still says ~15.5 req/s. The backlog's deficit
+    # and cap use the short window's 2 req/s: 4 ready replicas drain 2,000 waiting requests with what they
+    # have to spare before any new replica could start, so no backlog replica is asked for.
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(4)
+    now = T0
+    for rate, steps in ((20.0, 12), (2.0, 3)):
+        for _ in range(steps):
+            now += INTERVAL
+            model.observe(now, engines.advance(**dict(STEADY, arrivals_per_second=rate)))
+    ended = model.estimate(now, 4, 4, backlog_requests=2000.0, startup_seconds=300.0, batch_fill=0.8)
+    assert ended is not None and ended.falling
+    assert ended.arrivals_per_second > 10.0  # the arrivals' own term still reads the stable window
+    assert ended.replicas_for_backlog == 0
