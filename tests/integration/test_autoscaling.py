@@ -223,6 +223,9 @@ def test_an_idle_model_with_min_zero_scales_to_zero_and_a_wake_gets_a_full_idle_
     woke = epoch(scaling["lastActiveTime"])
     assert woke > first_zero, (first_zero, scaling)
     assert epoch(scaling["lastScaleTime"]) >= woke + idle - 1, scaling
+    # The wake was recorded as a raise from outside, in status (where a restarted operator reads it back):
+    # starting replicas someone else asked for are held for the window, never cancelled as unneeded.
+    assert epoch(scaling["replicasRaisedOutsideTime"]) == woke, scaling
 
 
 def test_an_operator_restart_inside_the_window_does_not_scale_down_early(

@@ -324,3 +324,79 @@ def test_the_replica_model_does_not_learn_from_latency_while_a_backlog_drains() 
     assert model.step_correction == 1.0
     run(model, engines, 120, now, 2, history, slow)
     assert model.step_correction > 1.5
+
+
+def test_arrivals_are_falling_only_when_the_short_window_is_below_the_stable_one_beyond_noise() -> None:
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(4)
+    now = T0
+    for _ in range(12):  # a steady minute at 20 req/s: flat, not falling
+        now += INTERVAL
+        model.observe(now, engines.advance(**dict(STEADY, arrivals_per_second=20.0)))
+    steady = model.estimate(now, 4, 4, 0.0, 300.0, 0.8)
+    assert steady is not None and not steady.falling
+    for _ in range(3):  # the crowd ends: 15 s at 2 req/s against a minute that still averages ~15
+        now += INTERVAL
+        model.observe(now, engines.advance(**dict(STEADY, arrivals_per_second=2.0)))
+    ended = model.estimate(now, 4, 4, 0.0, 300.0, 0.8)
+    assert ended is not None and ended.falling and not ended.rising
+    for _ in range(24):  # two minutes at the new level: the judgement sticks until arrivals rise
+        now += INTERVAL
+        model.observe(now, engines.advance(**dict(STEADY, arrivals_per_second=2.0)))
+    level = model.estimate(now, 4, 4, 0.0, 300.0, 0.8)
+    assert level is not None and level.falling
+    for _ in range(3):  # a rise beyond noise ends it
+        now += INTERVAL
+        model.observe(now, engines.advance(**dict(STEADY, arrivals_per_second=6.0)))
+    risen = model.estimate(now, 4, 4, 0.0, 300.0, 0.8)
+    assert risen is not None and not risen.falling
+
+
+def test_a_fall_of_less_than_the_fall_threshold_is_not_a_fall() -> None:
+    # 20 -> 15 req/s is beyond Poisson noise at 20 req/s but less than 1.5x: a ramp's blip ending, not a
+    # crowd's end; replicas bought for the rise may still be wanted.
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(4)
+    now = T0
+    for _ in range(12):
+        now += INTERVAL
+        model.observe(now, engines.advance(**dict(STEADY, arrivals_per_second=20.0)))
+    for _ in range(3):
+        now += INTERVAL
+        model.observe(now, engines.advance(**dict(STEADY, arrivals_per_second=14.0)))
+    dip = model.estimate(now, 4, 4, 0.0, 300.0, 0.8)
+    assert dip is not None and not dip.falling
+
+
+def test_a_ramps_backlog_asks_for_no_more_replicas_than_the_measured_arrivals_do() -> None:
+    # Backlog replicas take arrivals off the replicas holding the queue: the arrivals there are now (the
+    # measured rate), not the ramp's extrapolation, which the arrivals' own term already buys. Capping at
+    # the extrapolated count made the backlog's share flip with the ramp's judgement (bursty at 300 s:
+    # 31 -> 17 -> 37 -> 20 -> 41 -> 21 replicas within a minute).
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(4)
+    for step in range(1, 19):
+        now = T0 + step * INTERVAL
+        model.observe(now, engines.advance(**dict(STEADY, arrivals_per_second=10.0 + 1.0 * step)))
+    deep = model.estimate(now, 4, 4, backlog_requests=20000, startup_seconds=180.0, batch_fill=0.8)
+    assert deep is not None and deep.rising
+    measured = math.ceil(22.5 / deep.per_replica_requests_per_second - 1e-9)  # the minute's rate
+    assert deep.replicas_for_backlog == measured
+    assert deep.replicas_for_backlog < math.ceil(deep.replicas_for_arrivals - 1e-9)
+
+
+def test_after_a_fall_the_backlog_is_sized_from_what_arrives_now() -> None:
+    # A minute at 20 req/s, then 15 s at 2: the stable window still says ~15.5 req/s. The backlog's deficit
+    # and cap use the short window's 2 req/s: 4 ready replicas drain 2,000 waiting requests with what they
+    # have to spare before any new replica could start, so no backlog replica is asked for.
+    model = DemandModel(replica_model(), SLO)
+    engines = Engines(4)
+    now = T0
+    for rate, steps in ((20.0, 12), (2.0, 3)):
+        for _ in range(steps):
+            now += INTERVAL
+            model.observe(now, engines.advance(**dict(STEADY, arrivals_per_second=rate)))
+    ended = model.estimate(now, 4, 4, backlog_requests=2000.0, startup_seconds=300.0, batch_fill=0.8)
+    assert ended is not None and ended.falling
+    assert ended.arrivals_per_second > 10.0  # the arrivals' own term still reads the stable window
+    assert ended.replicas_for_backlog == 0

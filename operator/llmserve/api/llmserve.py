@@ -424,6 +424,12 @@ class ScaleStatus(ApiModel):
         default=None,
         description="When a replica last had a request running or waiting (the scale-to-zero idle clock).",
     )
+    replicas_raised_outside_time: str | None = Field(
+        default=None,
+        description="When spec.replicas was last raised by someone other than the autoscaler (kubectl "
+        "scale, the gateway waking the model); those replicas are held for the scale-down window even "
+        "while starting. Kept here so an operator restart does not forget it.",
+    )
     arrivals_per_second: float | None = Field(
         default=None, description="Requests per second arriving at the engines (with autoscaling.slo)."
     )

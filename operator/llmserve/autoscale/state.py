@@ -51,6 +51,7 @@ def history_from_status(raw: Obj | None) -> History:
         recommendations=tuple(sorted(window)),
         last_active_seconds=_epoch(raw.get("lastActiveTime")),
         last_desired_replicas=raw.get("desiredReplicas"),
+        raised_outside_seconds=_epoch(raw.get("replicasRaisedOutsideTime")),
     )
 
 
@@ -120,6 +121,7 @@ def scale_status(
         scraped_replicas=scraped,
         recommendations=[Recommendation(replicas=r, time=rfc3339(t)) for t, r in decision.history.recommendations],
         last_active_time=None if decision.history.last_active_seconds is None else rfc3339(decision.history.last_active_seconds),
+        replicas_raised_outside_time=None if decision.history.raised_outside_seconds is None else rfc3339(decision.history.raised_outside_seconds),
         arrivals_per_second=None if signals.arrivals_per_second is None else round(signals.arrivals_per_second, 2),
         replica_requests_per_second=None if signals.replica_requests_per_second is None else round(signals.replica_requests_per_second, 3),
         latency=signals.latency_description or None,
