@@ -106,6 +106,7 @@ class Demand:
     prompt_tokens_per_request: float
     output_tokens_per_request: float
     startup_seconds: float = 60.0  # how long a new replica takes to become ready (measured, or the default)
+    gateway_requests: float = 0.0  # of backlog_requests, those held or queued in the gateway
 
     @property
     def replicas(self) -> int:
@@ -120,6 +121,8 @@ class Demand:
         )
         if self.replicas_for_backlog:
             text += f", +{self.replicas_for_backlog} to clear {self.backlog_requests:.0f} waiting"
+        if self.gateway_requests:
+            text += f" ({self.gateway_requests:.0f} held in the gateway)"
         return text
 
 

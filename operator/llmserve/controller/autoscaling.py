@@ -15,6 +15,7 @@ from llmserve.api.engine_args import batch_slots
 from llmserve.api.llmserve import ENGINE_PORT, LLMServeSpec
 from llmserve.autoscale.collect import Collector, DirectScraper, PrometheusCollector, Target
 from llmserve.autoscale.demand_spec import DemandTracker
+from llmserve.autoscale.gateway_backlog import GatewayBacklogReader, GatewayReading
 from llmserve.autoscale.policy import Decision, History, Snapshot, decide
 from llmserve.autoscale.spec import policy_config
 from llmserve.autoscale.state import (
@@ -49,6 +50,7 @@ __all__ = ["Autoscaler", "batch_slots", "policy_config", "ready_targets", "statu
 # Made on first use from the operator's settings, closed by the cleanup handler below.
 _direct: DirectScraper | None = None
 _prometheus: dict[str, PrometheusCollector] = {}
+_gateway: GatewayBacklogReader | None = None
 
 # -- settings -------------------------------------------------------------------------
 
@@ -83,6 +85,22 @@ def collector_for(spec: LLMServeSpec) -> Collector:
     return _prometheus[url]
 
 
+def gateway_reader() -> GatewayBacklogReader | None:
+    """The shared reader of the gateway's held and queued requests (None: LLMSERVE_GATEWAY_SELECTOR empty)."""
+    global _gateway
+    settings = operator_settings()
+    if not settings.gateway_selector:
+        return None
+    if _gateway is None:
+        _gateway = GatewayBacklogReader(
+            settings.gateway_namespace,
+            settings.gateway_selector,
+            settings.gateway_metrics_port,
+            timeout_seconds=settings.autoscaler_scrape_timeout_seconds,
+        )
+    return _gateway
+
+
 # -- status and conditions ----------------------------------------------------------------------------
 
 
@@ -108,6 +126,7 @@ class Autoscaler:
         self.failing_pods: frozenset[str] = frozenset()
         self.demand = DemandTracker()  # in memory: rates need two scrapes, not a restart
         self.written: Obj | None = None  # the status fragment last applied: only we write it
+        self.gateway_problem = ""  # why the gateway could not be read, while it cannot (logged once)
 
     async def write_status(self, body: Obj, autoscaling: Obj | None, conditions: list[Condition]) -> None:
         """Applies our status fields under our own field manager, when they changed."""
@@ -147,6 +166,7 @@ class Autoscaler:
         if spec.burst is not None:
             burst = await burst_capacity(f"{namespace}/{name}", spec.burst.pool, operator_namespace())
         self._report_scrape_errors({**collected.errors, **burst.errors})
+        in_gateway, gateway_problem = await self._read_gateway()
         current = spec.desired_replicas()
         now = time.time()
         snapshot = Snapshot(
@@ -156,7 +176,11 @@ class Autoscaler:
             unschedulable_replicas=summary.unschedulable,
             replicas=tuple(collected.metrics[t.pod_name] for t in targets if t.pod_name in collected.metrics),
             unscraped_replicas=summary.ready - len(collected.metrics),
-            demand=self.demand.estimate(spec, config, collected.metrics, pods, now, current, windows),
+            demand=self.demand.estimate(
+                spec, config, collected.metrics, pods, now, current, windows, gateway_requests=in_gateway
+            ),
+            gateway_waiting_requests=in_gateway,
+            gateway_unread=bool(gateway_problem),
         )
         snapshot = with_burst(snapshot, burst)  # rented replicas are capacity too
         decision = decide(snapshot, config, self.history)
@@ -180,7 +204,7 @@ class Autoscaler:
             autoscaling = autoscaling.model_copy(update={"desired_replicas": current})
         generation = body.get("metadata", {}).get("generation", 0)
         conditions = decision_conditions(
-            decision, snapshot, config, scale_error, collected.errors, generation
+            decision, snapshot, config, scale_error, collected.errors, generation, gateway_problem
         )
         await self.write_status(body, autoscaling.to_wire(), conditions)
         return decision
@@ -212,6 +236,24 @@ class Autoscaler:
         metrics.AUTOSCALER_RESCALES.labels(namespace=namespace, llmserve=name, direction=direction).inc()
         return ""
 
+    async def _read_gateway(self) -> tuple[float, str]:
+        """(requests held or queued in the gateway for this LLMServe, why the gateway could not be read).
+        A failure is logged once per streak; the engines' signals still decide, without a scale-down."""
+        reader = gateway_reader()
+        if reader is None:
+            return 0.0, ""
+        namespace, name = self.key
+        reading: GatewayReading = await reader.read()
+        problem = reading.problem()
+        if problem and not self.gateway_problem:
+            log.warning(
+                "event=gateway_read_failed namespace=%s llmserve=%s error=%r", namespace, name, problem
+            )
+        elif self.gateway_problem and not problem:
+            log.info("event=gateway_read_recovered namespace=%s llmserve=%s", namespace, name)
+        self.gateway_problem = problem
+        return reading.waiting(namespace, name), problem
+
     def _report_scrape_errors(self, errors: dict[str, str]) -> None:
         namespace, name = self.key
         if errors:
@@ -234,13 +276,16 @@ class Autoscaler:
 @kopf.on.cleanup()
 async def close_scrapers(**_: Any) -> None:
     """Shutdown closes the scrapers' connections (the daemons are cancelled by kopf before this)."""
-    global _direct
+    global _direct, _gateway
     if _direct is not None:
         await _direct.close()
         _direct = None
     for collector in _prometheus.values():
         await asyncio.to_thread(collector.close)
     _prometheus.clear()
+    if _gateway is not None:
+        await _gateway.close()
+        _gateway = None
 
 
 @kopf.daemon(*RESOURCE, id="autoscaler", cancellation_timeout=5.0)  # type: ignore[arg-type]
