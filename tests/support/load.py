@@ -48,8 +48,11 @@ class LoadGenerator:
         self.max_requests, self.max_seconds = 20000, max_seconds
         self.sent = 0
         self.errors = 0
+        # Set once no more requests are sent (stopped, or out of its time or request budget): a test that
+        # judges a decision made under load checks it was not set before that decision was read.
+        self.finished = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread = threading.Thread(target=self._main, daemon=True)
 
     def __enter__(self) -> LoadGenerator:
         self._thread.start()
@@ -61,6 +64,12 @@ class LoadGenerator:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        finally:
+            self.finished.set()
 
     async def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds

@@ -167,10 +167,7 @@ async def test_a_failed_pod_listing_is_reported_and_one_reading_serves_every_llm
         "", "x=y", 9091, max_age_seconds=1.0, list_pods=list_pods, clock=lambda: now[0]
     )
     first = await reader.read()
-    assert (
-        first.problem()
-        == "gateway list could not be read (listing gateway pods failed: RuntimeError: apiserver unavailable)"
-    )
+    assert first.problem() == "the gateway pods could not be listed: RuntimeError: apiserver unavailable"
     assert await reader.read() is first and len(calls) == 1  # a second LLMServe in the same second
     now[0] += 1.5
     await reader.read()

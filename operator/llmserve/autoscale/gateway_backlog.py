@@ -29,6 +29,7 @@ Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, LLMServe name)
 
 # Held while the model is scaled to zero; queued while every replica's batch is full.
+LISTING = "(listing)"  # the errors' key when the pods could not even be listed
 WAITING_FAMILIES = ("llmserve_gateway_held_requests", "llmserve_gateway_queued_requests")
 
 
@@ -46,7 +47,7 @@ class GatewayPod:
 class GatewayReading:
     """Requests waiting in the gateway per LLMServe, summed over the gateway pods that answered.
 
-    `errors` (pod or `list` -> why) is non-empty when some gateway could not be read: the counts are then
+    `errors` (`namespace/pod`, or LISTING, -> why) is non-empty when some gateway could not be read: the counts are then
     a lower bound, and the autoscaler must not scale down on them."""
 
     waiting_by_llmserve: dict[Key, float] = field(default_factory=dict)
@@ -64,6 +65,8 @@ class GatewayReading:
         """One line saying which gateway could not be read and why (no addresses beyond the pod name)."""
         if not self.errors:
             return ""
+        if LISTING in self.errors:
+            return self.errors[LISTING]
         first, why = next(iter(sorted(self.errors.items())))
         more = f" and {len(self.errors) - 1} more" if len(self.errors) > 1 else ""
         return f"gateway {first}{more} could not be read ({why})"
@@ -136,7 +139,7 @@ class GatewayBacklogReader:
     ) -> None:
         self.namespace, self.selector, self.default_port = namespace, selector, default_port
         self.timeout_seconds, self.max_age_seconds = timeout_seconds, max_age_seconds
-        self._list_pods = list_pods or (lambda ns, sel: kube.list_objects("pods", ns, sel))
+        self._list_pods = list_pods or (lambda ns, sel: kube.list_objects("Pod", ns, sel))
         self._client, self._clock = client, clock
         self._lock = asyncio.Lock()
         self._last: tuple[float, GatewayReading] | None = None
@@ -164,7 +167,7 @@ class GatewayBacklogReader:
         try:
             pods = await self._list_pods(self.namespace or None, self.selector)
         except Exception as err:  # the API server's errors and the client's: all mean "not read"
-            return GatewayReading(errors={"list": f"listing gateway pods failed: {_describe(err)}"})
+            return GatewayReading(errors={LISTING: f"the gateway pods could not be listed: {_describe(err)}"})
         targets = ready_gateway_pods(pods, self.default_port)
         answers = await asyncio.gather(*(self._scrape(p) for p in targets), return_exceptions=True)
         reading, pages = GatewayReading(), []
