@@ -229,3 +229,63 @@ def test_held_requests_keep_a_model_from_being_scaled_to_zero_as_idle() -> None:
     history = History(last_desired_replicas=1, last_active_seconds=T0 - 10_000)
     decision = decide(snapshot(idle, in_gateway=1), config, history)
     assert decision.desired_replicas == 1 and not decision.scaled_to_zero
+
+
+def test_with_an_slo_the_gateway_s_requests_join_the_demand_model_s_backlog_and_its_reason() -> None:
+    from llmserve.api.llmserve import LLMServeSpec
+    from llmserve.autoscale.demand_spec import DemandTracker
+    from llmserve.autoscale.histogram import Histogram
+    from llmserve.autoscale.window import EngineCounters
+    from llmserve.sim.metrics import PER_TOKEN_BUCKETS, TTFT_BUCKETS
+
+    slo = {"timeToFirstTokenSeconds": 1, "interTokenLatencySeconds": 0.05, "percentile": 90}
+    spec = LLMServeSpec.model_validate(
+        {"model": {"name": "m"}, "engine": {"kind": "simulator", "args": ["--max-num-seqs=8"]},
+         "autoscaling": {"slo": slo}}
+    )  # fmt: skip
+    config = PolicyConfig(min_replicas=1, max_replicas=10, batch_slots_per_replica=8)
+
+    def scrape(finished: float) -> dict[str, ReplicaMetrics]:
+        ttft = Histogram.of(TTFT_BUCKETS, [0.2] * int(finished))  # prefilled requests: the prompt mix
+        counters = EngineCounters(
+            finished, finished * 1000, finished * 100, ttft, Histogram.empty(PER_TOKEN_BUCKETS)
+        )
+        return {"pod-0": ReplicaMetrics(0, 8, 0.3, counters)}
+
+    def estimates(in_gateway: float) -> Any:
+        tracker = DemandTracker()
+        tracker.estimate(spec, config, scrape(0), [], T0, 1, gateway_requests=in_gateway)
+        return tracker.estimate(spec, config, scrape(50), [], T0 + 10, 1, gateway_requests=in_gateway)
+
+    without, with_gateway = estimates(0), estimates(3000)
+    assert without.backlog_requests == 0 and with_gateway.backlog_requests == 3000
+    assert with_gateway.replicas_for_backlog > without.replicas_for_backlog
+    assert with_gateway.describe().endswith("waiting (3000 held in the gateway)")
+
+
+async def test_an_unreadable_gateway_is_logged_once_per_streak_and_its_recovery_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from llmserve.controller import autoscaling
+
+    failing = [True]
+
+    async def list_pods(namespace: str | None, selector: str) -> list[dict[str, Any]]:
+        if failing[0]:
+            raise RuntimeError("apiserver unavailable")
+        return []
+
+    reader = GatewayBacklogReader("", "x=y", 9091, max_age_seconds=0, list_pods=list_pods)
+    monkeypatch.setattr(autoscaling, "gateway_reader", lambda: reader)
+    scaler = autoscaling.Autoscaler(("ai", "llama"))
+    caplog.set_level("INFO", logger="llmserve.controller.autoscaling")
+    for _ in range(3):
+        assert await scaler._read_gateway() == (
+            0.0,
+            "the gateway pods could not be listed: RuntimeError: apiserver unavailable",
+        )
+    failing[0] = False
+    for _ in range(2):
+        assert await scaler._read_gateway() == (0.0, "")
+    events = [r.getMessage().split()[0] for r in caplog.records]
+    assert events == ["event=gateway_read_failed", "event=gateway_read_recovered"]
