@@ -136,7 +136,7 @@ def engine_waiting(ip: str) -> float:
 
 
 def test_requests_queued_in_the_gateway_scale_the_llmserve_up_though_no_engine_queues_them(
-    cluster: ClusterHandle, queueing_gateway: str, namespace: str
+    cluster: ClusterHandle, operator_process: OperatorProcess, queueing_gateway: str, namespace: str
 ) -> None:
     gateway_metrics = f"http://{queueing_gateway}:9091/metrics"
     engine_ip = ready_pod_ips(cluster, namespace)[0]
@@ -171,4 +171,7 @@ def test_requests_queued_in_the_gateway_scale_the_llmserve_up_though_no_engine_q
     ).stdout  # fmt: skip
     assert "held in the gateway" in events, events
     assert condition(obj, "ScalingActive")["reason"] == "ValidMetricFound"
+    gauge = f'llmserve_autoscaler_gateway_waiting_requests{{llmserve="llama",namespace="{namespace}"}}'
+    assert gauge in operator_process.metrics_text()
     assert API_KEY not in events and API_KEY not in json.dumps(obj)
+    assert API_KEY not in operator_process.log_path.read_text(errors="replace")

@@ -196,6 +196,8 @@ class Autoscaler:
             history = History(history.recommendations, history.last_active_seconds, current)
         self.history = history
         metrics.observe_autoscaler(self.key, decision.signals, decision.recommended_replicas)
+        if gateway_reader() is not None:
+            metrics.AUTOSCALER_GATEWAY_WAITING.labels(namespace=namespace, llmserve=name).set(in_gateway)
         metrics.AUTOSCALER_DECISION_SECONDS.labels(namespace=namespace, llmserve=name).observe(
             time.perf_counter() - started
         )
