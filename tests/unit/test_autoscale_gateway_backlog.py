@@ -263,7 +263,7 @@ def test_with_an_slo_the_gateway_s_requests_join_the_demand_model_s_backlog_and_
     assert with_gateway.describe().endswith("waiting (3000 held in the gateway)")
 
 
-async def test_an_unreadable_gateway_is_logged_once_per_streak_and_its_recovery_once(
+async def test_an_unreadable_gateway_is_logged_once_per_streak_for_every_llmserve_and_its_recovery_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from llmserve.controller import autoscaling
@@ -277,15 +277,15 @@ async def test_an_unreadable_gateway_is_logged_once_per_streak_and_its_recovery_
 
     reader = GatewayBacklogReader("", "x=y", 9091, max_age_seconds=0, list_pods=list_pods)
     monkeypatch.setattr(autoscaling, "gateway_reader", lambda: reader)
-    scaler = autoscaling.Autoscaler(("ai", "llama"))
-    caplog.set_level("INFO", logger="llmserve.controller.autoscaling")
+    scalers = [autoscaling.Autoscaler(("ai", "llama")), autoscaling.Autoscaler(("ai", "mistral"))]
+    caplog.set_level("INFO", logger="llmserve.autoscale.gateway_backlog")
+    problem = "the gateway pods could not be listed: RuntimeError: apiserver unavailable"
     for _ in range(3):
-        assert await scaler._read_gateway() == (
-            0.0,
-            "the gateway pods could not be listed: RuntimeError: apiserver unavailable",
-        )
+        for scaler in scalers:
+            assert await scaler._read_gateway() == (0.0, problem)
     failing[0] = False
     for _ in range(2):
-        assert await scaler._read_gateway() == (0.0, "")
+        for scaler in scalers:
+            assert await scaler._read_gateway() == (0.0, "")
     events = [r.getMessage().split()[0] for r in caplog.records]
     assert events == ["event=gateway_read_failed", "event=gateway_read_recovered"]

@@ -143,6 +143,7 @@ class GatewayBacklogReader:
         self._client, self._clock = client, clock
         self._lock = asyncio.Lock()
         self._last: tuple[float, GatewayReading] | None = None
+        self._problem = ""  # why the last reading was incomplete, while it is (logged once per streak)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -161,7 +162,16 @@ class GatewayBacklogReader:
                 return self._last[1]
             reading = await self._read()
             self._last = (self._clock(), reading)
+            self._report(reading.problem())
             return reading
+
+    def _report(self, problem: str) -> None:
+        """One line when the gateway stops being readable, one when it is read again: not one a second."""
+        if problem and not self._problem:
+            log.warning("event=gateway_read_failed selector=%r error=%r", self.selector, problem)
+        elif self._problem and not problem:
+            log.info("event=gateway_read_recovered selector=%r", self.selector)
+        self._problem = problem
 
     async def _read(self) -> GatewayReading:
         try:

@@ -15,7 +15,7 @@ from llmserve.api.engine_args import batch_slots
 from llmserve.api.llmserve import ENGINE_PORT, LLMServeSpec
 from llmserve.autoscale.collect import Collector, DirectScraper, PrometheusCollector, Target
 from llmserve.autoscale.demand_spec import DemandTracker
-from llmserve.autoscale.gateway_backlog import GatewayBacklogReader, GatewayReading
+from llmserve.autoscale.gateway_backlog import GatewayBacklogReader
 from llmserve.autoscale.policy import Decision, History, Snapshot, decide
 from llmserve.autoscale.spec import policy_config
 from llmserve.autoscale.state import (
@@ -126,7 +126,6 @@ class Autoscaler:
         self.failing_pods: frozenset[str] = frozenset()
         self.demand = DemandTracker()  # in memory: rates need two scrapes, not a restart
         self.written: Obj | None = None  # the status fragment last applied: only we write it
-        self.gateway_problem = ""  # why the gateway could not be read, while it cannot (logged once)
 
     async def write_status(self, body: Obj, autoscaling: Obj | None, conditions: list[Condition]) -> None:
         """Applies our status fields under our own field manager, when they changed."""
@@ -240,21 +239,13 @@ class Autoscaler:
 
     async def _read_gateway(self) -> tuple[float, str]:
         """(requests held or queued in the gateway for this LLMServe, why the gateway could not be read).
-        A failure is logged once per streak; the engines' signals still decide, without a scale-down."""
+        The reader logs a failure once per streak for every LLMServe; here it goes into ScalingActive."""
         reader = gateway_reader()
         if reader is None:
             return 0.0, ""
         namespace, name = self.key
-        reading: GatewayReading = await reader.read()
-        problem = reading.problem()
-        if problem and not self.gateway_problem:
-            log.warning(
-                "event=gateway_read_failed namespace=%s llmserve=%s error=%r", namespace, name, problem
-            )
-        elif self.gateway_problem and not problem:
-            log.info("event=gateway_read_recovered namespace=%s llmserve=%s", namespace, name)
-        self.gateway_problem = problem
-        return reading.waiting(namespace, name), problem
+        reading = await reader.read()
+        return reading.waiting(namespace, name), reading.problem()
 
     def _report_scrape_errors(self, errors: dict[str, str]) -> None:
         namespace, name = self.key
