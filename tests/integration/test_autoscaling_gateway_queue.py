@@ -175,3 +175,85 @@ def test_requests_queued_in_the_gateway_scale_the_llmserve_up_though_no_engine_q
     assert gauge in operator_process.metrics_text()
     assert API_KEY not in events and API_KEY not in json.dumps(obj)
     assert API_KEY not in operator_process.log_path.read_text(errors="replace")
+
+
+def unreadable_gateway_pod() -> dict[str, Any]:
+    """A pod the operator takes for a gateway (the chart's labels) that is Ready but whose `metrics` port
+    answers nothing: the simulator serves its readiness on 8000, and nothing listens on 9099."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "gateway-without-metrics",
+            "labels": {"app.kubernetes.io/name": "llmserve", "app.kubernetes.io/component": "gateway"},
+        },
+        "spec": {
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [
+                {
+                    "name": "gateway",
+                    "image": "llmserve:test",
+                    "command": ["llmserve", "sim", "engine"],
+                    "ports": [
+                        {"name": "http", "containerPort": 8000},
+                        {"name": "metrics", "containerPort": 9099},
+                    ],
+                    "readinessProbe": {"httpGet": {"path": "/health", "port": 8000}, "periodSeconds": 1},
+                }
+            ],
+        },
+    }
+
+
+def recommended_replicas(operator_process: OperatorProcess, namespace: str) -> float | None:
+    line = f'llmserve_autoscaler_recommended_replicas{{llmserve="llama",namespace="{namespace}"}} '
+    for text in operator_process.metrics_text().splitlines():
+        if text.startswith(line):
+            return float(text.split()[-1])
+    return None
+
+
+def test_an_unreadable_gateway_holds_scale_down_says_so_in_scaling_active_and_recovery_releases_it(
+    cluster: ClusterHandle, operator_process: OperatorProcess, namespace: str
+) -> None:
+    if cluster.dev is None:
+        pytest.skip("the pod runs only on the local dev cluster's fake nodes")
+    manifest = llmserve()
+    manifest["spec"]["autoscaling"]["scaleDownDelaySeconds"] = 2
+    cluster.apply(manifest, namespace)
+    wait_for(lambda: len(ready_pod_ips(cluster, namespace)) == 1, timeout=90, message="one ready replica")
+    cluster.apply(unreadable_gateway_pod(), namespace)
+    try:
+        wait_for(
+            lambda: gateway_pod_ip(cluster, namespace), timeout=60, message="the unreadable gateway Ready"
+        )
+
+        def unavailable() -> dict[str, Any]:
+            return condition(cluster.get("llmserve", "llama", namespace), "ScalingActive")
+
+        active = wait_for(
+            lambda: (c := unavailable()).get("reason") == "GatewayMetricsUnavailable" and c,
+            timeout=30, message="ScalingActive GatewayMetricsUnavailable",
+        )  # fmt: skip
+        assert active["status"] == "True"  # the engines still decide
+        assert f"gateway {namespace}/gateway-without-metrics" in active["message"], active
+        assert "ConnectError" in active["message"] and "9099" not in active["message"], active
+        # Idle at 2 replicas: the engines alone recommend 1, but the gateway's share is unknown.
+        cluster.kubectl("scale", "llmserve/llama", "--replicas=2", "-n", namespace)
+        wait_for(
+            lambda: len(ready_pod_ips(cluster, namespace)) == 2, timeout=90, message="two ready replicas"
+        )
+        wait_for(lambda: recommended_replicas(operator_process, namespace) == 2, timeout=30,
+                 message="the recommendation held at 2")  # fmt: skip
+        assert unavailable().get("reason") == "GatewayMetricsUnavailable"
+        assert (cluster.get("llmserve", "llama", namespace) or {})["spec"]["replicas"] == 2
+    finally:
+        cluster.kubectl("delete", "pod", "gateway-without-metrics", "-n", namespace, "--wait=false")
+    # Read again: the idle replica goes after the 2 s window.
+    wait_for(lambda: (cluster.get("llmserve", "llama", namespace) or {})["spec"]["replicas"] == 1, timeout=60,
+             message="scaled down to 1 once the gateway is read again")  # fmt: skip
+    assert wait_for(
+        lambda: unavailable().get("reason") == "ValidMetricFound", timeout=30, message="ValidMetricFound"
+    )
+    log = operator_process.log_path.read_text(errors="replace")
+    assert "event=gateway_read_failed selector=" in log and "event=gateway_read_recovered" in log
