@@ -248,6 +248,17 @@ class OperatorSettings(ProcessSettings):
     autoscaler_scrape_timeout_seconds: float = variable(
         1.0, "per-replica `/metrics` timeout (Prometheus: at least 2 s)", gt=0
     )
+    gateway_selector: str = variable(
+        "app.kubernetes.io/name=llmserve,app.kubernetes.io/component=gateway",
+        "label selector of the gateway pods whose held and queued requests the autoscaler counts "
+        "(empty: engines only) (*chart*)",
+    )
+    gateway_namespace: str = variable(
+        "", "namespace of those gateway pods (*chart*)", doc_default="all namespaces"
+    )
+    gateway_metrics_port: int = variable(
+        9091, "the gateway pods' metrics port when no container port is named `metrics`", ge=1, le=65535
+    )
     cost_interval_seconds: float = variable(60.0, "cost meter period", gt=0)
     cost_max_gap_seconds: float = variable(900.0, "an outage longer than this is not charged", gt=0)
     burst_interval_seconds: float = variable(10.0, "burst controller period", gt=0)

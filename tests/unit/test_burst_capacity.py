@@ -27,3 +27,11 @@ def test_a_rented_replica_that_could_not_be_scraped_counts_as_unscraped() -> Non
 
 def test_without_rented_replicas_the_snapshot_is_unchanged() -> None:
     assert with_burst(snapshot(), BurstCapacity()) == snapshot()
+
+
+def test_requests_waiting_in_the_gateway_stay_in_the_snapshot_with_rented_replicas() -> None:
+    from dataclasses import replace
+
+    waiting = replace(snapshot(), gateway_waiting_requests=12, gateway_unread=True)
+    out = with_burst(waiting, BurstCapacity(ready=1, metrics=[RENTED]))
+    assert (out.gateway_waiting_requests, out.gateway_unread) == (12, True)

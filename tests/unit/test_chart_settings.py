@@ -70,3 +70,21 @@ def test_the_chart_s_operator_builds_its_settings(helm: str, monkeypatch: pytest
     assert settings.prices().price("NVIDIA-L4") == 0.4
     assert settings.engine_ingress_peers()  # the chart's peers parse
     assert settings.lease_name.startswith("demo-llmserve")
+
+
+def test_the_chart_s_operator_reads_its_own_release_s_gateway_and_its_queue(
+    helm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = containers(helm, "gateway.queueWhenFull=true", "gateway.metricsPort=9300")
+    for name, value in plain_env(rendered["operator"]).items():
+        monkeypatch.setenv(name, value)
+    settings = OperatorSettings()
+    assert settings.gateway_namespace == "llm" and settings.gateway_metrics_port == 9300
+    assert set(settings.gateway_selector.split(",")) == {
+        "app.kubernetes.io/name=llmserve",
+        "app.kubernetes.io/instance=demo",
+        "app.kubernetes.io/component=gateway",
+    }
+    assert load_settings(rendered["gateway"]["args"]).queue_when_full is True
+    without_gateway = containers(helm, "gateway.enabled=false")["operator"]
+    assert plain_env(without_gateway)["LLMSERVE_GATEWAY_SELECTOR"] == ""  # engines only

@@ -145,6 +145,7 @@ class Demand:
     # not risen since. Only then are starting replicas the need no longer asks for cancelled: a rise (or a
     # ramp whose extrapolation comes and goes with noise) may still want them.
     falling: bool = False
+    gateway_requests: float = 0.0  # of backlog_requests, those held or queued in the gateway
 
     @property
     def replicas(self) -> int:
@@ -160,6 +161,8 @@ class Demand:
         )
         if self.replicas_for_backlog:
             text += f", +{self.replicas_for_backlog} to clear {self.backlog_requests:.0f} waiting"
+        if self.gateway_requests:
+            text += f" ({self.gateway_requests:.0f} held in the gateway)"
         return text
 
 

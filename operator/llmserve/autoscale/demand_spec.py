@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -100,11 +101,13 @@ class DemandTracker:
         now_seconds: float,
         current_replicas: int,
         windows: tuple[WindowRates | None, WindowRates | None] | None = None,
+        gateway_requests: float = 0.0,
     ) -> Demand | None:
         """Arrivals, backlog and latency against spec.autoscaling.slo (None without an SLO or counters).
 
         `windows` (stable, short) are the rates Prometheus answered (metricsSource: prometheus); without
-        them the scraped counters feed the model's own window."""
+        them the scraped counters feed the model's own window. `gateway_requests` (held or queued in the
+        gateway, which no engine counts) join the engines' waiting requests in the backlog."""
         key = demand_key(spec, config.batch_slots_per_replica)
         if key != self.key:
             self.key, self.model = key, demand_model_for(spec, config.batch_slots_per_replica)
@@ -114,15 +117,18 @@ class DemandTracker:
             self.model.observe(now_seconds, scraped_counters(metrics_by_pod))
         summary = summarize_pods(pods)
         starting = max(0, current_replicas - summary.ready - summary.unschedulable)
-        return self.model.estimate(
+        demand = self.model.estimate(
             now_seconds,
             capacity_replicas=len(metrics_by_pod) + starting,
             ready_replicas=len(metrics_by_pod),
-            backlog_requests=sum(m.requests_waiting for m in metrics_by_pod.values()),
+            backlog_requests=sum(m.requests_waiting for m in metrics_by_pod.values()) + gateway_requests,
             startup_seconds=startup_seconds(pods),
             batch_fill=config.batch_slots_target,
             windows=windows,
         )
+        if demand is None or not gateway_requests:
+            return demand
+        return replace(demand, gateway_requests=gateway_requests)
 
     def prometheus_windows(self, spec: LLMServeSpec) -> SloWindows | None:
         """The windows and quantile to ask Prometheus for (None without autoscaling.slo)."""

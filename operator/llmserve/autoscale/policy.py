@@ -43,6 +43,11 @@ class Snapshot:
     unscraped_replicas: int = 0  # ready replicas whose metrics could not be read
     # Arrivals, the replica model and latency against the SLO (autoscaling.slo set and two scrapes seen).
     demand: Demand | None = None
+    # Requests held (model at zero) or queued (--queue-when-full) in the gateway for this LLMServe: waiting
+    # like the engines' queue, but no engine counts them. `gateway_unread`: the gateway could not (all) be
+    # read, so the count is a lower bound: never a reason to scale down.
+    gateway_waiting_requests: float = 0.0
+    gateway_unread: bool = False
 
     @property
     def starting_replicas(self) -> int:
@@ -133,7 +138,8 @@ def observe(snapshot: Snapshot, config: PolicyConfig) -> Signals:
     if not scraped:
         return Signals()
     capacity = len(scraped) + snapshot.starting_replicas
-    waiting = sum(r.requests_waiting for r in scraped) / capacity
+    in_gateway = snapshot.gateway_waiting_requests
+    waiting = (sum(r.requests_waiting for r in scraped) + in_gateway) / capacity
     running = sum(r.requests_running for r in scraped) / capacity
     kv_values = [r.kv_cache_fraction for r in scraped if r.kv_cache_fraction is not None]
     kv_mean = sum(kv_values) / len(kv_values) if kv_values else None
@@ -147,7 +153,12 @@ def observe(snapshot: Snapshot, config: PolicyConfig) -> Signals:
         else waiting / config.queue_depth_target
     )
     candidates: list[tuple[float, str, str]] = [
-        (queue_ratio, "queue depth", f"queue depth {waiting:.1f}/replica")
+        (
+            queue_ratio,
+            "queue depth",
+            f"queue depth {waiting:.1f}/replica"
+            + (f" ({in_gateway:.0f} held in the gateway)" if in_gateway else ""),
+        )
     ]
     if kv_values:
         # Spread over the whole capacity: a starting replica has an empty cache.
@@ -306,7 +317,11 @@ def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decisi
 
     signals = observe(snapshot, config)
     scraped, unscraped = len(snapshot.replicas), snapshot.unscraped_replicas
-    active = unscraped > 0 or any(r.requests_waiting > 0 or r.requests_running > 0 for r in snapshot.replicas)
+    active = (
+        unscraped > 0
+        or snapshot.gateway_waiting_requests > 0
+        or any(r.requests_waiting > 0 or r.requests_running > 0 for r in snapshot.replicas)
+    )
     if active or last_active is None:
         last_active = now
 
@@ -350,7 +365,8 @@ def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decisi
         )
 
     idle_seconds = now - last_active
-    if config.min_replicas == 0 and not active and idle_seconds >= config.scale_to_zero_idle_seconds:
+    idle = not active and not snapshot.gateway_unread  # unread gateway: callers may be waiting there
+    if config.min_replicas == 0 and idle and idle_seconds >= config.scale_to_zero_idle_seconds:
         window = ()
         reason = f"idle for {idle_seconds:.0f}s with no request running or waiting"
         return finish(0, 0, reason, scaled_to_zero=True)
@@ -381,6 +397,9 @@ def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decisi
     if unscraped and recommended < current:
         recommended = current
         reason = f"{unscraped} replica(s) could not be scraped; holding instead of scaling down"
+    if snapshot.gateway_unread and recommended < current:
+        recommended = current
+        reason = "the gateway's held requests could not be read; holding instead of scaling down"
 
     limited_by: Limit | None = None
     if recommended > config.max_replicas:

@@ -69,6 +69,7 @@ def decision_conditions(
     scale_error: str,
     scrape_errors: dict[str, str],
     generation: int,
+    gateway_problem: str = "",
 ) -> list[Condition]:
     if scale_error:
         able = ("False", "FailedUpdateScale", f"the scale subresource could not be written: {scale_error}")
@@ -90,6 +91,16 @@ def decision_conditions(
     else:
         active = ("True", "ValidMetricFound", "scaling on queue depth and KV-cache utilization"
                   + ("; arrivals and latency against the SLO" if decision.signals.arrivals_per_second is not None else ""))  # fmt: skip
+    if gateway_problem and active[0] == "True":
+        # The engines still decide; the backlog held in the gateway is unknown, so no scale-down.
+        active = ("True", "GatewayMetricsUnavailable", f"{active[2]}; without the gateway's held requests "
+                  f"(no scale-down until it is read again): {gateway_problem}")  # fmt: skip
+    elif snapshot.gateway_waiting_requests and active[0] == "True":
+        active = (
+            active[0],
+            active[1],
+            f"{active[2]}; {snapshot.gateway_waiting_requests:.0f} requests held in the gateway",
+        )
     if decision.limited_by:
         reason, template = _LIMIT_CONDITIONS[decision.limited_by]
         pending = snapshot.unschedulable_replicas

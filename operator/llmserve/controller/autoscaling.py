@@ -16,6 +16,7 @@ from llmserve.api.engine_args import batch_slots
 from llmserve.api.llmserve import ENGINE_PORT, LLMServeSpec
 from llmserve.autoscale.collect import Collector, DirectScraper, PrometheusCollector, Target
 from llmserve.autoscale.demand_spec import DemandTracker
+from llmserve.autoscale.gateway_backlog import GatewayBacklogReader
 from llmserve.autoscale.policy import Decision, History, Snapshot, decide
 from llmserve.autoscale.spec import policy_config
 from llmserve.autoscale.state import (
@@ -50,6 +51,7 @@ __all__ = ["Autoscaler", "batch_slots", "policy_config", "ready_targets", "statu
 # Made on first use from the operator's settings, closed by the cleanup handler below.
 _direct: DirectScraper | None = None
 _prometheus: dict[str, PrometheusCollector] = {}
+_gateway: GatewayBacklogReader | None = None
 
 # -- settings -------------------------------------------------------------------------
 
@@ -82,6 +84,22 @@ def collector_for(spec: LLMServeSpec) -> Collector:
     if url not in _prometheus:
         _prometheus[url] = PrometheusCollector(url, timeout_seconds=max(timeout_seconds, 2.0))
     return _prometheus[url]
+
+
+def gateway_reader() -> GatewayBacklogReader | None:
+    """The shared reader of the gateway's held and queued requests (None: LLMSERVE_GATEWAY_SELECTOR empty)."""
+    global _gateway
+    settings = operator_settings()
+    if not settings.gateway_selector:
+        return None
+    if _gateway is None:
+        _gateway = GatewayBacklogReader(
+            settings.gateway_namespace,
+            settings.gateway_selector,
+            settings.gateway_metrics_port,
+            timeout_seconds=settings.autoscaler_scrape_timeout_seconds,
+        )
+    return _gateway
 
 
 # -- status and conditions ----------------------------------------------------------------------------
@@ -148,6 +166,7 @@ class Autoscaler:
         if spec.burst is not None:
             burst = await burst_capacity(f"{namespace}/{name}", spec.burst.pool, operator_namespace())
         self._report_scrape_errors({**collected.errors, **burst.errors})
+        in_gateway, gateway_problem = await self._read_gateway()
         current = spec.desired_replicas()
         now = time.time()
         snapshot = Snapshot(
@@ -157,7 +176,11 @@ class Autoscaler:
             unschedulable_replicas=summary.unschedulable,
             replicas=tuple(collected.metrics[t.pod_name] for t in targets if t.pod_name in collected.metrics),
             unscraped_replicas=summary.ready - len(collected.metrics),
-            demand=self.demand.estimate(spec, config, collected.metrics, pods, now, current, windows),
+            demand=self.demand.estimate(
+                spec, config, collected.metrics, pods, now, current, windows, gateway_requests=in_gateway
+            ),
+            gateway_waiting_requests=in_gateway,
+            gateway_unread=bool(gateway_problem),
         )
         snapshot = with_burst(snapshot, burst)  # rented replicas are capacity too
         decision = decide(snapshot, config, self.history)
@@ -173,6 +196,8 @@ class Autoscaler:
             history = replace(history, last_desired_replicas=current)
         self.history = history
         metrics.observe_autoscaler(self.key, decision.signals, decision.recommended_replicas)
+        if gateway_reader() is not None:
+            metrics.AUTOSCALER_GATEWAY_WAITING.labels(namespace=namespace, llmserve=name).set(in_gateway)
         metrics.AUTOSCALER_DECISION_SECONDS.labels(namespace=namespace, llmserve=name).observe(
             time.perf_counter() - started
         )
@@ -181,7 +206,7 @@ class Autoscaler:
             autoscaling = autoscaling.model_copy(update={"desired_replicas": current})
         generation = body.get("metadata", {}).get("generation", 0)
         conditions = decision_conditions(
-            decision, snapshot, config, scale_error, collected.errors, generation
+            decision, snapshot, config, scale_error, collected.errors, generation, gateway_problem
         )
         await self.write_status(body, autoscaling.to_wire(), conditions)
         return decision
@@ -213,6 +238,16 @@ class Autoscaler:
         metrics.AUTOSCALER_RESCALES.labels(namespace=namespace, llmserve=name, direction=direction).inc()
         return ""
 
+    async def _read_gateway(self) -> tuple[float, str]:
+        """(requests held or queued in the gateway for this LLMServe, why the gateway could not be read).
+        The reader logs a failure once per streak for every LLMServe; here it goes into ScalingActive."""
+        reader = gateway_reader()
+        if reader is None:
+            return 0.0, ""
+        namespace, name = self.key
+        reading = await reader.read()
+        return reading.waiting(namespace, name), reading.problem()
+
     def _report_scrape_errors(self, errors: dict[str, str]) -> None:
         namespace, name = self.key
         if errors:
@@ -235,13 +270,16 @@ class Autoscaler:
 @kopf.on.cleanup()
 async def close_scrapers(**_: Any) -> None:
     """Shutdown closes the scrapers' connections (the daemons are cancelled by kopf before this)."""
-    global _direct
+    global _direct, _gateway
     if _direct is not None:
         await _direct.close()
         _direct = None
     for collector in _prometheus.values():
         await asyncio.to_thread(collector.close)
     _prometheus.clear()
+    if _gateway is not None:
+        await _gateway.close()
+        _gateway = None
 
 
 @kopf.daemon(*RESOURCE, id="autoscaler", cancellation_timeout=5.0)  # type: ignore[arg-type]

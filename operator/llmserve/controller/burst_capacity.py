@@ -40,6 +40,8 @@ def with_burst(snapshot: Snapshot, burst: BurstCapacity) -> Snapshot:
         unschedulable_replicas=max(0, snapshot.unschedulable_replicas - burst.ready),
         replicas=(*snapshot.replicas, *burst.metrics),
         unscraped_replicas=snapshot.unscraped_replicas + burst.ready - len(burst.metrics),
+        gateway_waiting_requests=snapshot.gateway_waiting_requests,
+        gateway_unread=snapshot.gateway_unread,
     )
 
 

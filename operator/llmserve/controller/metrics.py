@@ -58,6 +58,11 @@ AUTOSCALER_LOAD_RATIO = Gauge(
 AUTOSCALER_RECOMMENDED = Gauge(
     "llmserve_autoscaler_recommended_replicas", "The load's recommendation before step and window.", _LABELS
 )
+AUTOSCALER_GATEWAY_WAITING = Gauge(
+    "llmserve_autoscaler_gateway_waiting_requests",
+    "Requests held or queued in the gateway for this LLMServe, as the autoscaler last read them.",
+    _LABELS,
+)
 AUTOSCALER_RESCALES = Counter(
     "llmserve_autoscaler_rescales_total", "Rescales written by the autoscaler.", (*_LABELS, "direction")
 )
@@ -69,6 +74,7 @@ AUTOSCALER_DECISION_SECONDS = Histogram(
 )
 _AUTOSCALER_GAUGES = (
     AUTOSCALER_QUEUE_DEPTH, AUTOSCALER_KV_CACHE, AUTOSCALER_RUNNING, AUTOSCALER_LOAD_RATIO, AUTOSCALER_RECOMMENDED,
+    AUTOSCALER_GATEWAY_WAITING,
 )  # fmt: skip
 
 

@@ -59,7 +59,8 @@ class Holder:
                 retry_after_seconds=self.settings.retry_after_seconds,
             )
         self._held[model] = self.held(model) + 1
-        self.metrics.held.labels(model).inc()
+        held_gauge = self.metrics.held.labels(model, route.namespace or "", route.llmserve or "")
+        held_gauge.inc()
         started = time.monotonic()
         log.info("event=request_held model=%s held=%d", model, self._held[model])
         try:
@@ -85,7 +86,7 @@ class Holder:
             self._held[model] -= 1
             if not self._held[model]:
                 del self._held[model]
-            self.metrics.held.labels(model).dec()
+            held_gauge.dec()
             self.metrics.hold_seconds.labels(model).observe(time.monotonic() - started)
         log.info("event=request_released model=%s waited_seconds=%.2f", model, time.monotonic() - started)
         return self.registry.route(model) or route

@@ -105,8 +105,9 @@ class GatewayMetrics:
         )
         self.held = Gauge(
             "llmserve_gateway_held_requests",
-            "Requests waiting for a replica of a model scaled to zero.",
-            ["model"],
+            "Requests waiting for a replica of a model scaled to zero, with the LLMServe it maps to "
+            "(the operator's autoscaler counts them as waiting).",
+            ["model", "namespace", "llmserve"],
             registry=r,
         )
         self.backends = Gauge(
@@ -150,8 +151,9 @@ class GatewayMetrics:
         )
         self.queued = Gauge(
             "llmserve_gateway_queued_requests",
-            "Requests waiting in the gateway for a free batch slot (every replica full).",
-            ["model"],
+            "Requests waiting in the gateway for a free batch slot (every replica full), with the LLMServe "
+            "it maps to (the operator's autoscaler counts them as waiting).",
+            ["model", "namespace", "llmserve"],
             registry=r,
         )
         self.queue_seconds = Histogram(

@@ -179,7 +179,7 @@ class Proxy:
             and self.settings.policy is not Policy.POWER_OF_TWO
             and forwarding.pinned is None  # a stored response lives on one replica: no choice to wait for
         ):
-            queued = self.metrics.queued.labels(model)
+            queued = self.metrics.queued.labels(model, route.namespace or "", route.llmserve or "")
             queued.inc()
             try:
                 waited = await self.queue.wait_for_slot(model, caller, lambda: self.has_room(model))
