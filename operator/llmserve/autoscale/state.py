@@ -51,6 +51,7 @@ def history_from_status(raw: Obj | None) -> History:
         recommendations=tuple(sorted(window)),
         last_active_seconds=_epoch(raw.get("lastActiveTime")),
         last_desired_replicas=raw.get("desiredReplicas"),
+        last_burst_seconds=_epoch(raw.get("lastBurstTime")),
     )
 
 
@@ -123,4 +124,5 @@ def scale_status(
         arrivals_per_second=None if signals.arrivals_per_second is None else round(signals.arrivals_per_second, 2),
         replica_requests_per_second=None if signals.replica_requests_per_second is None else round(signals.replica_requests_per_second, 3),
         latency=signals.latency_description or None,
+        last_burst_time=None if decision.history.last_burst_seconds is None else rfc3339(decision.history.last_burst_seconds),
     )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Any, cast
 
 import kopf
@@ -169,7 +170,7 @@ class Autoscaler:
                 last_scale = (rfc3339(snapshot.now_seconds), decision.reason)
         history = decision.history
         if scale_error:  # what is in force is still `current`: remember that, not the failed wish
-            history = History(history.recommendations, history.last_active_seconds, current)
+            history = replace(history, last_desired_replicas=current)
         self.history = history
         metrics.observe_autoscaler(self.key, decision.signals, decision.recommended_replicas)
         metrics.AUTOSCALER_DECISION_SECONDS.labels(namespace=namespace, llmserve=name).observe(
