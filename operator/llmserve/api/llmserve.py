@@ -441,6 +441,11 @@ class ScaleStatus(ApiModel):
         default=None,
         description="The worse of TTFT and inter-token latency at the SLO percentile, vs target.",
     )
+    last_burst_time: str | None = Field(
+        default=None,
+        description="When the latest episode of demand jumps began (with autoscaling.slo): until "
+        "scaleDownDelaySeconds after it, replicas are held that long rather than one start-up.",
+    )
 
 
 class BurstReplicasStatus(ApiModel):

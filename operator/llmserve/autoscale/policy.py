@@ -93,6 +93,9 @@ class History:
     # When spec.replicas was last raised from outside (kubectl scale, the gateway waking the model): replicas
     # someone else asked for are held for the whole window, starting or not.
     raised_outside_seconds: float | None = None
+    # When demand last jumped past the fleet (a panic that asked for more replicas): the full
+    # scaleDownDelaySeconds holds from then on (burst_held).
+    last_burst_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -292,16 +295,61 @@ def slo_hold_seconds(scale_down_delay_seconds: float, startup_seconds: float) ->
 CANCEL_AFTER_SECONDS = 15.0
 
 
-def hold_seconds(config: PolicyConfig, demand: Demand | None) -> float:
-    """The scale-down window in force: scaleDownDelaySeconds, shortened to HOLD_STARTUPS start-ups with an SLO."""
+def hold_seconds(
+    config: PolicyConfig,
+    demand: Demand | None,
+    now_seconds: float = 0.0,
+    last_burst_seconds: float | None = None,
+) -> float:
+    """The scale-down window in force: scaleDownDelaySeconds, shortened to HOLD_STARTUPS start-ups with an SLO
+    unless a burst came within scaleDownDelaySeconds (burst_held)."""
     if demand is None:
+        return config.scale_down_delay_seconds
+    if burst_held(config, now_seconds, last_burst_seconds):
         return config.scale_down_delay_seconds
     return slo_hold_seconds(config.scale_down_delay_seconds, demand.startup_seconds)
 
 
+# A burst (demand jumped past the fleet: a panic asking for more replicas) is remembered for the full
+# scaleDownDelaySeconds. Ski rental prices a re-buy in GPU time only, which is right for a load that
+# rises gradually: the trend term buys ahead of it, so a replica released in a dip returns in time. A
+# jump cannot be bought ahead: if it comes again after its replicas were released, every request of a
+# cold start's worth of it misses (flash crowds 6x at 60 s, full length: the second crowd 150 s after
+# the first found 3 replicas of the 7 it needed, 18.8% avoidable misses). So after a burst the user's
+# own scaleDownDelaySeconds holds the burst's replicas (those its arrivals needed, not its backlog's).
+BURST_HOLD = True
+
+
+def burst_held(config: PolicyConfig, now_seconds: float, last_burst_seconds: float | None) -> bool:
+    """Whether a burst came recently enough that the full scaleDownDelaySeconds is in force."""
+    return (
+        BURST_HOLD
+        and last_burst_seconds is not None
+        and now_seconds - last_burst_seconds < config.scale_down_delay_seconds
+    )
+
+
+def burst_seconds(snapshot: Snapshot, config: PolicyConfig, history: History) -> float | None:
+    """When the current episode of bursts began: now if this snapshot's demand jumps past the fleet and no
+    episode is under way, else as remembered. Jumps within scaleDownDelaySeconds of the episode's first do
+    not extend it, so the longer hold costs at most one scaleDownDelaySeconds per episode."""
+    demand = snapshot.demand
+    capacity = len(snapshot.replicas) + snapshot.starting_replicas
+    jumped = (
+        demand is not None and demand.panic and demand.replicas > max(snapshot.current_replicas, capacity)
+    )
+    if jumped and not burst_held(config, snapshot.now_seconds, history.last_burst_seconds):
+        return snapshot.now_seconds
+    return history.last_burst_seconds
+
+
 def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decision:
     """One autoscaling decision: fast up (bounded step), careful down (stabilization window), to zero."""
-    config = replace(config, scale_down_delay_seconds=hold_seconds(config, snapshot.demand))
+    last_burst = burst_seconds(snapshot, config, history)
+    config = replace(
+        config,
+        scale_down_delay_seconds=hold_seconds(config, snapshot.demand, snapshot.now_seconds, last_burst),
+    )
     now, current = snapshot.now_seconds, snapshot.current_replicas
     window = history.recommendations
     last_active = history.last_active_seconds
@@ -339,7 +387,13 @@ def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decisi
             recommended_replicas=recommended,
             reason=reason,
             signals=signals,
-            history=History(window, last_active, desired, raised_outside),
+            history=History(
+                window,
+                last_active,
+                desired,
+                raised_outside_seconds=raised_outside,
+                last_burst_seconds=last_burst,
+            ),
             limited_by=limited_by,
             stabilized=stabilized,
             partial_data=unscraped > 0 and scraped > 0,
@@ -435,7 +489,8 @@ def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decisi
         desired = min(current, highest)
         stabilized = desired > recommended
         if stabilized:
-            reason += f"; holding {desired} (highest recommendation in the last {config.scale_down_delay_seconds:g}s)"
+            reason += f"; holding {desired} (highest recommendation in the last {config.scale_down_delay_seconds:g}s"
+            reason += ", held that long after a burst)" if burst_held(config, now, last_burst) else ")"
         cancelled = min(current, held) - desired
         if cancelled > 0 and cancel_after is not None:
             reason += (

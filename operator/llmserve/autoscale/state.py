@@ -52,6 +52,7 @@ def history_from_status(raw: Obj | None) -> History:
         last_active_seconds=_epoch(raw.get("lastActiveTime")),
         last_desired_replicas=raw.get("desiredReplicas"),
         raised_outside_seconds=_epoch(raw.get("replicasRaisedOutsideTime")),
+        last_burst_seconds=_epoch(raw.get("lastBurstTime")),
     )
 
 
@@ -136,4 +137,5 @@ def scale_status(
         arrivals_per_second=None if signals.arrivals_per_second is None else round(signals.arrivals_per_second, 2),
         replica_requests_per_second=None if signals.replica_requests_per_second is None else round(signals.replica_requests_per_second, 3),
         latency=signals.latency_description or None,
+        last_burst_time=None if decision.history.last_burst_seconds is None else rfc3339(decision.history.last_burst_seconds),
     )  # fmt: skip
