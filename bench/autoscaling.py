@@ -35,7 +35,8 @@ from autoscaling_oracle import BUCKET_SECONDS, Need, Oracle, fluid_gpu_hours, ju
 from autoscaling_policies import HpaLike, KedaLike, KubeAiLike, Llmserve, Static
 from autoscaling_traces import Request, generate_trace, load_azure_trace, suite, write_azure_trace
 from llmserve.api.llmserve import AutoscalingSpec, LLMServeSpec
-from llmserve.autoscale.demand import DemandModel, ReplicaModel, SloTargets
+from llmserve.autoscale.demand import DemandModel
+from llmserve.autoscale.replica_model import ReplicaModel, SloTargets
 from llmserve.autoscale.spec import policy_config
 from llmserve.sim.batching import EngineConfig, FinishedRequest
 from llmserve.sim.profiles import resolve_profile

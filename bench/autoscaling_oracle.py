@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from autoscaling_fleet import View
 from autoscaling_traces import Request
-from llmserve.autoscale.demand import ReplicaModel, SloTargets
+from llmserve.autoscale.replica_model import ReplicaModel, SloTargets
 
 BUCKET_SECONDS = 10.0
 WINDOW_SECONDS = 60.0  # demand is judged over a minute of arrivals, as the policies' stable window does

@@ -7,8 +7,8 @@ starting replicas").
 from __future__ import annotations
 
 from llmserve.autoscale.demand import Demand, DemandModel
+from llmserve.autoscale.hold import CANCEL_AFTER_SECONDS
 from llmserve.autoscale.policy import (
-    CANCEL_AFTER_SECONDS,
     Decision,
     History,
     PolicyConfig,

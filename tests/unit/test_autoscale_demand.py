@@ -10,9 +10,10 @@ import math
 
 import pytest
 
-from llmserve.autoscale.demand import DemandModel, DemandSettings, ReplicaModel, SloTargets
+from llmserve.autoscale.demand import DemandModel, DemandSettings
 from llmserve.autoscale.histogram import Histogram
 from llmserve.autoscale.policy import Decision, History, PolicyConfig, ReplicaMetrics, Snapshot, decide
+from llmserve.autoscale.replica_model import ReplicaModel, SloTargets
 from llmserve.autoscale.window import EngineCounters
 from llmserve.sim.metrics import PER_TOKEN_BUCKETS, TTFT_BUCKETS
 from llmserve.sim.profiles import resolve_profile

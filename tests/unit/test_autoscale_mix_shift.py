@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import random
 
-from llmserve.autoscale.demand import DemandModel, DemandSettings, ReplicaModel, SloTargets
+from llmserve.autoscale.demand import DemandModel, DemandSettings
 from llmserve.autoscale.histogram import Histogram
 from llmserve.autoscale.policy import History, PolicyConfig, ReplicaMetrics, Snapshot, decide
+from llmserve.autoscale.replica_model import ReplicaModel, SloTargets
 from llmserve.autoscale.window import EngineCounters, SignalWindow
 from llmserve.sim.metrics import PER_TOKEN_BUCKETS, TTFT_BUCKETS
 from llmserve.sim.profiles import resolve_profile

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-from llmserve.autoscale.demand import ReplicaModel, SloTargets
+from llmserve.autoscale.replica_model import ReplicaModel, SloTargets
 from llmserve.sim.profiles import resolve_profile
 
 SLO = SloTargets(time_to_first_token_seconds=1.0, inter_token_latency_seconds=0.05, quantile=0.9)

@@ -11,13 +11,14 @@ import pytest
 from aiohttp import web
 
 from llmserve.autoscale.collect import PrometheusCollector, Target
-from llmserve.autoscale.demand import DemandModel, ReplicaModel, SloTargets
+from llmserve.autoscale.demand import DemandModel
 from llmserve.autoscale.promql import (
     SloWindows,
     rates_from_signals,
     signals_from_vector,
     window_query,
 )
+from llmserve.autoscale.replica_model import ReplicaModel, SloTargets
 
 PODS = ["llama-7c9-abcde", "llama-7c9-fghij"]
 

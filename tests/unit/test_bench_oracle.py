@@ -18,7 +18,7 @@ from autoscaling_oracle import (
     unavoidable,
 )
 from autoscaling_traces import Request
-from llmserve.autoscale.demand import ReplicaModel, SloTargets
+from llmserve.autoscale.replica_model import ReplicaModel, SloTargets
 from llmserve.sim.profiles import resolve_profile
 
 SLO = SloTargets(1.0, 0.05)

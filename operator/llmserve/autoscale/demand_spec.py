@@ -8,9 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from llmserve.api.llmserve import LLMServeSpec
-from llmserve.autoscale.demand import Demand, DemandModel, DemandSettings, ReplicaModel, SloTargets
+from llmserve.autoscale.demand import Demand, DemandModel, DemandSettings
 from llmserve.autoscale.policy import PolicyConfig, ReplicaMetrics
 from llmserve.autoscale.promql import SloWindows
+from llmserve.autoscale.replica_model import ReplicaModel, SloTargets
 from llmserve.autoscale.window import EngineCounters, WindowRates
 from llmserve.pods import summarize_pods
 from llmserve.sim.profiles import resolve_profile

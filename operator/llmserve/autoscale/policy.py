@@ -7,128 +7,43 @@ The algorithm and its formulas are documented in docs/autoscaling.md; the operat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from llmserve.autoscale.window import EngineCounters
+from llmserve.autoscale.hold import (
+    CANCEL_AFTER_SECONDS,
+    burst_held,
+    burst_seconds,
+    hold_seconds,
+)
+from llmserve.autoscale.policy_types import (
+    Decision,
+    History,
+    Limit,
+    PolicyConfig,
+    ReplicaMetrics,
+    Signals,
+    Snapshot,
+)
 
 if TYPE_CHECKING:
     from llmserve.autoscale.demand import Demand
 
+# The types are imported from here by the operator, the benchmark and the tests.
+__all__ = [
+    "Decision",
+    "History",
+    "Limit",
+    "PolicyConfig",
+    "ReplicaMetrics",
+    "Signals",
+    "Snapshot",
+    "decide",
+    "observe",
+]
+
 # Guards ceil() against float noise: 3 * (4.4 / 4.4) must not become 4 replicas.
 _EPSILON = 1e-9
-
-Limit = Literal["max", "min", "step", "capacity"]
-
-
-@dataclass(frozen=True)
-class ReplicaMetrics:
-    """One ready replica's engine signals, as read from its /metrics."""
-
-    requests_waiting: float
-    requests_running: float
-    kv_cache_fraction: float | None = None  # None when the engine exports no KV-cache metric
-    counters: EngineCounters | None = None  # cumulative counters and latency histograms (autoscaling.slo)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything the policy may look at for one decision."""
-
-    now_seconds: float  # wall-clock (epoch) seconds, so history stays meaningful across restarts
-    current_replicas: int  # spec.replicas: the desired count in force
-    ready_replicas: int
-    unschedulable_replicas: int = 0
-    replicas: tuple[ReplicaMetrics, ...] = ()  # one entry per ready replica that was scraped
-    unscraped_replicas: int = 0  # ready replicas whose metrics could not be read
-    # Arrivals, the replica model and latency against the SLO (autoscaling.slo set and two scrapes seen).
-    demand: Demand | None = None
-    # Requests held (model at zero) or queued (--queue-when-full) in the gateway for this LLMServe: waiting
-    # like the engines' queue, but no engine counts them. `gateway_unread`: the gateway could not (all) be
-    # read, so the count is a lower bound: never a reason to scale down.
-    gateway_waiting_requests: float = 0.0
-    gateway_unread: bool = False
-
-    @property
-    def starting_replicas(self) -> int:
-        """Asked-for replicas that are neither ready nor stuck for lack of a node: capacity on the way."""
-        return max(0, self.current_replicas - self.ready_replicas - self.unschedulable_replicas)
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """The LLMServe's autoscaling settings, in plain values."""
-
-    min_replicas: int
-    max_replicas: int
-    queue_depth_target: float = 4.0
-    kv_cache_target: float = 0.8
-    tolerance: float = 0.1
-    scale_up_max_step: int = 4
-    scale_down_delay_seconds: float = 300.0
-    scale_to_zero_idle_seconds: float = 600.0
-    # The engine's max_num_seqs. A full running batch is a load ratio of 1: it keeps a busy fleet from
-    # shrinking when neither queue nor KV cache shows pressure (short prompts, small batches).
-    batch_slots_per_replica: int | None = None
-    # Share of the batch slots a replica should fill on average; the rest is headroom for bursts that
-    # arrive while new replicas are still loading the model.
-    batch_slots_target: float = 1.0
-
-    @property
-    def floor_replicas(self) -> int:
-        """Lowest count the load-following path goes to; only the idle path reaches zero."""
-        return max(self.min_replicas, 1)
-
-
-@dataclass(frozen=True)
-class History:
-    """What the policy remembers between decisions (the operator persists it across restarts)."""
-
-    # (time, replicas) inside the stabilization window, oldest first. Kept as a "sliding-window maximum":
-    # replica counts strictly decrease from oldest to newest, because an older, lower recommendation can
-    # never be the window's highest again once a newer, higher one exists.
-    recommendations: tuple[tuple[float, int], ...] = ()
-    last_active_seconds: float | None = None
-    last_desired_replicas: int | None = None
-    # When spec.replicas was last raised from outside (kubectl scale, the gateway waking the model): replicas
-    # someone else asked for are held for the whole window, starting or not.
-    raised_outside_seconds: float | None = None
-    # When demand last jumped past the fleet (a panic that asked for more replicas): the full
-    # scaleDownDelaySeconds holds from then on (burst_held).
-    last_burst_seconds: float | None = None
-
-
-@dataclass(frozen=True)
-class Signals:
-    """The observed load, averaged over the replicas that are ready or on the way."""
-
-    queue_depth_per_replica: float | None = None
-    kv_cache_fraction: float | None = None  # mean over scraped replicas (what users see)
-    running_per_replica: float | None = None
-    load_ratio: float | None = None  # the strongest signal over its target; 1.0 means on target
-    dominant: str = ""  # which signal set load_ratio
-    description: str = ""  # e.g. "queue depth 9.5/replica" with its target
-    arrivals_per_second: float | None = None  # from the engines' counters (autoscaling.slo set)
-    replica_requests_per_second: float | None = None  # one replica's rate within the SLO at this mix
-    latency_ratio: float | None = None  # worst latency quantile over its SLO target
-    latency_description: str = ""
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The policy's answer, with enough detail to explain it in an Event, status and conditions."""
-
-    desired_replicas: int
-    recommended_replicas: int  # the load's recommendation after min/max clamps, before step and window
-    reason: str
-    signals: Signals
-    history: History
-    limited_by: Limit | None = None
-    stabilized: bool = False  # a scale-down was held back by a higher recommendation in the window
-    partial_data: bool = False
-    no_data: bool = False
-    scaled_to_zero: bool = False
-    notes: tuple[str, ...] = ()
 
 
 def _ceil(value: float) -> int:
@@ -268,79 +183,6 @@ def _from_demand(
         latency_description=demand.latency_description,
     )
     return signals, recommended, reason, stepless, recommended - backlog_share
-
-
-# With autoscaling.slo set, an idle replica is held for this many start-up times (at most
-# scaleDownDelaySeconds, at least MIN_HOLD_SECONDS). Ski rental: holding a replica as long as a new one
-# takes to start costs no more GPU time than buying it again, and is the deterministic choice that never
-# pays more than twice the best schedule's GPU time. (Two start-ups, the previous default, cost 1.1-1.25x
-# the GPU-hours at a 180 s start for the same attainment; benchmarks.md.) The floor keeps a replica
-# through two of the demand model's 60 s windows, so one window's dip does not release what the next
-# asks back (one start-up at 60 s cost 14 points of attainment on the bursty trace).
-HOLD_STARTUPS = 1.0
-MIN_HOLD_SECONDS = 120.0
-
-
-def slo_hold_seconds(scale_down_delay_seconds: float, startup_seconds: float) -> float:
-    """How long replicas are held with autoscaling.slo set, given how long a new one takes to start."""
-    return min(scale_down_delay_seconds, max(MIN_HOLD_SECONDS, HOLD_STARTUPS * startup_seconds))
-
-
-# With autoscaling.slo set, the scale-down window protects at most the READY replicas once arrivals have
-# fallen (Demand.falling). A replica still starting serves nothing yet: it is kept only while a
-# recommendation of the last CANCEL_AFTER_SECONDS wants it (a hysteresis of one short window, so one
-# decision's dip does not cancel what the next buys again). Lowering spec.replicas cancels starting pods
-# first (a ReplicaSet deletes not-ready pods first). Measured on the trace suite (15 s, 30 s and 60 s):
-# docs/autoscaling.md, "Cancelling starting replicas".
-CANCEL_AFTER_SECONDS = 15.0
-
-
-def hold_seconds(
-    config: PolicyConfig,
-    demand: Demand | None,
-    now_seconds: float = 0.0,
-    last_burst_seconds: float | None = None,
-) -> float:
-    """The scale-down window in force: scaleDownDelaySeconds, shortened to HOLD_STARTUPS start-ups with an SLO
-    unless a burst came within scaleDownDelaySeconds (burst_held)."""
-    if demand is None:
-        return config.scale_down_delay_seconds
-    if burst_held(config, now_seconds, last_burst_seconds):
-        return config.scale_down_delay_seconds
-    return slo_hold_seconds(config.scale_down_delay_seconds, demand.startup_seconds)
-
-
-# A burst (demand jumped past the fleet: a panic asking for more replicas) is remembered for the full
-# scaleDownDelaySeconds. Ski rental prices a re-buy in GPU time only, which is right for a load that
-# rises gradually: the trend term buys ahead of it, so a replica released in a dip returns in time. A
-# jump cannot be bought ahead: if it comes again after its replicas were released, every request of a
-# cold start's worth of it misses (flash crowds 6x at 60 s, full length: the second crowd 150 s after
-# the first found 3 replicas of the 7 it needed, 18.8% avoidable misses). So after a burst the user's
-# own scaleDownDelaySeconds holds the burst's replicas (those its arrivals needed, not its backlog's).
-BURST_HOLD = True
-
-
-def burst_held(config: PolicyConfig, now_seconds: float, last_burst_seconds: float | None) -> bool:
-    """Whether a burst came recently enough that the full scaleDownDelaySeconds is in force."""
-    return (
-        BURST_HOLD
-        and last_burst_seconds is not None
-        and now_seconds - last_burst_seconds < config.scale_down_delay_seconds
-    )
-
-
-def burst_seconds(snapshot: Snapshot, config: PolicyConfig, history: History) -> float | None:
-    """When the current episode of bursts began: now if this snapshot's demand jumps past the fleet and no
-    episode is under way, else as remembered. Jumps within scaleDownDelaySeconds of the episode's first do
-    not extend it, so the longer hold costs at most one scaleDownDelaySeconds per episode."""
-    demand = snapshot.demand
-    capacity = len(snapshot.replicas) + snapshot.starting_replicas
-    jumped = (
-        demand is not None and demand.panic and demand.replicas > max(snapshot.current_replicas, capacity)
-    )
-    if jumped and not burst_held(config, snapshot.now_seconds, history.last_burst_seconds):
-        return snapshot.now_seconds
-    return history.last_burst_seconds
 
 
 def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decision:

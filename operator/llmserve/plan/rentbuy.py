@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from llmserve.autoscale.policy import slo_hold_seconds
+from llmserve.autoscale.hold import slo_hold_seconds
 from llmserve.plan.capacity import PlanError
 from llmserve.plan.fit import TIMES
 from llmserve.plan.load import LoadShape
