@@ -322,6 +322,7 @@ def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decisi
             and snapshot.demand.replicas_for_backlog == 0
             and held > snapshot.ready_replicas
             and not outside_held
+            and not burst_held(config, now, last_burst)
         ):
             # The window holds ready replicas; starting ones stay only while a recent recommendation wants
             # them (the sliding-window maximum answers "the highest since t" for any t inside the window).
