@@ -48,15 +48,34 @@ def goals(cell: dict) -> Goals:
     )
 
 
+# The suite's traces in the order bench/autoscaling.py runs them (runs split across processes interleave).
+TRACE_ORDER = (
+    "bursty",
+    "Azure",
+    "daily",
+    "flash crowds 3x",
+    "flash crowds 6x",
+    "long-context",
+    "heavy-tail",
+    "fleet",
+)
+
+
+def _order(cell: dict) -> tuple[int, str, float]:
+    trace = cell["trace"]
+    rank = next((i for i, prefix in enumerate(TRACE_ORDER) if trace.startswith(prefix)), len(TRACE_ORDER))
+    return rank, trace, cell["cold_start_seconds"]
+
+
 def load(paths: list[Path]) -> list[dict]:
-    """Every recorded cell, in the order written; a cell recorded twice keeps its last line."""
+    """Every recorded cell in the suite's order; a cell recorded twice keeps its last line."""
     cells: dict[tuple[str, float, float | None], dict] = {}
     for path in paths:
         for line in path.read_text().splitlines():
             if line.strip():
                 cell = json.loads(line)
                 cells[(cell["trace"], cell["cold_start_seconds"], cell["suite_scale"])] = cell
-    return list(cells.values())
+    return sorted(cells.values(), key=_order)
 
 
 def yes(flag: bool) -> str:
