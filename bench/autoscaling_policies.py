@@ -37,7 +37,8 @@ class Llmserve:
         demand = None
         starting = max(0, view.current - view.ready - view.unschedulable)
         if self.demand is not None:
-            self.demand.observe(view.now, view.counters)
+            # What waits at the router is in flight too (the operator reads it from the gateway).
+            self.demand.observe(view.now, view.counters, view.held_at_router)
             backlog = view.held_at_router + sum(r.requests_waiting for r in view.replicas)
             demand = self.demand.estimate(
                 view.now,

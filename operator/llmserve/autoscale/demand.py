@@ -110,9 +110,15 @@ class DemandModel:
             source=m.source if abs(c - 1) < 0.05 else f"{m.source}, decode steps x{c:.2f} as observed",
         )
 
-    def observe(self, now_seconds: float, replicas: dict[str, tuple[EngineCounters, float, float]]) -> None:
-        """One scrape: per pod its counters, requests in flight (running + waiting) and running."""
-        self.window.observe(now_seconds, replicas)
+    def observe(
+        self,
+        now_seconds: float,
+        replicas: dict[str, tuple[EngineCounters, float, float]],
+        gateway_requests: float | None = 0.0,
+    ) -> None:
+        """One scrape: per pod its counters, requests in flight (running + waiting) and running; and the
+        requests waiting in the gateway, whose growth is arrivals too (None: unread, last value held)."""
+        self.window.observe(now_seconds, replicas, gateway_requests)
 
     def _learn(self, rates: WindowRates, ready_replicas: int) -> None:
         """Moves the decode-step correction toward observed ITL / the model's ITL under the same load."""

@@ -103,19 +103,23 @@ class DemandTracker:
         current_replicas: int,
         windows: tuple[WindowRates | None, WindowRates | None] | None = None,
         gateway_requests: float = 0.0,
+        gateway_unread: bool = False,
     ) -> Demand | None:
         """Arrivals, backlog and latency against spec.autoscaling.slo (None without an SLO or counters).
 
         `windows` (stable, short) are the rates Prometheus answered (metricsSource: prometheus); without
         them the scraped counters feed the model's own window. `gateway_requests` (held or queued in the
-        gateway, which no engine counts) join the engines' waiting requests in the backlog."""
+        gateway, which no engine counts) join the engines' waiting requests in the backlog, and their growth
+        counts as arrivals in the window; `gateway_unread` (some gateway could not be read: the count is a
+        lower bound) holds the window's last gateway value instead, so a failed read is no fall."""
         key = demand_key(spec, config.batch_slots_per_replica)
         if key != self.key:
             self.key, self.model = key, demand_model_for(spec, config.batch_slots_per_replica)
         if self.model is None:
             return None
         if windows is None:
-            self.model.observe(now_seconds, scraped_counters(metrics_by_pod))
+            waiting = None if gateway_unread else gateway_requests
+            self.model.observe(now_seconds, scraped_counters(metrics_by_pod), waiting)
         summary = summarize_pods(pods)
         starting = max(0, current_replicas - summary.ready - summary.unschedulable)
         demand = self.model.estimate(

@@ -80,6 +80,14 @@ class SignalWindow:
     A replica contributes from its second scrape on (its first only sets a baseline), so an operator
     restart or a new replica never counts a lifetime of requests as one interval's. A counter that went
     down (the engine restarted) drops that replica from that one interval.
+
+    The gateway's waiting requests (held for a replica, or queued while every batch is full) are one more
+    in-flight term: their growth is arrivals no engine has seen yet. A request that waits there and is then
+    dispatched leaves the term (-1) and enters an engine (+1): counted once. When it goes to a replica seen
+    for the first time (no baseline: typically the first replica of a model at zero), the term's fall is
+    matched against that replica's in-flight requests, so the dispatch does not read as requests vanishing.
+    An unread gateway (`None`) holds the last known value: no change that interval, the next reading's
+    change spans both.
     """
 
     def __init__(self, keep_seconds: float = 120.0) -> None:
@@ -88,25 +96,38 @@ class SignalWindow:
             str, tuple[EngineCounters, float, float]
         ] = {}  # pod -> (counters, in flight, running)
         self._last_time: float | None = None
+        self._last_gateway: float | None = None  # requests waiting in the gateway at the last reading
         self._increments: deque[_Increment] = deque()
 
-    def observe(self, now_seconds: float, replicas: dict[str, tuple[EngineCounters, float, float]]) -> None:
-        """One scrape: per pod, its counters, requests in flight (running + waiting) and running."""
+    def observe(
+        self,
+        now_seconds: float,
+        replicas: dict[str, tuple[EngineCounters, float, float]],
+        gateway_requests: float | None = 0.0,
+    ) -> None:
+        """One scrape: per pod, its counters, requests in flight (running + waiting) and running; and the
+        requests waiting in the gateway (None: the gateway could not be read, hold the last value)."""
+        gateway = self._last_gateway if gateway_requests is None else gateway_requests
         if self._last_time is not None and now_seconds > self._last_time:
-            self._increments.append(self._increment(now_seconds, replicas))
+            self._increments.append(self._increment(now_seconds, replicas, gateway))
         self._last, self._last_time = dict(replicas), now_seconds
+        self._last_gateway = gateway
         while self._increments and self._increments[0].end_seconds < now_seconds - self.keep_seconds:
             self._increments.popleft()
 
-    def _increment(self, now: float, replicas: dict[str, tuple[EngineCounters, float, float]]) -> _Increment:
+    def _increment(
+        self, now: float, replicas: dict[str, tuple[EngineCounters, float, float]], gateway: float | None
+    ) -> _Increment:
         assert self._last_time is not None
         finished = in_flight = prompt = prefilled = generated = 0.0
+        first_seen = 0.0  # in flight at replicas without a baseline (their first scrape)
         ttft: Histogram | None = None
         itl: Histogram | None = None
         queue: Histogram | None = None
         for pod, (counters, flight, _running) in replicas.items():
             previous = self._last.get(pod)
             if previous is None:
+                first_seen += flight
                 continue
             before, flight_before, _ = previous
             done = counters.requests_finished - before.requests_finished
@@ -123,6 +144,11 @@ class SignalWindow:
             ttft = _add(ttft, first_tokens)
             itl = _add(itl, _delta(counters.inter_token_latency, before.inter_token_latency))
             queue = _add(queue, _delta(counters.queue_time, before.queue_time))
+        if gateway is not None and self._last_gateway is not None:
+            left_gateway = self._last_gateway - gateway
+            # What left the gateway went to an engine: to one with a baseline (already +1 above) or to a
+            # first-seen one, whose requests stand for it up to what left.
+            in_flight += -left_gateway + min(max(left_gateway, 0.0), first_seen)
         running = [r for _, _, r in replicas.values()]
         return _Increment(
             end_seconds=now,

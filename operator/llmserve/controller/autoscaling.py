@@ -177,7 +177,15 @@ class Autoscaler:
             replicas=tuple(collected.metrics[t.pod_name] for t in targets if t.pod_name in collected.metrics),
             unscraped_replicas=summary.ready - len(collected.metrics),
             demand=self.demand.estimate(
-                spec, config, collected.metrics, pods, now, current, windows, gateway_requests=in_gateway
+                spec,
+                config,
+                collected.metrics,
+                pods,
+                now,
+                current,
+                windows,
+                gateway_requests=in_gateway,
+                gateway_unread=bool(gateway_problem),
             ),
             gateway_waiting_requests=in_gateway,
             gateway_unread=bool(gateway_problem),
