@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 
@@ -33,15 +33,15 @@ def with_burst(snapshot: Snapshot, burst: BurstCapacity) -> Snapshot:
     """The snapshot with rented replicas counted as ready capacity, in place of Unschedulable local ones."""
     if burst.ready == 0:
         return snapshot
-    return Snapshot(
-        now_seconds=snapshot.now_seconds,
-        current_replicas=snapshot.current_replicas,
+    # The demand model reads the local engines' counters only: while rented replicas serve, the gauge
+    # policy decides (docs/burst.md, "Autoscaler"). Every other field carries over as it is.
+    return replace(
+        snapshot,
         ready_replicas=snapshot.ready_replicas + burst.ready,
         unschedulable_replicas=max(0, snapshot.unschedulable_replicas - burst.ready),
         replicas=(*snapshot.replicas, *burst.metrics),
         unscraped_replicas=snapshot.unscraped_replicas + burst.ready - len(burst.metrics),
-        gateway_waiting_requests=snapshot.gateway_waiting_requests,
-        gateway_unread=snapshot.gateway_unread,
+        demand=None,
     )
 
 
