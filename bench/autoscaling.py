@@ -324,6 +324,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--gateway-queue", action="store_true", help="requests wait in the gateway while every batch is full"
     )
+    parser.add_argument(
+        "--queue-order",
+        choices=("fifo", "late-last"),
+        default="fifo",
+        help="gateway queue: first come first served, or requests past the TTFT target after the others",
+    )
     args = parser.parse_args(argv)  # fmt: skip
     if args.gpus is None:
         args.gpus = 256 if args.suite or args.quick else 64

@@ -186,6 +186,9 @@ class Fleet:
         self.replicas: list[Replica] = []
         self.unscheduled = 0  # wanted replicas that found no free GPUs
         self.held: deque[tuple[str, Request]] = deque()
+        self.late: deque[tuple[str, Request]] = (
+            deque()
+        )  # held past the TTFT target (--gateway-queue late-last)
         self.arrivals: dict[str, float] = {}
         self.events: list[tuple[float, int, str, object]] = []
         self.sequence = 0
@@ -230,7 +233,7 @@ class Fleet:
             elif kind == "ready":
                 self.dispatch_held(now)
             elif kind == "tick" and (
-                now <= end or self.held or any(r.engine.has_work for r in self.replicas)
+                now <= end or self.held or self.late or any(r.engine.has_work for r in self.replicas)
             ):
                 self.tick(now)
                 self.push(now + self.policy.interval_seconds, "tick")
@@ -250,7 +253,7 @@ class Fleet:
 
     def route(self, now: float, request_id: str, request: Request) -> None:
         self.arrivals[request_id] = request.arrival
-        if self.held or not self.dispatch(now, request_id, request):
+        if self.held or self.late or not self.dispatch(now, request_id, request):
             self.held.append((request_id, request))
 
     def dispatch(self, now: float, request_id: str, request: Request) -> bool:
@@ -267,8 +270,14 @@ class Fleet:
         return True
 
     def dispatch_held(self, now: float) -> None:
+        if getattr(self.args, "queue_order", "fifo") == "late-last":
+            deadline = now - self.args.slo_ttft_seconds
+            while self.held and self.held[0][1].arrival < deadline:
+                self.late.append(self.held.popleft())
         while self.held and self.dispatch(now, *self.held[0]):
             self.held.popleft()
+        while not self.held and self.late and self.dispatch(now, *self.late[0]):
+            self.late.popleft()
 
     def start_step(self, now: float, replica: Replica) -> None:
         if not replica.stepping and replica.engine.has_work:
@@ -285,7 +294,7 @@ class Fleet:
         for done in result.finished:
             self.result.finished.append((self.arrivals.pop(done.request_id), done))
         replica.stepping = False
-        if result.finished and self.held:
+        if result.finished and (self.held or self.late):
             self.dispatch_held(now)
         if replica.engine.has_work:
             self.start_step(now, replica)
@@ -314,7 +323,7 @@ class Fleet:
                 ReplicaMetrics(r.engine.num_waiting, r.engine.num_running, r.engine.kv_usage_fraction)
                 for r in scraped
             ],
-            held_at_router=len(self.held),
+            held_at_router=len(self.held) + len(self.late),
             counters={
                 r.name: (r.book.snapshot(), float(r.load), float(r.engine.num_running))
                 for r in scraped

@@ -75,3 +75,18 @@ models:
 def test_a_bad_max_num_seqs_in_the_static_file_names_the_field(value: str) -> None:
     with pytest.raises(ValueError, match=r"models\[0\].maxNumSeqs"):
         load_config(f"models: [{{name: m, maxNumSeqs: {value}, backends: []}}]")
+
+
+def test_a_route_carries_its_llmserves_ttft_target_for_the_gateway_queues_order() -> None:
+    with_slo, without = llmserve("llama"), llmserve("mistral")
+    with_slo["spec"]["autoscaling"] = {
+        "enabled": True,
+        "slo": {"timeToFirstTokenSeconds": 1.5, "interTokenLatencySeconds": 0.1},
+    }
+    view = ClusterView()
+    view.sync_llmserves([with_slo, without], None)
+    view.sync_slices(
+        [endpoint_slice("llama", {"10.0.0.1": True}), endpoint_slice("mistral", {"10.0.0.2": True})], None
+    )
+    late_after = {route.served_name: route.late_after_seconds for route in view.routes()}
+    assert late_after == {"llama": 1.5, "mistral": None}

@@ -110,3 +110,72 @@ async def test_waiters_keep_their_place_while_they_wait_across_rechecks() -> Non
     queue.release("m")
     await asyncio.gather(*tasks)
     assert served == [0, 1, 2, 3]
+
+
+class Clock:
+    """The queue's clock, moved by the test: lateness is decided on it, not on the wall."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _serve_in_order(queue: SlotQueue, slots: Slots, waiters: list[tuple[str, str]], clock: Clock,
+                          late_after: float | None, joined_at: list[float]) -> list[str]:  # fmt: skip
+    served: list[str] = []
+
+    async def request(name: str, key: str) -> None:
+        await queue.wait_for_slot("m", key, slots.has_room, late_after)
+        slots.take()
+        served.append(name)
+
+    tasks = []
+    for (name, key), at in zip(waiters, joined_at, strict=True):
+        clock.now = at
+        tasks.append(asyncio.create_task(request(name, key)))
+        await asyncio.sleep(0.01)
+    for _ in waiters:
+        slots.free += 1
+        queue.release("m")
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks)
+    return served
+
+
+async def test_requests_past_the_ttft_target_go_after_those_that_can_still_meet_it() -> None:
+    clock, slots = Clock(), Slots(0)
+    queue = SlotQueue(QueueSettings(timeout_seconds=5), clock=clock)
+    waiters = [("old-1", "a"), ("old-2", "a"), ("new-1", "a"), ("new-2", "a")]
+    # Two requests joined at 100 s, two at 104 s; at 105 s the first two have waited 5 s > the 2 s target.
+    served = await _serve_in_order(queue, slots, waiters, clock, 2.0, [100.0, 100.0, 104.0, 105.0])
+    assert served == ["new-1", "new-2", "old-1", "old-2"]
+    assert queue.waiting("m") == 0
+
+
+async def test_without_a_ttft_target_the_queue_is_first_come_first_served() -> None:
+    clock, slots = Clock(), Slots(0)
+    queue = SlotQueue(QueueSettings(timeout_seconds=5), clock=clock)
+    waiters = [("old-1", "a"), ("old-2", "a"), ("new-1", "a"), ("new-2", "a")]
+    served = await _serve_in_order(queue, slots, waiters, clock, None, [100.0, 100.0, 104.0, 105.0])
+    assert served == ["old-1", "old-2", "new-1", "new-2"]
+
+
+async def test_late_last_keeps_round_robin_across_keys_among_requests_that_are_not_late() -> None:
+    clock, slots = Clock(), Slots(0)
+    queue = SlotQueue(QueueSettings(timeout_seconds=5), clock=clock)
+    # The noisy key's first request is late; its second and the quiet key's one are not.
+    waiters = [("noisy-late", "noisy"), ("noisy-fresh", "noisy"), ("quiet-fresh", "quiet")]
+    served = await _serve_in_order(queue, slots, waiters, clock, 2.0, [100.0, 104.0, 104.5])
+    assert served == ["noisy-fresh", "quiet-fresh", "noisy-late"]
+
+
+async def test_a_late_waiter_takes_room_found_on_a_recheck_when_nobody_fresh_waits() -> None:
+    clock, slots = Clock(), Slots(0)
+    queue = SlotQueue(QueueSettings(timeout_seconds=5), clock=clock)
+    task = asyncio.create_task(queue.wait_for_slot("m", "a", slots.has_room, 1.0))
+    await asyncio.sleep(0.01)
+    clock.now += 10  # late, but alone: room seen on a re-check (no release) is its
+    slots.free = 1
+    assert await asyncio.wait_for(task, 2) >= 0

@@ -155,14 +155,17 @@ class ClusterView:
         routes = []
         for name, obj in chosen.items():
             namespace, resource = self._key(obj)
-            slots = batch_slots(specs[(namespace, resource)])
+            route_spec = specs[(namespace, resource)]
+            slots = batch_slots(route_spec)
+            slo = route_spec.autoscaling.slo
             headers = self._engine_headers(obj, self.engine_master)
             fallback = self._engine_headers(obj, self.previous_engine_master)
             backends = tuple(
                 Backend(url, headers, batch_slots=slots, fallback_headers=fallback)
                 for url in sorted(set(urls.get((namespace, resource), [])))
             )
-            routes.append(ModelRoute(name, backends, namespace, resource))
+            late_after = slo.time_to_first_token_seconds if slo is not None else None
+            routes.append(ModelRoute(name, backends, namespace, resource, late_after))
         return routes
 
     @staticmethod

@@ -182,7 +182,9 @@ class Proxy:
             queued = self.metrics.queued.labels(model, route.namespace or "", route.llmserve or "")
             queued.inc()
             try:
-                waited = await self.queue.wait_for_slot(model, caller, lambda: self.has_room(model))
+                waited = await self.queue.wait_for_slot(
+                    model, caller, lambda: self.has_room(model), route.late_after_seconds
+                )
             finally:
                 queued.dec()
             if waited:

@@ -1,4 +1,13 @@
-"""Gateway-side queue for when every replica's batch is full: fair across API keys, bounded, 503 beyond."""
+"""Gateway-side queue for when every replica's batch is full: fair across API keys, bounded, 503 beyond.
+
+Requests that have already waited longer than the model's time-to-first-token target go after the ones
+that still can meet it (late-last). Under overload a first-come-first-served queue makes every request
+wait behind the backlog, so once a queue forms nobody meets the target; serving the ones that still can
+keeps most of them within it while the fleet catches up, and the late ones are served as soon as nothing
+fresher waits. This is the "adaptive LIFO" of Facebook's RPC queues (Maurer, "Fail at Scale", ACM Queue
+13(8), 2015), keyed on the model's own TTFT target. Measured in docs/benchmarks.md ("Where a crowd
+waits").
+"""
 
 from __future__ import annotations
 
@@ -27,44 +36,52 @@ class _ModelQueue:
     by_key: dict[str, deque[asyncio.Future[None]]] = field(default_factory=dict)
     turn: deque[str] = field(default_factory=deque)  # keys with waiters, in round-robin order
     size: int = 0
+    joined: dict[asyncio.Future[None], float] = field(default_factory=dict)  # monotonic join time
+    late_after_seconds: float | None = None  # the model's TTFT target; None: first come, first served
 
 
 class SlotQueue:
     """Requests wait here (instead of in one engine's queue) until any replica frees a slot; each free
     slot goes to the next API key in round-robin order, FIFO within a key."""
 
-    def __init__(self, settings: QueueSettings) -> None:
+    def __init__(self, settings: QueueSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
+        self.clock = clock
         self._models: dict[str, _ModelQueue] = {}
 
     def waiting(self, model: str) -> int:
         queue = self._models.get(model)
         return queue.size if queue else 0
 
-    async def wait_for_slot(self, model: str, key: str, has_room: Callable[[], bool]) -> float:
+    async def wait_for_slot(
+        self, model: str, key: str, has_room: Callable[[], bool], late_after_seconds: float | None = None
+    ) -> float:
         """Returns (seconds waited) once `has_room()` holds and it is this request's turn; raises a 503
         GatewayError when the queue is full or the wait times out. Returns at once when nobody waits
-        and there is room, so the common case costs one call."""
+        and there is room, so the common case costs one call. With `late_after_seconds` (the model's
+        TTFT target), a request that has waited longer than that goes after those that have not."""
         if not self.waiting(model) and has_room():
             return 0.0
         if self.waiting(model) >= self.settings.max_waiting_per_model:
             raise self._busy(model, f"{self.waiting(model)} requests are already waiting")
         started = time.monotonic()
         queue = self._models.setdefault(model, _ModelQueue())
-        future = self._enqueue(queue, key, front=False)
+        queue.late_after_seconds = late_after_seconds
+        joined = self.clock()
+        future = self._enqueue(queue, key, front=False, joined=joined)
         try:
             async with asyncio.timeout(self.settings.timeout_seconds):
                 while True:
                     try:
                         await asyncio.wait_for(asyncio.shield(future), _RECHECK_SECONDS)
                     except TimeoutError:
-                        if not (self._is_next(queue, future) and has_room()):
+                        if not (self._next(queue) == (key, future) and has_room()):
                             continue  # keep our place in line
                     self._remove(queue, key, future)
                     if has_room():
                         return time.monotonic() - started
                     # Woken, but another request took the slot first: back to the head of the line.
-                    future = self._enqueue(queue, key, front=True)
+                    future = self._enqueue(queue, key, front=True, joined=joined)
         except TimeoutError:
             raise self._busy(
                 model, f"no replica freed a batch slot within {self.settings.timeout_seconds:g}s"
@@ -75,21 +92,43 @@ class SlotQueue:
                 self._models.pop(model, None)
 
     def release(self, model: str) -> None:
-        """A slot of this model freed up: wake the next waiter in round-robin order over keys."""
+        """A slot of this model freed up: wake the next waiter (`_next`) and move its key to the back of
+        the round-robin turn."""
         queue = self._models.get(model)
         if queue is None:
             return
-        for _ in range(len(queue.turn)):
-            key = queue.turn[0]
+        chosen = self._next(queue)
+        if chosen is None:
+            return
+        key, waiter = chosen
+        while queue.turn[0] != key:
             queue.turn.rotate(-1)
-            # The first waiter of this key not woken yet (an earlier release may not have run it yet).
-            for waiter in queue.by_key.get(key, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
-                    return
+        queue.turn.rotate(-1)
+        waiter.set_result(None)
 
-    def _enqueue(self, queue: _ModelQueue, key: str, front: bool) -> asyncio.Future[None]:
+    def _next(self, queue: _ModelQueue) -> tuple[str, asyncio.Future[None]] | None:
+        """Whose turn it is: in round-robin order over keys, each key's oldest waiter not woken yet (an
+        earlier release may not have run it yet) that is not late; when every waiter is late, the first
+        key's oldest."""
+        late_before = None
+        if queue.late_after_seconds is not None:
+            late_before = self.clock() - queue.late_after_seconds
+        first = None
+        for key in queue.turn:
+            for waiter in queue.by_key.get(key, ()):
+                if waiter.done():
+                    continue
+                if first is None:
+                    first = (key, waiter)
+                if late_before is None:
+                    return first
+                if queue.joined[waiter] >= late_before:
+                    return key, waiter
+        return first
+
+    def _enqueue(self, queue: _ModelQueue, key: str, front: bool, joined: float) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.joined[future] = joined
         waiters = queue.by_key.setdefault(key, deque())
         if not waiters and key not in queue.turn:
             queue.turn.append(key)
@@ -101,19 +140,12 @@ class SlotQueue:
         return future
 
     @staticmethod
-    def _is_next(queue: _ModelQueue, future: asyncio.Future[None]) -> bool:
-        for key in queue.turn:
-            waiters = queue.by_key.get(key)
-            if waiters:
-                return waiters[0] is future
-        return False
-
-    @staticmethod
     def _remove(queue: _ModelQueue, key: str, future: asyncio.Future[None]) -> None:
         waiters = queue.by_key.get(key)
         if waiters is None or future not in waiters:
             return
         waiters.remove(future)
+        queue.joined.pop(future, None)
         queue.size -= 1
         if not waiters:
             del queue.by_key[key]

@@ -41,6 +41,9 @@ class ModelRoute:
     backends: tuple[Backend, ...] = ()
     namespace: str | None = None
     llmserve: str | None = None  # None when nothing can be scaled (static backends)
+    # The LLMServe's TTFT target (autoscaling.slo): requests queued longer than this go after the others
+    # (gateway queue, queue.py). None: first come, first served.
+    late_after_seconds: float | None = None
 
 
 @dataclass
@@ -105,6 +108,7 @@ class Registry:
                     backends,
                     previous.namespace or route.namespace,
                     previous.llmserve or route.llmserve,
+                    previous.late_after_seconds or route.late_after_seconds,
                 )
         before = {name: len(route.backends) for name, route in self._routes.items()}
         self._routes = merged
