@@ -66,7 +66,10 @@ def static_peak(args: argparse.Namespace, trace: list[Request], start: int | Non
     while True:
         result = Fleet(args, Static(replicas)).run(trace, replicas)
         good = sum(1 for a, f in result.finished if meets_slo(a, f, args))
-        if good >= args.slo_goal * len(result.finished) or replicas >= args.gpus // args.gpus_per_replica:
+        if (
+            good >= args.slo_goal * (len(result.finished) + len(result.rejected))
+            or replicas >= args.gpus // args.gpus_per_replica
+        ):
             return result
         replicas += 1
 
@@ -84,7 +87,8 @@ def demand_model(args: argparse.Namespace) -> DemandModel:
 
 
 def attainment(result: Result, args: argparse.Namespace) -> float:
-    return sum(1 for a, f in result.finished if meets_slo(a, f, args)) / max(1, len(result.finished))
+    good = sum(1 for a, f in result.finished if meets_slo(a, f, args))
+    return good / max(1, len(result.finished) + len(result.rejected))
 
 
 @dataclass
@@ -101,8 +105,11 @@ class Row:
 
 
 def row(result: Result, args: argparse.Namespace, windows: list[tuple[float, float]]) -> Row:
-    n = max(1, len(result.finished))
+    n = max(1, len(result.finished) + len(result.rejected))
     ttft_miss = itl_miss = avoidable = good = 0
+    for arrival in result.rejected:  # a 503 from the gateway queue: no first token at all
+        ttft_miss += 1
+        avoidable += not unavoidable(arrival, windows)
     for arrival, done in result.finished:
         ttft_ok = done.first_token_time - arrival <= args.slo_ttft_seconds
         itl_ok = done.mean_inter_token_seconds <= args.slo_itl_seconds
@@ -329,6 +336,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("fifo", "late-last"),
         default="fifo",
         help="gateway queue: first come first served, or requests past the TTFT target after the others",
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=int,
+        default=256,
+        help="gateway queue: requests waiting per model before 503 (the gateway's --queue-size; 0: no bound)",
+    )
+    parser.add_argument(
+        "--queue-timeout-seconds",
+        type=float,
+        default=60.0,
+        help="gateway queue: longest wait before 503 (the gateway's --queue-timeout; with a bound)",
     )
     args = parser.parse_args(argv)  # fmt: skip
     if args.gpus is None:

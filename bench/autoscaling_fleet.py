@@ -115,6 +115,9 @@ class Result:
     # Per replica (created, ready_at, removed_at, stopped), None where it never happened; and the run's end.
     lifetimes: list[tuple[float, float, float | None, float | None]] = field(default_factory=list)
     end_seconds: float = 0.0
+    # True arrival times of requests the gateway queue refused with a 503 (full, timed out, or displaced by
+    # a request that could still meet its TTFT target): SLO misses that took no GPU time.
+    rejected: list[float] = field(default_factory=list)
 
 
 Router = Callable[[list[Replica], Request], Replica]
@@ -253,8 +256,33 @@ class Fleet:
 
     def route(self, now: float, request_id: str, request: Request) -> None:
         self.arrivals[request_id] = request.arrival
-        if self.held or self.late or not self.dispatch(now, request_id, request):
-            self.held.append((request_id, request))
+        if not (self.held or self.late) and self.dispatch(now, request_id, request):
+            return
+        bound = getattr(self.args, "queue_size", 0) if getattr(self.args, "gateway_queue", False) else 0
+        if bound:
+            self.expire_held(now)
+            if len(self.held) + len(self.late) >= bound:
+                if not self.late:
+                    self.reject(request_id)  # every waiter can still meet the target: the new one gets 503
+                    return
+                self.reject(self.late.popleft()[0])  # the longest-waiting late one gets the 503 instead
+        self.held.append((request_id, request))
+
+    def reject(self, request_id: str) -> None:
+        self.result.rejected.append(self.arrivals.pop(request_id))
+
+    def expire_held(self, now: float) -> None:
+        """The gateway queue's bookkeeping at `now`: waiters past the TTFT target move behind the others
+        (late-last), and waiters past --queue-timeout get their 503 (--gateway-queue with a bound only)."""
+        if getattr(self.args, "queue_order", "fifo") == "late-last":
+            deadline = now - self.args.slo_ttft_seconds
+            while self.held and self.held[0][1].arrival < deadline:
+                self.late.append(self.held.popleft())
+        if getattr(self.args, "gateway_queue", False) and getattr(self.args, "queue_size", 0):
+            expired = now - self.args.queue_timeout_seconds
+            for waiting in (self.late, self.held):
+                while waiting and waiting[0][1].arrival < expired:
+                    self.reject(waiting.popleft()[0])
 
     def dispatch(self, now: float, request_id: str, request: Request) -> bool:
         """To the least-loaded ready replica (vLLM queues without a limit); False means hold it."""
@@ -270,10 +298,7 @@ class Fleet:
         return True
 
     def dispatch_held(self, now: float) -> None:
-        if getattr(self.args, "queue_order", "fifo") == "late-last":
-            deadline = now - self.args.slo_ttft_seconds
-            while self.held and self.held[0][1].arrival < deadline:
-                self.late.append(self.held.popleft())
+        self.expire_held(now)
         while self.held and self.dispatch(now, *self.held[0]):
             self.held.popleft()
         while not self.held and self.late and self.dispatch(now, *self.late[0]):

@@ -179,3 +179,41 @@ async def test_a_late_waiter_takes_room_found_on_a_recheck_when_nobody_fresh_wai
     clock.now += 10  # late, but alone: room seen on a re-check (no release) is its
     slots.free = 1
     assert await asyncio.wait_for(task, 2) >= 0
+
+
+async def test_a_full_queue_gives_the_503_to_its_longest_late_waiter_instead_of_a_new_request() -> None:
+    clock, slots = Clock(), Slots(0)
+    queue = SlotQueue(QueueSettings(max_waiting_per_model=2, timeout_seconds=5), clock=clock)
+    late = asyncio.create_task(queue.wait_for_slot("m", "a", slots.has_room, 2.0))
+    await asyncio.sleep(0.01)
+    clock.now = 101.0
+    later = asyncio.create_task(queue.wait_for_slot("m", "b", slots.has_room, 2.0))
+    await asyncio.sleep(0.01)
+    clock.now = 103.5  # the first has waited 3.5 s, the second 2.5 s: both late, the first the longest
+    fresh = asyncio.create_task(queue.wait_for_slot("m", "c", slots.has_room, 2.0))
+    await asyncio.sleep(0.01)
+    with pytest.raises(GatewayError) as displaced:
+        await late
+    assert displaced.value.status == 503 and displaced.value.code == "replicas_busy"
+    assert "time-to-first-token target" in displaced.value.message
+    assert queue.waiting("m") == 2 and not later.done()
+    slots.free = 1
+    queue.release("m")
+    assert await asyncio.wait_for(fresh, 2) >= 0  # the new request is served first, being on time
+    slots.free = 1
+    queue.release("m")
+    assert await asyncio.wait_for(later, 2) >= 0
+
+
+async def test_a_full_queue_of_waiters_within_the_target_still_refuses_the_new_request() -> None:
+    clock, slots = Clock(), Slots(0)
+    queue = SlotQueue(QueueSettings(max_waiting_per_model=1, timeout_seconds=5), clock=clock)
+    waiting = asyncio.create_task(queue.wait_for_slot("m", "a", slots.has_room, 2.0))
+    await asyncio.sleep(0.01)
+    clock.now = 101.0
+    with pytest.raises(GatewayError) as refused:
+        await queue.wait_for_slot("m", "b", slots.has_room, 2.0)
+    assert "1 requests are already waiting" in refused.value.message and not waiting.done()
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert queue.waiting("m") == 0

@@ -62,11 +62,13 @@ class SlotQueue:
         TTFT target), a request that has waited longer than that goes after those that have not."""
         if not self.waiting(model) and has_room():
             return 0.0
-        if self.waiting(model) >= self.settings.max_waiting_per_model:
-            raise self._busy(model, f"{self.waiting(model)} requests are already waiting")
-        started = time.monotonic()
         queue = self._models.setdefault(model, _ModelQueue())
         queue.late_after_seconds = late_after_seconds
+        if queue.size >= self.settings.max_waiting_per_model and not self._displace_late(model, queue):
+            if not queue.size:
+                self._models.pop(model, None)
+            raise self._busy(model, f"{queue.size} requests are already waiting")
+        started = time.monotonic()
         joined = self.clock()
         future = self._enqueue(queue, key, front=False, joined=joined)
         try:
@@ -105,6 +107,28 @@ class SlotQueue:
             queue.turn.rotate(-1)
         queue.turn.rotate(-1)
         waiter.set_result(None)
+
+    def _displace_late(self, model: str, queue: _ModelQueue) -> bool:
+        """A full queue with a late waiter: the longest-waiting late one gets the 503 instead of the new
+        request, which can still meet the target (late-last). False when nobody is late."""
+        if queue.late_after_seconds is None:
+            return False
+        late_before = self.clock() - queue.late_after_seconds
+        oldest = None
+        for key, waiters in queue.by_key.items():
+            for waiter in waiters:
+                joined = queue.joined[waiter]
+                if not waiter.done() and joined < late_before and (oldest is None or joined < oldest[0]):
+                    oldest = (joined, key, waiter)
+        if oldest is None:
+            return False
+        _, key, waiter = oldest
+        self._remove(queue, key, waiter)
+        waiter.set_exception(
+            self._busy(model, f"this request waited longer than its {queue.late_after_seconds:g}s "
+                       "time-to-first-token target while newer ones could still meet it")  # fmt: skip
+        )
+        return True
 
     def _next(self, queue: _ModelQueue) -> tuple[str, asyncio.Future[None]] | None:
         """Whose turn it is: in round-robin order over keys, each key's oldest waiter not woken yet (an
