@@ -36,6 +36,11 @@ def spec_error_message(err: ValidationError) -> str:
     """One line naming each bad field and what is wrong with it."""
     parts = []
     for problem in err.errors():
+        text = str(problem["msg"]).removeprefix("Value error, ")
+        if not problem["loc"] and text.startswith("."):
+            # A cross-field rule (api.llmserve.SPEC_RULES) names its own field: ".minReplicas: ...".
+            parts.append(f"spec{text}")
+            continue
         location = ".".join(str(p) for p in problem["loc"]) or "spec"
         parts.append(f"spec.{location}: {problem['msg']}")
     return "; ".join(parts)

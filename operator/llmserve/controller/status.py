@@ -125,6 +125,10 @@ def compute_conditions(observed: Observed) -> list[Condition]:
             "started until the operator applies it again"
         )
         ready = _condition("Ready", "False", "DeploymentMissing", message, gen)
+    elif pods.ready == 0 and (observed.spec_error or observed.apply_error):
+        # Before ScaledToZero: an invalid spec has no desired replicas (nothing renders), and a refused
+        # apply may leave none, but "scaled to zero" would hide the field the user must fix.
+        ready = _condition("Ready", "False", degraded.reason, degraded.message, gen)
     elif desired == 0 and pods.total == 0:
         ready = _condition(
             "Ready", "False", "ScaledToZero", "no replicas are running; requests wake the model", gen
