@@ -3,6 +3,10 @@ API server refuses in a terminating namespace, and kopf would retry each refused
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+import kopf
+
 from llmserve import kube
 
 _terminating: set[str] = set()
@@ -32,3 +36,12 @@ def refused_as_terminating(namespace: str, err: BaseException) -> bool:
         _terminating.add(namespace)
         return True
     return False
+
+
+def post_event(body: Any, type: str, reason: str, message: str) -> None:
+    """kopf.event, unless the object's namespace is being deleted: the API server refuses the Event there,
+    and kopf retries it for half a minute logging each refusal as an error. A cluster-scoped object's
+    Events (namespace "") are always posted."""
+    if terminating(str((body.get("metadata") or {}).get("namespace") or "")):
+        return
+    kopf.event(cast(kopf.Body, body), type=type, reason=reason, message=message)

@@ -133,6 +133,13 @@ class Reconciler:
                 child, err = failed.child, failed.error
                 if not report:
                     raise err from failed
+                if namespaces.refused_as_terminating(key[0], err):
+                    # Expected while a namespace is deleted (the autoscaler may still write replicas): not
+                    # a failure to report or retry, and nothing can be posted there.
+                    log.info(
+                        "event=apply_skipped namespace=%s llmserve=%s reason=namespace_terminating", *key
+                    )
+                    return
                 message = apply_error_message(child, err)
                 self.apply_errors[key] = message
                 metrics.RECONCILE_ERRORS.labels(namespace=key[0], llmserve=key[1]).inc()
@@ -302,9 +309,7 @@ async def _apply_all(children: list[tuple[Obj, int]]) -> list[Obj]:
 def _event(body: Obj, event_type: str, reason: str, message: str) -> None:
     """Posts a Kubernetes Event on the LLMServe (kopf batches and posts them in the background), unless
     its namespace is being deleted (refused there; kopf would log each of its retries as an error)."""
-    if namespaces.terminating(str(body.get("metadata", {}).get("namespace", ""))):
-        return
-    kopf.event(cast(kopf.Body, body), type=event_type, reason=reason, message=message)
+    namespaces.post_event(body, type=event_type, reason=reason, message=message)
 
 
 def _previous_conditions(status: Obj) -> list[Condition]:
