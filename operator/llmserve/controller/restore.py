@@ -51,47 +51,49 @@ class Restorer:
             return await self._reconciler.restore_children(namespace, owner, kind)
         except Exception as err:  # any refusal: the model stays down until a try succeeds
             self._record(child, failure_message(kind, owner, 1, err))
-            self._retrying[child] = asyncio.create_task(
+            task = asyncio.create_task(
                 self._retry(child, refresh), name=f"restore {namespace}/{owner} {kind}"
             )
+            self._retrying[child] = task
+            # A callback, not a `finally`: a task cancelled before its first step never runs its body.
+            task.add_done_callback(lambda done: self._finished(child, done))
             refresh()
             return f"retrying error={str(err)!r}"
 
     async def _retry(self, child: ChildKey, refresh: Callable[[], None]) -> None:
         namespace, owner, kind = child
         failures = 1
-        cancelled = False
-        try:
-            while True:
-                await asyncio.sleep(retry_delay_seconds(failures))
-                try:
-                    outcome = await self._reconciler.restore_children(
-                        namespace, owner, kind, failed_attempts=failures
-                    )
-                except Exception as err:
-                    failures += 1
-                    message = failure_message(kind, owner, failures, err)
-                    self._record(child, message)
-                    log.warning(
-                        "event=child_restore_failed namespace=%s llmserve=%s kind=%s attempts=%d "
-                        "retry_in_seconds=%.0f error=%r",
-                        namespace, owner, kind, failures, retry_delay_seconds(failures), str(err),
-                    )  # fmt: skip
-                    refresh()
-                    continue
-                log.info(
-                    "event=child_restore_retried namespace=%s llmserve=%s kind=%s failed_attempts=%d outcome=%s",
-                    namespace, owner, kind, failures, outcome,
+        while True:
+            await asyncio.sleep(retry_delay_seconds(failures))
+            try:
+                outcome = await self._reconciler.restore_children(
+                    namespace, owner, kind, failed_attempts=failures
+                )
+            except Exception as err:
+                failures += 1
+                self._record(child, failure_message(kind, owner, failures, err))
+                log.warning(
+                    "event=child_restore_failed namespace=%s llmserve=%s kind=%s attempts=%d "
+                    "retry_in_seconds=%.0f error=%r",
+                    namespace, owner, kind, failures, retry_delay_seconds(failures), str(err),
                 )  # fmt: skip
-                return
-        except asyncio.CancelledError:
-            cancelled = True  # its LLMServe is gone, or the operator stops: no status to refresh
-            raise
-        finally:
-            self._retrying.pop(child, None)
-            self._clear(child)
-            if not cancelled:
                 refresh()
+                continue
+            log.info(
+                "event=child_restore_retried namespace=%s llmserve=%s kind=%s failed_attempts=%d outcome=%s",
+                namespace, owner, kind, failures, outcome,
+            )  # fmt: skip
+            # Done before the refresh, so that it reports no error (and a new deletion starts a new loop).
+            self._finished(child, asyncio.current_task())
+            refresh()
+            return
+
+    def _finished(self, child: ChildKey, task: asyncio.Task[None] | None) -> None:
+        """Forgets a loop that ended (restored, no longer needed, or cancelled: its LLMServe is gone or the
+        operator stops, and then no status is refreshed)."""
+        if self._retrying.get(child) is task:
+            del self._retrying[child]
+            self._clear(child)
 
     def _record(self, child: ChildKey, message: str) -> None:
         namespace, owner, kind = child
