@@ -187,6 +187,13 @@ def test_deleting_a_namespace_whose_children_go_before_their_llmserve_logs_no_er
                    for kind in ("Deployment", "Service")]  # fmt: skip
         wait_for(lambda: all(line in log_since(operator_process, offset) for line in skipped), timeout=60,
                  message="both restores skipped as namespace_terminating")  # fmt: skip
+        # A spec change meanwhile (an update, allowed there) cannot apply the children: skipped, not failed.
+        cluster.kubectl("scale", "llms/llama", "-n", namespace, "--replicas=2")
+        skipped_apply = (
+            f"event=apply_skipped namespace={namespace} llmserve=llama reason=namespace_terminating"
+        )
+        wait_for(lambda: skipped_apply in log_since(operator_process, offset), timeout=30,
+                 message="the spec change's apply skipped")  # fmt: skip
         # Status still follows (an update, allowed there); its ReadyChanged Event is not posted.
         wait_for(lambda: conditions(cluster, namespace)["Ready"].get("reason") == "DeploymentMissing", timeout=30,
                  message="Ready=False DeploymentMissing in the terminating namespace")  # fmt: skip
