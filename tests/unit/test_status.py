@@ -107,3 +107,23 @@ def test_transition_time_is_kept_while_status_is_unchanged() -> None:
     assert merged["Ready"].last_transition_time == earlier
     assert merged["Degraded"].last_transition_time != earlier
     assert "AbleToScale" not in merged  # the autoscaler applies its own conditions; never carried here
+
+
+def test_an_invalid_spec_with_no_replicas_is_not_ready_for_the_invalid_field_not_scaled_to_zero() -> None:
+    # An invalid spec renders nothing, so it has no desired replicas and no pods: "scaled to zero" would
+    # hide the field the user must fix.
+    error = "spec.modelCache.mountPath: must not be /dev/shm"
+    c = _by_type(compute_conditions(Observed(1, 0, summarize_pods([]), None, spec_error=error)))
+    assert (c["Ready"].status, c["Ready"].reason, c["Ready"].message) == ("False", "InvalidSpec", error)
+
+
+def test_a_refused_apply_at_zero_replicas_is_not_ready_for_the_refusal_not_scaled_to_zero() -> None:
+    error = "applying Deployment llama failed: forbidden"
+    c = _by_type(compute_conditions(Observed(1, 0, summarize_pods([]), _deployment(0), apply_error=error)))
+    assert (c["Ready"].status, c["Ready"].reason, c["Ready"].message) == ("False", "ApplyFailed", error)
+
+
+def test_an_invalid_spec_whose_old_replicas_still_serve_stays_ready() -> None:
+    pods = summarize_pods([_pod(ready=True)])
+    c = _by_type(compute_conditions(Observed(1, 0, pods, _deployment(1), spec_error="spec.x: bad")))
+    assert (c["Ready"].status, c["Degraded"].reason) == ("True", "InvalidSpec")

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -26,7 +26,7 @@ from llmserve.autoscale.state import (
     rfc3339,
     scale_status,
 )
-from llmserve.controller import metrics
+from llmserve.controller import metrics, namespaces
 from llmserve.controller.burst import operator_namespace
 from llmserve.controller.burst_capacity import BurstCapacity, burst_capacity, with_burst
 from llmserve.controller.handlers import RESOURCE
@@ -227,8 +227,8 @@ class Autoscaler:
         except kube.KubeError as err:
             log.warning("event=rescale_failed namespace=%s llmserve=%s from=%d to=%d error=%r",
                         namespace, name, current, desired, str(err))  # fmt: skip
-            kopf.event(
-                cast(kopf.Body, body),
+            namespaces.post_event(
+                body,
                 type="Warning",
                 reason="FailedRescale",
                 message=f"New size: {desired}; error: {err}",
@@ -237,8 +237,8 @@ class Autoscaler:
         direction = "up" if desired > current else "down"
         log.info("event=rescale namespace=%s llmserve=%s from=%d to=%d direction=%s reason=%r",
                  namespace, name, current, desired, direction, decision.reason)  # fmt: skip
-        kopf.event(
-            cast(kopf.Body, body),
+        namespaces.post_event(
+            body,
             type="Normal",
             reason="SuccessfulRescale",
             message=f"New size: {desired}; reason: {decision.reason}",

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
@@ -28,7 +28,7 @@ from llmserve.burst.provision import Refused
 from llmserve.burst.reaper import Wanted
 from llmserve.burst.static import StaticProvider
 from llmserve.burst.types import ProviderError
-from llmserve.controller import burst_metrics
+from llmserve.controller import burst_metrics, namespaces
 from llmserve.controller.burst_demand import demand_of, not_allowed_message
 from llmserve.controller.burst_launch import launch_refusal, make_launcher, make_probe
 from llmserve.controller.burst_store import (
@@ -190,14 +190,12 @@ async def run_pool(
     try:
         spec = BurstPoolSpec.model_validate(body.get("spec", {}))
     except ValidationError as err:
-        kopf.event(
-            cast(kopf.Body, body), type="Warning", reason="InvalidSpec", message=str(err).splitlines()[0]
-        )
+        namespaces.post_event(body, type="Warning", reason="InvalidSpec", message=str(err).splitlines()[0])
         return None, None
     runtime = await _runtime(name, body, spec)
     if isinstance(runtime, str):
         await _report_unusable(name, runtime)
-        kopf.event(cast(kopf.Body, body), type="Warning", reason="ProviderError", message=runtime)
+        namespaces.post_event(body, type="Warning", reason="ProviderError", message=runtime)
         return None, None
     now = CLOCK.now()
     demands, bodies = _demands(name, spec, indexes, now)
@@ -258,10 +256,10 @@ async def _report_unusable(name: str, why: str) -> None:
 
 def _post_events(pool_body: Obj, bodies: dict[str, Obj], events: list[BurstEvent]) -> None:
     for event in events:
-        kopf.event(cast(kopf.Body, pool_body), type=event.type, reason=event.reason, message=event.message)
+        namespaces.post_event(pool_body, type=event.type, reason=event.reason, message=event.message)
         if event.owner in bodies:
-            kopf.event(
-                cast(kopf.Body, bodies[event.owner]),
+            namespaces.post_event(
+                bodies[event.owner],
                 type=event.type,
                 reason=event.reason,
                 message=event.message,

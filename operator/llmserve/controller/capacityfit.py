@@ -12,7 +12,7 @@ import kopf
 
 from llmserve import kube
 from llmserve.api.base import Condition, now_utc
-from llmserve.controller import metrics
+from llmserve.controller import metrics, namespaces
 from llmserve.controller.handlers import RESOURCE
 from llmserve.controller.reconcile import parse_spec
 from llmserve.controller.statusapply import apply_status, carry_transition_time
@@ -127,6 +127,6 @@ async def check_capacity_fit(body: kopf.Body, namespace: str | None, name: str, 
     if not changed:
         return
     if fit.status == "False":
-        kopf.event(body, type="Warning", reason=fit.reason, message=fit.message)
+        namespaces.post_event(body, type="Warning", reason=fit.reason, message=fit.message)
     elif fit.status == "Unknown":
-        kopf.event(body, type="Normal", reason=f"CapacityFit{fit.reason}", message=fit.message)
+        namespaces.post_event(body, type="Normal", reason=f"CapacityFit{fit.reason}", message=fit.message)

@@ -10,8 +10,9 @@ import kopf
 
 from llmserve import kube, slots
 from llmserve.api.llmserve import GROUP, PLURAL, VERSION
-from llmserve.controller import metrics
+from llmserve.controller import metrics, namespaces
 from llmserve.controller.reconcile import Reconciler, parse_spec
+from llmserve.controller.restore import Restorer
 from llmserve.render.labels import LLMSERVE_LABEL
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 RESOURCE = (GROUP, VERSION, PLURAL)
 OWNED = {LLMSERVE_LABEL: kopf.PRESENT}
 reconciler = Reconciler()
+restorer = Restorer(reconciler)
 
 # Debounce: a burst of pod events for one LLMServe ends in one status write.
 STATUS_DEBOUNCE_SECONDS = 0.2
@@ -111,6 +113,7 @@ async def _refresh_later(key: tuple[str, str], indexes: dict[str, kopf.Index[Any
             body = _one(indexes["llmserve_index"], key)
             if body is None:
                 metrics.forget(key)
+                restorer.forget(key)
                 reconciler.forget(key)
                 _applied_at_first_sight.pop(key, None)
                 return
@@ -201,14 +204,34 @@ async def applied_child_changed(
     if type != "DELETED" or name != owner:  # only the child named after its LLMServe is the renderer's
         return
     kind = str(body.get("kind") or "")
-    try:
-        outcome = await reconciler.restore_children(namespace, owner, kind)
-    except Exception as err:  # e.g. its namespace is terminating: nothing to restore into
-        outcome = f"failed error={str(err)!r}"
-    # One line per deletion either way: what the operator made of it (the GC's are `llmserve_gone`).
-    log.info(
-        "event=child_deleted namespace=%s llmserve=%s kind=%s outcome=%s", namespace, owner, kind, outcome
+    key = (namespace, owner)
+    outcome = await restorer.child_deleted(namespace, owner, kind, lambda: schedule_refresh(key, kwargs))
+    # One line per deletion: what the operator made of it (the GC's are `llmserve_gone`; a namespace's
+    # teardown's `namespace_terminating`, expected and skipped); a refusal being retried is a warning.
+    level = logging.WARNING if outcome.startswith("retrying") else logging.INFO
+    log.log(
+        level,
+        "event=child_deleted namespace=%s llmserve=%s kind=%s outcome=%s",
+        namespace,
+        owner,
+        kind,
+        outcome,
     )
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_changed(type: str | None, body: kopf.Body, name: str, **_: Any) -> None:
+    """Keeps controller.namespaces' view of which namespaces are being deleted."""
+    deleting = (
+        bool(body.metadata.get("deletionTimestamp")) or body.get("status", {}).get("phase") == "Terminating"
+    )
+    namespaces.observe(name, deleting, gone=type == "DELETED")
+
+
+@kopf.on.cleanup()
+async def stop_restores(**_: Any) -> None:
+    """Shutdown ends the restore retries it started (the next leader's resume applies every child)."""
+    await restorer.close()
 
 
 @kopf.timer(*RESOURCE, interval=30, idle=10)

@@ -79,6 +79,7 @@ class _QuietRoutineHandlers(logging.Filter):
         "Handler 'child_changed' succeeded",
         "Handler 'applied_child_changed' succeeded",
         "Timer 'resync_status' succeeded",
+        "Handler 'namespace_changed' succeeded",
     )
 
     def filter(self, record: logging.LogRecord) -> bool:

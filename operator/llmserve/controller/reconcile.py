@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from llmserve import kube, slots
 from llmserve.api.base import Condition
 from llmserve.api.llmserve import LLMServeSpec, LLMServeStatus
-from llmserve.controller import metrics
+from llmserve.controller import metrics, namespaces
 from llmserve.controller.engine_key import EngineKeys, security_children
 from llmserve.controller.status import (
     Observed,
@@ -36,6 +36,11 @@ def spec_error_message(err: ValidationError) -> str:
     """One line naming each bad field and what is wrong with it."""
     parts = []
     for problem in err.errors():
+        text = str(problem["msg"]).removeprefix("Value error, ")
+        if not problem["loc"] and text.startswith("."):
+            # A cross-field rule (api.llmserve.SPEC_RULES) names its own field: ".minReplicas: ...".
+            parts.append(f"spec{text}")
+            continue
         location = ".".join(str(p) for p in problem["loc"]) or "spec"
         parts.append(f"spec.{location}: {problem['msg']}")
     return "; ".join(parts)
@@ -60,6 +65,8 @@ class Reconciler:
 
     def __init__(self) -> None:
         self.apply_errors: dict[Key, str] = {}
+        # Why a deleted child could not be applied again yet, by kind (written by controller.restore).
+        self.restore_errors: dict[Key, dict[str, str]] = {}
         self._refresh_locks: dict[Key, asyncio.Lock] = {}
         # One apply of an LLMServe's children at a time: a restore's fresh read and a spec change's apply
         # must not interleave (the older spec would land last).
@@ -126,6 +133,13 @@ class Reconciler:
                 child, err = failed.child, failed.error
                 if not report:
                     raise err from failed
+                if namespaces.refused_as_terminating(key[0], err):
+                    # Expected while a namespace is deleted (the autoscaler may still write replicas): not
+                    # a failure to report or retry, and nothing can be posted there.
+                    log.info(
+                        "event=apply_skipped namespace=%s llmserve=%s reason=namespace_terminating", *key
+                    )
+                    return
                 message = apply_error_message(child, err)
                 self.apply_errors[key] = message
                 metrics.RECONCILE_ERRORS.labels(namespace=key[0], llmserve=key[1]).inc()
@@ -171,15 +185,19 @@ class Reconciler:
             metrics.observe_status(key, status)
             return status
 
-    async def restore_children(self, namespace: str, name: str, kind: str) -> str:
+    async def restore_children(self, namespace: str, name: str, kind: str, failed_attempts: int = 0) -> str:
         """The LLMServe's Deployment or Service (`kind`) was deleted by someone else: its children are
         applied again from the LLMServe as the API has it now (not from a cache: its current spec.replicas,
         which the autoscaler and the gateway write), unless it is gone or going (then the garbage
         collector removed the child, and applying would make orphans), or its spec is invalid (nothing to
-        render: its InvalidSpec condition says so). Returns what was done: `applied`, `llmserve_gone`,
-        `llmserve_deleting` or `invalid_spec`.
+        render: its InvalidSpec condition says so), or its namespace is being deleted (the API server refuses
+        creates there; nothing is posted into it either). Returns what was done: `applied`, `llmserve_gone`,
+        `llmserve_deleting`, `invalid_spec` or `namespace_terminating`; raises what refused the apply
+        (the first refusal, `failed_attempts` 0, posts a RestoreFailed Event; controller.restore retries).
         Under the apply lock from the read to the apply: a spec change's `ensure` then either goes first
         (and this read sees its spec) or after (and applies its own), never a stale spec over a newer one."""
+        if namespaces.terminating(namespace):
+            return "namespace_terminating"
         async with self._apply_lock((namespace, name)):
             body = await kube.get("LLMServe", namespace, name)
             if body is None:
@@ -188,12 +206,21 @@ class Reconciler:
                 return "llmserve_deleting"
             if parse_spec(body.get("spec", {}))[0] is None:
                 return "invalid_spec"
-            await self._ensure(body, None, report=False, announce=False)
+            try:
+                await self._ensure(body, None, report=False, announce=False)
+            except Exception as err:
+                if namespaces.refused_as_terminating(namespace, err):
+                    return "namespace_terminating"
+                if failed_attempts == 0:
+                    message = f"applying {kind} {name} again after its deletion failed (retrying): {err}"
+                    _event(body, "Warning", reason="RestoreFailed", message=message)
+                raise
+        after = f" after {failed_attempts} failed attempt(s)" if failed_attempts else ""
         _event(
             body,
             "Normal",
             reason=f"{kind}Recreated",
-            message=f"applied {kind} {name} again after its deletion",
+            message=f"applied {kind} {name} again after its deletion{after}",
         )
         return "applied"
 
@@ -203,6 +230,7 @@ class Reconciler:
         self._refresh_locks.pop(key, None)
         self._apply_locks.pop(key, None)
         self.apply_errors.pop(key, None)
+        self.restore_errors.pop(key, None)
 
     def compute_status(
         self,
@@ -230,6 +258,7 @@ class Reconciler:
             deployment=deployment,
             spec_error=spec_error,
             apply_error=self.apply_errors.get(key, ""),
+            restore_error="; ".join(self.restore_errors.get(key, {}).values()),
             service_problem=service_problem(meta["name"], service),
             deployment_problem="" if being_created else deployment_problem(meta["name"], deployment),
         )
@@ -278,8 +307,9 @@ async def _apply_all(children: list[tuple[Obj, int]]) -> list[Obj]:
 
 
 def _event(body: Obj, event_type: str, reason: str, message: str) -> None:
-    """Posts a Kubernetes Event on the LLMServe (kopf batches and posts them in the background)."""
-    kopf.event(cast(kopf.Body, body), type=event_type, reason=reason, message=message)
+    """Posts a Kubernetes Event on the LLMServe (kopf batches and posts them in the background), unless
+    its namespace is being deleted (refused there; kopf would log each of its retries as an error)."""
+    namespaces.post_event(body, type=event_type, reason=reason, message=message)
 
 
 def _previous_conditions(status: Obj) -> list[Condition]:

@@ -39,6 +39,8 @@ class Observed:
     # The same for the Deployment: without it no replica is kept or started (the garbage collector removes
     # the ones it had), whatever the pods say this instant.
     deployment_problem: str = ""
+    # Why a deleted Deployment or Service could not be applied again yet; the operator keeps trying.
+    restore_error: str = ""
 
 
 def child_problem(kind: str, name: str, child: Obj | None) -> str:
@@ -104,6 +106,8 @@ def compute_conditions(observed: Observed) -> list[Condition]:
         degraded = _condition("Degraded", "True", "InvalidSpec", observed.spec_error, gen)
     elif observed.apply_error:
         degraded = _condition("Degraded", "True", "ApplyFailed", observed.apply_error, gen)
+    elif observed.restore_error:
+        degraded = _condition("Degraded", "True", "RestoreFailed", observed.restore_error, gen)
     elif pods.unschedulable:
         message = f"{pods.unschedulable} replica(s) cannot be scheduled: {pods.unschedulable_message}"
         degraded = _condition("Degraded", "True", "Unschedulable", message, gen)
@@ -123,8 +127,12 @@ def compute_conditions(observed: Observed) -> list[Condition]:
         message = (
             f"{missing_deployment}: {pods.ready}/{desired} replicas ready, and no replica is kept or "
             "started until the operator applies it again"
-        )
+        ) + (f"; {observed.restore_error}" if observed.restore_error else "")
         ready = _condition("Ready", "False", "DeploymentMissing", message, gen)
+    elif pods.ready == 0 and (observed.spec_error or observed.apply_error):
+        # Before ScaledToZero: an invalid spec has no desired replicas (nothing renders), and a refused
+        # apply may leave none, but "scaled to zero" would hide the field the user must fix.
+        ready = _condition("Ready", "False", degraded.reason, degraded.message, gen)
     elif desired == 0 and pods.total == 0:
         ready = _condition(
             "Ready", "False", "ScaledToZero", "no replicas are running; requests wake the model", gen
@@ -133,7 +141,7 @@ def compute_conditions(observed: Observed) -> list[Condition]:
         message = (
             f"{pods.ready}/{desired} replicas ready, but {observed.service_problem}: no request reaches them "
             "until the operator applies it again"
-        )
+        ) + (f"; {observed.restore_error}" if observed.restore_error else "")
         ready = _condition("Ready", "False", "ServiceMissing", message, gen)
     elif pods.ready >= desired and pods.ready > 0:
         ready = _condition("Ready", "True", "Available", f"{pods.ready}/{desired} replicas ready", gen)
@@ -150,6 +158,9 @@ def compute_conditions(observed: Observed) -> list[Condition]:
 
     if observed.spec_error or observed.apply_error:
         progressing = _condition("Progressing", "False", degraded.reason, degraded.message, gen)
+    elif observed.restore_error:
+        # True: the operator is still at it (a retry with backoff), unlike a refused spec change.
+        progressing = _condition("Progressing", "True", "RestoreRetrying", observed.restore_error, gen)
     elif missing_deployment:
         message = f"{missing_deployment}; the operator applies it again"
         progressing = _condition("Progressing", "True", "DeploymentMissing", message, gen)
