@@ -329,12 +329,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also append one JSON line per trace and cold start to this file (bench/autoscaling_summary.py)",
     )
     parser.add_argument(
-        "--gateway-queue", action="store_true", help="requests wait in the gateway while every batch is full"
+        "--gateway-queue",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="requests wait in the gateway while every batch is full, as the chart deploys it "
+        "(gateway.queueWhenFull); --no-gateway-queue: in the engines' queues (the bench's default before the "
+        "fifth session)",
     )
     parser.add_argument(
         "--queue-order",
         choices=("fifo", "late-last"),
-        default="fifo",
+        default="late-last",
         help="gateway queue: first come first served, or requests past the TTFT target after the others",
     )
     parser.add_argument(

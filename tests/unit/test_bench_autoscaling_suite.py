@@ -2,8 +2,8 @@
 
 The traces are the suite's own generators, shortened (`suite(seed, SCALE, …)`); the fleet, router, oracle
 and policies are the benchmark's (bench/autoscaling.py). No tuned number is asserted: only what must hold
-whatever the defaults are (every request is served once, the clairvoyant schedule spends the fewest
-GPU-hours per SLO-met request, the miss split adds up) and how llmserve ranks among the autoscaled policies.
+whatever the defaults are (every request is served or refused once, no policy as good as the
+clairvoyant schedule is cheaper per SLO-met request, the miss split adds up) and how llmserve ranks among the autoscaled policies.
 """
 
 from __future__ import annotations
@@ -44,19 +44,28 @@ def _rows(runs_for_trace: tuple) -> dict[str, autoscaling.Row]:
 
 
 @pytest.mark.parametrize("label", TRACES)
-def test_every_policy_serves_every_request_of_the_trace_exactly_once(runs: dict, label: str) -> None:
+def test_every_request_of_the_trace_is_served_or_refused_by_the_gateway_queue_exactly_once(
+    runs: dict, label: str
+) -> None:
     trace, oracle, results, _ = runs[label]
     for result in (oracle, *results.values()):
-        assert len(result.finished) == len(trace), result.name
-        assert sorted(arrival for arrival, _ in result.finished) == [r.arrival for r in trace]
+        assert len(result.finished) + len(result.rejected) == len(trace), result.name
+        arrivals = [arrival for arrival, _ in result.finished] + result.rejected
+        assert sorted(arrivals) == [r.arrival for r in trace]
+    assert not oracle.rejected  # the clairvoyant fleet never fills the gateway queue
 
 
 @pytest.mark.parametrize("label", TRACES)
-def test_the_oracle_spends_the_fewest_gpu_hours_per_slo_met_request(runs: dict, label: str) -> None:
+def test_no_policy_near_the_oracles_attainment_is_cheaper_per_slo_met_request(
+    runs: dict, label: str
+) -> None:
+    # A policy far below the oracle can be cheaper per SLO-met request: the gateway queue refuses what it
+    # cannot serve, so an under-sized fleet is busy all the time (why the headline is attainment first).
     rows = _rows(runs[label])
     oracle = next(r for name, r in rows.items() if name.startswith("oracle"))
     for name, r in rows.items():
-        assert oracle.gpu_hours_per_1k_good <= r.gpu_hours_per_1k_good, name
+        if r.attainment >= oracle.attainment - 0.01:
+            assert oracle.gpu_hours_per_1k_good <= r.gpu_hours_per_1k_good, name
 
 
 @pytest.mark.parametrize("label", TRACES)

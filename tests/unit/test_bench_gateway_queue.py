@@ -14,7 +14,9 @@ from autoscaling_traces import suite
 
 
 def _run(gateway_queue: bool, *options: str) -> tuple[Fleet, autoscaling.Result, int]:
-    args = autoscaling.parse_args(["--quick", *options] + (["--gateway-queue"] if gateway_queue else []))
+    args = autoscaling.parse_args(
+        ["--quick", *options, "--gateway-queue" if gateway_queue else "--no-gateway-queue"]
+    )
     trace = suite(args.seed, 0.05, args.max_model_len)["flash crowds 6x"]
     fleet = Fleet(args, Static(1))
     peak_load = 0
@@ -32,7 +34,7 @@ def _run(gateway_queue: bool, *options: str) -> tuple[Fleet, autoscaling.Result,
 def test_with_the_gateway_queue_an_engine_never_holds_more_than_its_batch_and_every_request_is_served() -> (
     None
 ):
-    fleet, result, peak_load = _run(True, "--queue-size", "0")
+    fleet, result, peak_load = _run(True, "--queue-size", "0", "--queue-order", "fifo")
     batch = fleet.args.max_num_seqs
     assert peak_load <= batch
     assert not fleet.arrivals and not fleet.held and len(result.finished) > 0
@@ -51,8 +53,8 @@ def test_a_bounded_gateway_queue_refuses_what_does_not_fit_and_counts_it_as_miss
 
 
 def test_late_last_serves_requests_that_can_still_meet_the_ttft_target_first() -> None:
-    fleet, fifo, _ = _run(True, "--queue-size", "0")
-    _, late_last, _ = _run(True, "--queue-size", "0", "--queue-order", "late-last")
+    fleet, fifo, _ = _run(True, "--queue-size", "0", "--queue-order", "fifo")
+    _, late_last, _ = _run(True, "--queue-size", "0")  # late-last is the default
     assert len(late_last.finished) == len(fifo.finished)
     # One replica under a 6x crowd: first come first served makes everyone wait behind the backlog.
     assert autoscaling.attainment(late_last, fleet.args) > 1.25 * autoscaling.attainment(fifo, fleet.args)
