@@ -20,6 +20,7 @@ from tests.support.prom import scrape_total
 
 KEY = "sk-routing-0123456789abcdef"
 SLOTS = 2  # batch slots per engine: small, so a handful of streams fill the fleet
+LATE_AFTER_SECONDS = 1.0  # the "late" gateway's model TTFT target (static file ttftTargetSeconds)
 
 
 def slow_engine(port: int, log_dir: Path) -> Process:
@@ -64,15 +65,22 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             }
         )
     )
+    # The same fleet for a gateway whose queue knows the model's TTFT target (late-last).
+    late_config = logs / "gateway-late.yaml"
+    document = yaml.safe_load(config.read_text())
+    document["models"][0]["ttftTargetSeconds"] = LATE_AFTER_SECONDS
+    late_config.write_text(yaml.safe_dump(document))
     processes = [slow_engine(p, logs).start() for p in ports]
-    gateways = {"least": free_port(), "queue": free_port(), "prefix": free_port()}
+    gateways = {"least": free_port(), "queue": free_port(), "prefix": free_port(), "late": free_port()}
     flags = {
         "least": ["--routing", "least-load"],
         "queue": ["--routing", "least-load", "--queue-when-full", "--queue-size", "1"],
         "prefix": ["--routing", "prefix"],
+        "late": ["--routing", "least-load", "--queue-when-full", "--queue-size", "2"],
     }
     for name, port in gateways.items():
-        args = [sys.executable, "-m", "llmserve.cli", "gateway", "--static", str(config), "--port", str(port),
+        file = late_config if name == "late" else config
+        args = [sys.executable, "-m", "llmserve.cli", "gateway", "--static", str(file), "--port", str(port),
                 "--scrape-interval", "0.2", "--metrics-port", "0", *flags[name]]  # /metrics on the API port: read below  # fmt: skip
         processes.append(
             Process(args, logs / f"gateway-{name}.log", f"http://127.0.0.1:{port}/health").start()
@@ -157,6 +165,45 @@ async def test_with_the_gateway_queue_a_full_fleet_holds_requests_in_the_gateway
     streams[0].cancel()  # a slot frees up: the queued request takes it
     assert await asyncio.wait_for(short, 30) == 200
     assert fleet.gateway_metric("queue", "llmserve_gateway_queued_requests") == 0
+
+
+async def test_a_full_gateway_queue_gives_its_503_to_a_request_past_the_ttft_target_not_a_new_one(
+    fleet: Fleet, streams: list[asyncio.Task[int]]
+) -> None:
+    url = fleet.url("late")
+    for _ in range(2 * SLOTS):
+        streams.append(asyncio.create_task(stream(url)))
+    await asyncio.to_thread(
+        wait_for, lambda: fleet.gauge("vllm:num_requests_running") == [SLOTS, SLOTS], 20, 0.05, "both full"
+    )
+
+    def queued() -> float:
+        return fleet.gateway_metric("late", "llmserve_gateway_queued_requests")
+
+    async def completion(key: str) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=60) as http:
+            return await http.post(
+                f"{url}/completions",
+                json={"model": "llama", "prompt": "x", "max_tokens": 5},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+
+    first = asyncio.create_task(completion(KEY))
+    await asyncio.to_thread(wait_for, lambda: queued() == 1, 20, 0.05, "the first request queued")
+    # Lateness is a duration by definition: the first request waits past the model's 1 s target.
+    await asyncio.sleep(LATE_AFTER_SECONDS + 0.2)
+    second = asyncio.create_task(completion(KEY + "-b"))
+    await asyncio.to_thread(wait_for, lambda: queued() == 2, 20, 0.05, "the queue full")
+    third = asyncio.create_task(completion(KEY + "-b"))
+    displaced = await asyncio.wait_for(first, 30)
+    assert displaced.status_code == 503 and displaced.json()["error"]["code"] == "replicas_busy"
+    assert "time-to-first-token target" in displaced.json()["error"]["message"]
+    await asyncio.to_thread(wait_for, lambda: queued() == 2, 20, 0.05, "the new request in its place")
+    assert not second.done() and not third.done()
+    streams[0].cancel()
+    streams[1].cancel()  # two slots free up: both waiting requests are served
+    assert [r.status_code for r in await asyncio.wait_for(asyncio.gather(second, third), 30)] == [200, 200]
+    assert queued() == 0
 
 
 def test_every_turn_of_a_conversation_lands_on_the_replica_that_cached_its_prefix(fleet: Fleet) -> None:

@@ -3,7 +3,8 @@
 The traces are the suite's own generators, shortened (`suite(seed, SCALE, …)`); the fleet, router, oracle
 and policies are the benchmark's (bench/autoscaling.py). No tuned number is asserted: only what must hold
 whatever the defaults are (every request is served or refused once, no policy as good as the
-clairvoyant schedule is cheaper per SLO-met request, the miss split adds up) and how llmserve ranks among the autoscaled policies.
+clairvoyant schedule is cheaper per SLO-met request, the miss split adds up) and how llmserve ranks
+among the autoscaled policies.
 """
 
 from __future__ import annotations
@@ -56,9 +57,7 @@ def test_every_request_of_the_trace_is_served_or_refused_by_the_gateway_queue_ex
 
 
 @pytest.mark.parametrize("label", TRACES)
-def test_no_policy_near_the_oracles_attainment_is_cheaper_per_slo_met_request(
-    runs: dict, label: str
-) -> None:
+def test_no_policy_near_the_oracles_attainment_is_cheaper_per_slo_met_request(runs: dict, label: str) -> None:
     # A policy far below the oracle can be cheaper per SLO-met request: the gateway queue refuses what it
     # cannot serve, so an under-sized fleet is busy all the time (why the headline is attainment first).
     rows = _rows(runs[label])

@@ -75,7 +75,7 @@ def test_the_chart_s_operator_builds_its_settings(helm: str, monkeypatch: pytest
 def test_the_chart_s_operator_reads_its_own_release_s_gateway_and_its_queue(
     helm: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rendered = containers(helm, "gateway.queueWhenFull=true", "gateway.metricsPort=9300")
+    rendered = containers(helm, "gateway.metricsPort=9300")  # the gateway queue is on by default
     for name, value in plain_env(rendered["operator"]).items():
         monkeypatch.setenv(name, value)
     settings = OperatorSettings()
@@ -88,3 +88,12 @@ def test_the_chart_s_operator_reads_its_own_release_s_gateway_and_its_queue(
     assert load_settings(rendered["gateway"]["args"]).queue_when_full is True
     without_gateway = containers(helm, "gateway.enabled=false")["operator"]
     assert plain_env(without_gateway)["LLMSERVE_GATEWAY_SELECTOR"] == ""  # engines only
+
+
+def test_the_chart_s_gateway_queue_takes_its_bounds_and_can_be_turned_off(helm: str) -> None:
+    queued = load_settings(
+        containers(helm, "gateway.queueSize=1024", "gateway.queueTimeoutSeconds=15")["gateway"]["args"]
+    )
+    assert (queued.queue_when_full, queued.queue_size, queued.queue_timeout) == (True, 1024, 15.0)
+    engine = load_settings(containers(helm, "gateway.queueWhenFull=false")["gateway"]["args"])
+    assert engine.queue_when_full is False

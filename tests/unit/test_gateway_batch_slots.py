@@ -90,3 +90,13 @@ def test_a_route_carries_its_llmserves_ttft_target_for_the_gateway_queues_order(
     )
     late_after = {route.served_name: route.late_after_seconds for route in view.routes()}
     assert late_after == {"llama": 1.5, "mistral": None}
+
+
+def test_the_static_file_sets_a_models_ttft_target_and_a_bad_one_names_the_field() -> None:
+    (route,) = load_config("models: [{name: m, ttftTargetSeconds: 2.5, backends: []}]").routes
+    assert route.late_after_seconds == 2.5
+    (plain,) = load_config("models: [{name: m, backends: []}]").routes
+    assert plain.late_after_seconds is None
+    for value in ("0", "-1", "soon", "true", "601"):
+        with pytest.raises(ValueError, match=r"models\[0\].ttftTargetSeconds"):
+            load_config(f"models: [{{name: m, ttftTargetSeconds: {value}, backends: []}}]")

@@ -125,8 +125,11 @@ class SlotQueue:
         _, key, waiter = oldest
         self._remove(queue, key, waiter)
         waiter.set_exception(
-            self._busy(model, f"this request waited longer than its {queue.late_after_seconds:g}s "
-                       "time-to-first-token target while newer ones could still meet it")  # fmt: skip
+            self._busy(
+                model,
+                f"this request waited longer than its {queue.late_after_seconds:g}s "
+                "time-to-first-token target while newer ones could still meet it",
+            )  # fmt: skip
         )
         return True
 

@@ -32,6 +32,17 @@ def _batch_slots(raw: Any, where: str) -> int | None:
     return raw
 
 
+def _ttft_target(raw: Any, where: str) -> float | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, int | float) or isinstance(raw, bool) or not 0 < raw <= 600:
+        raise ValueError(
+            f"{where}.ttftTargetSeconds: expected the time-to-first-token target in seconds, above 0 and "
+            "at most 600 (the gateway queue serves requests past it after the others)"
+        )
+    return float(raw)
+
+
 def _backend(raw: Any, where: str, model_slots: int | None = None) -> Backend:
     if isinstance(raw, str):
         raw = {"url": raw}
@@ -73,7 +84,8 @@ def parse_config(document: Any) -> StaticConfig:
         backends = tuple(
             _backend(b, f"{where}.backends[{i}]", slots) for i, b in enumerate(raw.get("backends") or [])
         )
-        routes.append(ModelRoute(raw["name"], backends))
+        late_after = _ttft_target(raw.get("ttftTargetSeconds"), where)
+        routes.append(ModelRoute(raw["name"], backends, late_after_seconds=late_after))
     keys = []
     for index, raw in enumerate(document.get("keys") or []):
         where = f"keys[{index}]"
