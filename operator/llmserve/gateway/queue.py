@@ -124,13 +124,11 @@ class SlotQueue:
             return False
         _, key, waiter = oldest
         self._remove(queue, key, waiter)
-        waiter.set_exception(
-            self._busy(
-                model,
-                f"this request waited longer than its {queue.late_after_seconds:g}s "
-                "time-to-first-token target while newer ones could still meet it",
-            )  # fmt: skip
+        why = (
+            f"this request waited longer than its {queue.late_after_seconds:g}s time-to-first-token target "
+            "while newer ones could still meet it"
         )
+        waiter.set_exception(self._busy(model, why))
         return True
 
     def _next(self, queue: _ModelQueue) -> tuple[str, asyncio.Future[None]] | None:
