@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from llmserve.api.base import Condition
 from llmserve.api.engine_args import batch_slots
 from llmserve.api.llmserve import LLMServeSpec
@@ -24,7 +26,8 @@ def test_the_stabilization_window_survives_a_round_trip_through_status() -> None
     status = scale_status(decision, 2, None, None).model_dump(by_alias=True, mode="json")
 
     restored = history_from_status(status)  # what a restarted operator reads back
-    assert restored == decision.history
+    # The ready count is not persisted: a restarted operator starts counting at its first decision.
+    assert restored == replace(decision.history, last_ready_replicas=None)
     quiet = Snapshot(T0 + 60, 6, 6, replicas=tuple(ReplicaMetrics(0, 0, 0.0) for _ in range(6)))
     assert decide(quiet, config, restored).desired_replicas == 6
     assert decide(quiet, config, History(last_desired_replicas=6)).desired_replicas == 1  # forgotten: early

@@ -14,6 +14,7 @@ from llmserve.autoscale.hold import (
     CANCEL_AFTER_SECONDS,
     burst_held,
     burst_seconds,
+    hold_newly_ready,
     hold_seconds,
 )
 from llmserve.autoscale.policy_types import (
@@ -205,6 +206,11 @@ def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decisi
         last_active = raised_outside = now
         notes.append(f"replicas raised to {current} from outside the autoscaler")
 
+    if snapshot.demand is not None:
+        window = hold_newly_ready(
+            window, now, snapshot.ready_replicas, history.last_ready_replicas, config.floor_replicas
+        )
+
     signals = observe(snapshot, config)
     scraped, unscraped = len(snapshot.replicas), snapshot.unscraped_replicas
     active = (
@@ -235,6 +241,7 @@ def decide(snapshot: Snapshot, config: PolicyConfig, history: History) -> Decisi
                 desired,
                 raised_outside_seconds=raised_outside,
                 last_burst_seconds=last_burst,
+                last_ready_replicas=snapshot.ready_replicas,
             ),
             limited_by=limited_by,
             stabilized=stabilized,

@@ -91,6 +91,9 @@ class History:
     # When demand last jumped past the fleet (a panic that asked for more replicas): the full
     # scaleDownDelaySeconds holds from then on (burst_held).
     last_burst_seconds: float | None = None
+    # The ready replicas at the last decision, so that replicas that became ready since are held
+    # (hold.hold_newly_ready). Not persisted: a restarted operator starts counting at its first decision.
+    last_ready_replicas: int | None = None
 
 
 @dataclass(frozen=True)
