@@ -77,7 +77,8 @@ class SlotQueue:
                     try:
                         await asyncio.wait_for(asyncio.shield(future), _RECHECK_SECONDS)
                     except TimeoutError:
-                        if not (self._next(queue) == (key, future) and has_room()):
+                        # Room first (cheap): while every batch is full nobody scans the queue.
+                        if not (has_room() and self._next(queue) == (key, future)):
                             continue  # keep our place in line
                     self._remove(queue, key, future)
                     if has_room():
