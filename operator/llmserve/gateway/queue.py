@@ -5,8 +5,8 @@ that still can meet it (late-last). Under overload a first-come-first-served que
 wait behind the backlog, so once a queue forms nobody meets the target; serving the ones that still can
 keeps most of them within it while the fleet catches up, and the late ones are served as soon as nothing
 fresher waits. This is the "adaptive LIFO" of Facebook's RPC queues (Maurer, "Fail at Scale", ACM Queue
-13(8), 2015), keyed on the model's own TTFT target. Measured in docs/benchmarks.md ("Where a crowd
-waits").
+13(8), 2015), keyed on the model's own TTFT target. Measured in docs/benchmarks.md ("where a crowd
+waits, again").
 """
 
 from __future__ import annotations
