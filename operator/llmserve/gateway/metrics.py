@@ -149,6 +149,14 @@ class GatewayMetrics:
             ["model", "outcome"],
             registry=r,
         )
+        self.queue_refused = Counter(
+            "llmserve_gateway_queue_refused_requests",
+            "Requests the gateway queue answered with 503 replicas_busy (queue full, waited past "
+            "--queue-timeout, or displaced by a newer request that could still meet the TTFT target), with "
+            "the LLMServe it maps to: requests that reached no engine.",
+            ["model", "namespace", "llmserve"],
+            registry=r,
+        )
         self.queued = Gauge(
             "llmserve_gateway_queued_requests",
             "Requests waiting in the gateway for a free batch slot (every replica full), with the LLMServe "

@@ -185,6 +185,9 @@ class Proxy:
                 waited = await self.queue.wait_for_slot(
                     model, caller, lambda: self.has_room(model), route.late_after_seconds
                 )
+            except GatewayError:
+                self.metrics.queue_refused.labels(model, route.namespace or "", route.llmserve or "").inc()
+                raise
             finally:
                 queued.dec()
             if waited:
