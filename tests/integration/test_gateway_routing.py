@@ -198,7 +198,7 @@ async def test_a_full_gateway_queue_gives_its_503_to_a_request_past_the_ttft_tar
     displaced = await asyncio.wait_for(first, 30)
     assert displaced.status_code == 503 and displaced.json()["error"]["code"] == "replicas_busy"
     assert "time-to-first-token target" in displaced.json()["error"]["message"]
-    # Counted for the operator's dashboards: a request that reached no engine.
+    # Counted for monitoring: a request that reached no engine.
     assert fleet.gateway_metric("late", "llmserve_gateway_queue_refused_requests_total") == 1
     await asyncio.to_thread(wait_for, lambda: queued() == 2, 20, 0.05, "the new request in its place")
     assert not second.done() and not third.done()
