@@ -33,8 +33,8 @@ def slow_engine(port: int, log_dir: Path) -> Process:
 
 
 class Fleet:
-    def __init__(self, engines: list[int], gateways: dict[str, int]) -> None:
-        self.engines, self.gateways = engines, gateways
+    def __init__(self, engines: list[int], gateways: dict[str, int], logs: Path) -> None:
+        self.engines, self.gateways, self.logs = engines, gateways, logs
 
     def url(self, gateway: str) -> str:
         return f"http://127.0.0.1:{self.gateways[gateway]}/v1"
@@ -86,7 +86,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             Process(args, logs / f"gateway-{name}.log", f"http://127.0.0.1:{port}/health").start()
         )
     try:
-        yield Fleet(ports, gateways)
+        yield Fleet(ports, gateways, logs)
     finally:
         for process in processes:
             process.stop()
@@ -238,3 +238,12 @@ def test_every_turn_of_a_conversation_lands_on_the_replica_that_cached_its_prefi
     hits = [a - b for a, b in zip(fleet.gauge("vllm:prefix_cache_hits_total"), hits_before, strict=True)]
     queries = sum(fleet.gauge("vllm:prefix_cache_queries_total"))
     assert all(h > 0 for h in hits) and sum(hits) / queries > 0.5
+
+
+def test_no_gateway_log_holds_an_api_key_after_queueing_refusals_and_displacements(fleet: Fleet) -> None:
+    # Runs after the tests above: their 503s (queue full, displaced past the TTFT target) are logged
+    # with the key's name only.
+    logs = {path.name: path.read_text() for path in fleet.logs.glob("gateway-*.log")}
+    assert "error=replicas_busy" in logs["gateway-late.log"] and "key=team-a" in logs["gateway-late.log"]
+    for name, text in logs.items():
+        assert KEY not in text, name  # KEY + "-b" contains KEY: this catches both keys
