@@ -189,9 +189,12 @@ class Fleet:
         self.replicas: list[Replica] = []
         self.unscheduled = 0  # wanted replicas that found no free GPUs
         self.held: deque[tuple[str, Request]] = deque()
-        self.late: deque[tuple[str, Request]] = (
-            deque()
-        )  # held past the TTFT target (--gateway-queue late-last)
+        # Held past the TTFT target (--queue-order late-last): served once nothing fresher waits.
+        self.late: deque[tuple[str, Request]] = deque()
+        # The gateway queue's bound (--queue-size; 0: none, and no engine-queue run has one) and order.
+        self.gateway_queue = bool(getattr(args, "gateway_queue", False))
+        self.queue_bound = getattr(args, "queue_size", 0) if self.gateway_queue else 0
+        self.late_last = getattr(args, "queue_order", "fifo") == "late-last"
         self.arrivals: dict[str, float] = {}
         self.events: list[tuple[float, int, str, object]] = []
         self.sequence = 0
@@ -258,10 +261,9 @@ class Fleet:
         self.arrivals[request_id] = request.arrival
         if not (self.held or self.late) and self.dispatch(now, request_id, request):
             return
-        bound = getattr(self.args, "queue_size", 0) if getattr(self.args, "gateway_queue", False) else 0
-        if bound:
+        if self.queue_bound:
             self.expire_held(now)
-            if len(self.held) + len(self.late) >= bound:
+            if len(self.held) + len(self.late) >= self.queue_bound:
                 if not self.late:
                     self.reject(request_id)  # every waiter can still meet the target: the new one gets 503
                     return
@@ -274,11 +276,11 @@ class Fleet:
     def expire_held(self, now: float) -> None:
         """The gateway queue's bookkeeping at `now`: waiters past the TTFT target move behind the others
         (late-last), and waiters past --queue-timeout get their 503 (--gateway-queue with a bound only)."""
-        if getattr(self.args, "queue_order", "fifo") == "late-last":
+        if self.late_last:
             deadline = now - self.args.slo_ttft_seconds
             while self.held and self.held[0][1].arrival < deadline:
                 self.late.append(self.held.popleft())
-        if getattr(self.args, "gateway_queue", False) and getattr(self.args, "queue_size", 0):
+        if self.queue_bound:
             expired = now - self.args.queue_timeout_seconds
             for waiting in (self.late, self.held):
                 while waiting and waiting[0][1].arrival < expired:
@@ -287,7 +289,7 @@ class Fleet:
     def dispatch(self, now: float, request_id: str, request: Request) -> bool:
         """To the least-loaded ready replica (vLLM queues without a limit); False means hold it."""
         candidates = self.ready(now)
-        if getattr(self.args, "gateway_queue", False):
+        if self.gateway_queue:
             # The gateway's --queue-when-full: a request waits in the gateway while every batch is full.
             candidates = [r for r in candidates if r.load < self.args.max_num_seqs]
         if not candidates:

@@ -179,14 +179,15 @@ class Proxy:
             and self.settings.policy is not Policy.POWER_OF_TWO
             and forwarding.pinned is None  # a stored response lives on one replica: no choice to wait for
         ):
-            queued = self.metrics.queued.labels(model, route.namespace or "", route.llmserve or "")
+            owner = (model, route.namespace or "", route.llmserve or "")
+            queued = self.metrics.queued.labels(*owner)
             queued.inc()
             try:
                 waited = await self.queue.wait_for_slot(
                     model, caller, lambda: self.has_room(model), route.late_after_seconds
                 )
             except GatewayError:
-                self.metrics.queue_refused.labels(model, route.namespace or "", route.llmserve or "").inc()
+                self.metrics.queue_refused.labels(*owner).inc()
                 raise
             finally:
                 queued.dec()

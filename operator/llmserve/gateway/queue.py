@@ -64,11 +64,9 @@ class SlotQueue:
             return 0.0
         queue = self._models.setdefault(model, _ModelQueue())
         queue.late_after_seconds = late_after_seconds
+        # A full queue always exists here (its size is at least 1), so nothing is left behind by raising.
         if queue.size >= self.settings.max_waiting_per_model and not self._displace_late(model, queue):
-            if not queue.size:
-                self._models.pop(model, None)
             raise self._busy(model, f"{queue.size} requests are already waiting")
-        started = time.monotonic()
         joined = self.clock()
         future = self._enqueue(queue, key, front=False, joined=joined)
         try:
@@ -82,7 +80,7 @@ class SlotQueue:
                             continue  # keep our place in line
                     self._remove(queue, key, future)
                     if has_room():
-                        return time.monotonic() - started
+                        return self.clock() - joined
                     # Woken, but another request took the slot first: back to the head of the line.
                     future = self._enqueue(queue, key, front=True, joined=joined)
         except TimeoutError:
@@ -112,9 +110,9 @@ class SlotQueue:
     def _displace_late(self, model: str, queue: _ModelQueue) -> bool:
         """A full queue with a late waiter: the longest-waiting late one gets the 503 instead of the new
         request, which can still meet the target (late-last). False when nobody is late."""
-        if queue.late_after_seconds is None:
+        late_before = self._late_before(queue)
+        if late_before is None:
             return False
-        late_before = self.clock() - queue.late_after_seconds
         oldest = None
         for key, waiters in queue.by_key.items():
             for waiter in waiters:
@@ -136,9 +134,7 @@ class SlotQueue:
         """Whose turn it is: in round-robin order over keys, each key's oldest waiter not woken yet (an
         earlier release may not have run it yet) that is not late; when every waiter is late, the first
         key's oldest."""
-        late_before = None
-        if queue.late_after_seconds is not None:
-            late_before = self.clock() - queue.late_after_seconds
+        late_before = self._late_before(queue)
         first = None
         for key in queue.turn:
             for waiter in queue.by_key.get(key, ()):
@@ -151,6 +147,12 @@ class SlotQueue:
                 if queue.joined[waiter] >= late_before:
                     return key, waiter
         return first
+
+    def _late_before(self, queue: _ModelQueue) -> float | None:
+        """Waiters that joined before this (monotonic) time are late; None when the model has no target."""
+        if queue.late_after_seconds is None:
+            return None
+        return self.clock() - queue.late_after_seconds
 
     def _enqueue(self, queue: _ModelQueue, key: str, front: bool, joined: float) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
